@@ -1,0 +1,502 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Topology model: parse and validate a topology document, derive groups and host variables.
+
+A topology document describes regions > zones > pods > clusters > hosts as lists of named
+mappings (see the DOCUMENTATION of the ``virtfleet.cluster.topology`` inventory plugin).
+This module is pure Python on purpose (no Ansible imports), so the inventory plugin, the lab
+and the unit tests share one definition of what a valid topology is.
+
+Every problem is raised as :class:`TopologyError`, which says where in the tree it is, what is
+wrong and how to fix it.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+PLUGIN_NAMES = ("topology", "virtfleet.cluster.topology")
+
+# The tree levels, top down: (kind, key of the list holding this kind in its parent).
+LEVELS = (("region", "regions"), ("zone", "zones"), ("pod", "pods"), ("cluster", "clusters"), ("host", "hosts"))
+GROUP_PREFIXES = {"region": "region_", "zone": "zone_", "pod": "pod_", "cluster": "cluster_"}
+HYPERVISOR_GROUP_PREFIX = "hypervisor_"
+
+STORAGE_TYPES = ("shared", "local")
+DEFAULT_MAX_UNAVAILABLE = 1
+
+# Hypervisors libvirt reaches over SSH with a well-known URI; the others (hyperv, vsphere, ...)
+# get no URI unless the host declares one, since their libvirt drivers need site-specific paths.
+LIBVIRT_URI_SCHEMES = {"kvm": "qemu+ssh", "qemu": "qemu+ssh", "xen": "xen+ssh"}
+
+HYPERVISOR_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+# Variables the topology derives; setting them in `vars:` would be silently overwritten,
+# so it is refused with a pointer to the key that sets them.
+DERIVED_VARIABLES = {
+    "ansible_host": "set `address:` on the host",
+    "virtfleet_region": "it is the name of the region",
+    "virtfleet_zone": "it is the name of the zone",
+    "virtfleet_pod": "it is the name of the pod",
+    "virtfleet_cluster": "it is the name of the cluster",
+    "virtfleet_hypervisor": "set `hypervisor:` on the cluster",
+    "virtfleet_storage": "set `storage:` on the cluster",
+    "virtfleet_libvirt_uri": "set `libvirt_uri:` on the host",
+    "virtfleet_max_unavailable": "set `max_unavailable:` on the cluster",
+}
+
+_TOP_KEYS = ("plugin", "vars", "regions")
+_KEYS = {
+    "region": ("name", "vars", "zones"),
+    "zone": ("name", "vars", "pods"),
+    "pod": ("name", "vars", "clusters"),
+    "cluster": ("name", "vars", "hypervisor", "storage", "max_unavailable", "hosts"),
+    "host": ("name", "vars", "address", "libvirt_uri"),
+}
+_STORAGE_KEYS = ("name", "type", "path")
+
+
+class TopologyError(ValueError):
+    """A topology document is invalid.
+
+    ``where`` is the place in the tree as ``((kind, name), ...)``, ``problem`` says what is
+    wrong and ``fix`` what to do about it. ``source`` (the file) is filled in by the caller
+    that knows it.
+    """
+
+    def __init__(self, where: tuple = (), problem: str = "", fix: str = "", source: str | None = None):
+        self.where = tuple(where)
+        self.problem = problem
+        self.fix = fix
+        self.source = source
+        super().__init__(problem)
+
+    @property
+    def place(self) -> str:
+        return describe_place(self.where)
+
+    def __str__(self) -> str:
+        head = "invalid topology"
+        if self.source:
+            head += " in %s" % self.source
+        head += " at %s" % (self.place or "top level")
+        text = "%s: %s" % (head, self.problem)
+        if self.fix:
+            text += ". Fix: %s" % self.fix
+        return text
+
+
+def describe_place(where) -> str:
+    """``(("region", "eu"), ("zone", "eu-1"))`` -> ``region eu / zone eu-1``."""
+    return " / ".join("%s %s" % (kind, name) for kind, name in where)
+
+
+@dataclass(slots=True)
+class Host:
+    name: str
+    address: str
+    libvirt_uri: str | None
+    vars: dict  # free variables set on the host itself
+    where: tuple
+
+
+@dataclass(slots=True)
+class Cluster:
+    name: str
+    hypervisor: str
+    storage: dict  # {name, type, path}
+    max_unavailable: int
+    vars: dict  # free variables inherited down to (and including) the cluster
+    hosts: list
+    where: tuple
+
+
+@dataclass(slots=True)
+class Pod:
+    name: str
+    clusters: list
+    where: tuple
+
+
+@dataclass(slots=True)
+class Zone:
+    name: str
+    pods: list
+    where: tuple
+
+
+@dataclass(slots=True)
+class Region:
+    name: str
+    zones: list
+    where: tuple
+
+
+@dataclass(slots=True)
+class Topology:
+    regions: list = field(default_factory=list)
+
+    def clusters(self) -> Iterator[tuple[Region, Zone, Pod, Cluster]]:
+        for region in self.regions:
+            for zone in region.zones:
+                for pod in zone.pods:
+                    for cluster in pod.clusters:
+                        yield region, zone, pod, cluster
+
+    def hosts(self) -> Iterator[tuple[Cluster, Host]]:
+        for _region, _zone, _pod, cluster in self.clusters():
+            for host in cluster.hosts:
+                yield cluster, host
+
+
+def is_topology_document(data: Any) -> bool:
+    """True when ``data`` is a mapping whose ``plugin`` names this inventory plugin."""
+    return isinstance(data, Mapping) and data.get("plugin") in PLUGIN_NAMES
+
+
+def default_libvirt_uri(hypervisor: str, address: str) -> str | None:
+    """URI the controller uses for a host that declares none (None: the hypervisor has no default)."""
+    scheme = LIBVIRT_URI_SCHEMES.get(hypervisor)
+    if scheme is None:
+        return None
+    if ":" in address and not address.startswith("["):  # IPv6 literal
+        address = "[%s]" % address
+    return "%s://root@%s/system" % (scheme, address)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and validation
+# --------------------------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean (%s)" % value
+    if isinstance(value, str):
+        return "a string (%r)" % str(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "%s (%r)" % (type(value).__name__, value)
+
+
+def _check_keys(node: Mapping, known: tuple, where: tuple, what: str) -> None:
+    for key in node:
+        if key in known:
+            continue
+        if not isinstance(key, str):
+            raise TopologyError(where, "key %r of the %s is not a string" % (key, what),
+                                "use one of: %s" % ", ".join(known))
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = "did you mean %r? " % close[0] if close else ""
+        raise TopologyError(where, "unknown key %r in the %s" % (key, what),
+                            "%sknown keys are: %s" % (hint, ", ".join(known)))
+
+
+def _require_string(node: Mapping, key: str, where: tuple, what: str, example: str) -> str:
+    if key not in node or node[key] is None:
+        raise TopologyError(where, "the %s has no %r" % (what, key), "add `%s: %s`" % (key, example))
+    value = node[key]
+    if not isinstance(value, str) or not value.strip():
+        raise TopologyError(where, "%r of the %s must be a non-empty string, got %s" % (key, what, _type_name(value)),
+                            "write it as `%s: %s`" % (key, example))
+    return str(value)
+
+
+def _children(node: Mapping, key: str, kind: str, where: tuple, what: str) -> list:
+    """The list under ``key`` (e.g. a region's ``zones``), which must be a non-empty list of mappings."""
+    items = node.get(key)
+    if items is None:
+        raise TopologyError(where, "the %s has no %s" % (what, key),
+                            "add `%s:` with at least one %s (`- name: ...`), or remove the %s" % (key, kind, what))
+    if not isinstance(items, list):
+        raise TopologyError(where, "%r of the %s must be a list of %ss, got %s" % (key, what, kind, _type_name(items)),
+                            "write each %s as a list item: `%s:` then `  - name: ...`" % (kind, key))
+    if not items:
+        raise TopologyError(where, "the %s has an empty %r list" % (what, key),
+                            "add at least one %s, or remove the %s" % (kind, what))
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise TopologyError(where, "item %d of %r must be a mapping describing a %s, got %s"
+                                % (index + 1, key, kind, _type_name(item)),
+                                "write it as `- name: <%s name>` followed by its keys" % kind)
+    return items
+
+
+def _name_of(node: Mapping, kind: str, parent: tuple, index: int, key: str) -> str:
+    name = node.get("name")
+    if not isinstance(name, str) or not name.strip():
+        where = parent + ((kind, "#%d" % (index + 1)),)
+        got = "no name" if name is None else "name %s" % _type_name(name)
+        raise TopologyError(where, "%s number %d in %r has %s" % (kind, index + 1, key, got),
+                            "give it a non-empty string name: `- name: <%s name>`" % kind)
+    return str(name)
+
+
+def _vars(node: Mapping, where: tuple, what: str) -> dict:
+    value = node.get("vars")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TopologyError(where, "'vars' of the %s must be a mapping of variable names to values, got %s"
+                            % (what, _type_name(value)), "write it as `vars: {name: value, ...}`")
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise TopologyError(where, "variable name %r in 'vars' of the %s is not a string" % (name, what),
+                                "use variable names made of letters, digits and _")
+        if name in DERIVED_VARIABLES:
+            raise TopologyError(where, "variable %r in 'vars' of the %s is set by the topology itself" % (name, what),
+                                "remove it from vars; %s" % DERIVED_VARIABLES[name])
+    return dict(value)
+
+
+def _storage(node: Mapping, where: tuple) -> dict:
+    storage = node.get("storage")
+    if storage is None:
+        raise TopologyError(where, "the cluster has no primary 'storage'",
+                            "add `storage: {name: <pool>, type: shared|local, path: <path or URI>}`")
+    if not isinstance(storage, Mapping):
+        raise TopologyError(where, "'storage' of the cluster must be a mapping, got %s" % _type_name(storage),
+                            "write it as `storage: {name: <pool>, type: shared|local, path: <path or URI>}`")
+    storage_name = storage.get("name")
+    swhere = where + (("storage", storage_name if isinstance(storage_name, str) else "(unnamed)"),)
+    _check_keys(storage, _STORAGE_KEYS, swhere, "storage")
+    name = _require_string(storage, "name", swhere, "storage", "<pool name>")
+    kind = _require_string(storage, "type", swhere, "storage", "shared")
+    if kind not in STORAGE_TYPES:
+        raise TopologyError(swhere, "storage type %r is not one of %s" % (kind, "|".join(STORAGE_TYPES)),
+                            "use `type: shared` (all hosts see it, live migration keeps disks in place) "
+                            "or `type: local` (disks are copied on migration)")
+    path = _require_string(storage, "path", swhere, "storage", "/var/lib/libvirt/images or nfs://server/export")
+    return {"name": name, "type": kind, "path": path}
+
+
+def _max_unavailable(node: Mapping, where: tuple) -> int:
+    value = node.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TopologyError(where, "'max_unavailable' must be a positive integer (hosts of the cluster in "
+                            "maintenance at once), got %s" % _type_name(value),
+                            "write e.g. `max_unavailable: 1` or leave it out for the default %d"
+                            % DEFAULT_MAX_UNAVAILABLE)
+    return int(value)
+
+
+def _hypervisor(node: Mapping, where: tuple) -> str:
+    hypervisor = _require_string(node, "hypervisor", where, "cluster", "kvm")
+    if not HYPERVISOR_PATTERN.match(hypervisor):
+        raise TopologyError(where, "hypervisor %r is not a lowercase word" % hypervisor,
+                            "write it like `hypervisor: %s` (kvm, qemu, xen, hyperv, vsphere, ...)"
+                            % (re.sub(r"[^a-z0-9_-]", "", hypervisor.lower()) or "kvm"))
+    return hypervisor
+
+
+def _host(node: Mapping, hypervisor: str, where: tuple) -> Host:
+    _check_keys(node, _KEYS["host"], where, "host")
+    address = _require_string(node, "address", where, "host", "192.0.2.10")
+    uri = node.get("libvirt_uri")
+    if uri is None:
+        uri = default_libvirt_uri(hypervisor, address)
+    elif not isinstance(uri, str) or "://" not in uri:
+        raise TopologyError(where, "'libvirt_uri' must be a libvirt connection URI string, got %s" % _type_name(uri),
+                            "write e.g. `libvirt_uri: qemu+ssh://root@%s/system`, or leave it out for the default"
+                            % address)
+    return Host(name=where[-1][1], address=address, libvirt_uri=None if uri is None else str(uri),
+                vars=_vars(node, where, "host"), where=where)
+
+
+def check_top_level_keys(document: Mapping, plugin_options=()) -> None:
+    """Refuse unknown top-level keys; ``plugin_options`` are the inventory plugin's own options."""
+    _check_keys(document, _TOP_KEYS + tuple(k for k in plugin_options if k not in _TOP_KEYS), (), "topology file")
+
+
+def parse_topology(document: Any) -> Topology:
+    """Validate a topology document (as loaded from YAML) and return its model.
+
+    Names of each kind (region, zone, pod, cluster) must be unique across the whole topology
+    because each becomes one flat Ansible group; hosts must be unique too.
+    Variables are resolved here: each cluster's ``vars`` hold everything inherited from the top
+    level down to the cluster (nearest wins); each host keeps its own ``vars``.
+    """
+    if not isinstance(document, Mapping):
+        raise TopologyError((), "the document must be a mapping, got %s" % _type_name(document),
+                            "start the file with `plugin: virtfleet.cluster.topology` followed by `regions:`")
+    top_vars = _vars(document, (), "topology")
+    host_places: dict[str, tuple] = {}
+    regions = []
+    for r_index, r_node in enumerate(_children(document, "regions", "region", (), "topology")):
+        r_where = (("region", _name_of(r_node, "region", (), r_index, "regions")),)
+        _check_keys(r_node, _KEYS["region"], r_where, "region")
+        r_vars = {**top_vars, **_vars(r_node, r_where, "region")}
+        zones = []
+        for z_index, z_node in enumerate(_children(r_node, "zones", "zone", r_where, "region")):
+            z_where = r_where + (("zone", _name_of(z_node, "zone", r_where, z_index, "zones")),)
+            _check_keys(z_node, _KEYS["zone"], z_where, "zone")
+            z_vars = {**r_vars, **_vars(z_node, z_where, "zone")}
+            pods = []
+            for p_index, p_node in enumerate(_children(z_node, "pods", "pod", z_where, "zone")):
+                p_where = z_where + (("pod", _name_of(p_node, "pod", z_where, p_index, "pods")),)
+                _check_keys(p_node, _KEYS["pod"], p_where, "pod")
+                p_vars = {**z_vars, **_vars(p_node, p_where, "pod")}
+                clusters = []
+                for c_index, c_node in enumerate(_children(p_node, "clusters", "cluster", p_where, "pod")):
+                    c_where = p_where + (("cluster", _name_of(c_node, "cluster", p_where, c_index, "clusters")),)
+                    clusters.append(_cluster(c_node, c_where, p_vars, host_places))
+                pods.append(Pod(name=p_where[-1][1], clusters=clusters, where=p_where))
+            zones.append(Zone(name=z_where[-1][1], pods=pods, where=z_where))
+        regions.append(Region(name=r_where[-1][1], zones=zones, where=r_where))
+    return Topology(regions=regions)
+
+
+def _cluster(node: Mapping, where: tuple, inherited_vars: dict, host_places: dict) -> Cluster:
+    _check_keys(node, _KEYS["cluster"], where, "cluster")
+    hypervisor = _hypervisor(node, where)
+    storage = _storage(node, where)
+    max_unavailable = _max_unavailable(node, where)
+    cluster_vars = {**inherited_vars, **_vars(node, where, "cluster")}
+    hosts = []
+    host_nodes = node.get("hosts")
+    if host_nodes is None or (isinstance(host_nodes, list) and not host_nodes):
+        raise TopologyError(where, "the cluster has no hosts",
+                            "add `hosts:` with at least one `- {name: <host>, address: <address>}`, "
+                            "or remove the cluster")
+    for h_index, h_node in enumerate(_children(node, "hosts", "host", where, "cluster")):
+        h_where = where + (("host", _name_of(h_node, "host", where, h_index, "hosts")),)
+        name = h_where[-1][1]
+        if name in host_places:
+            raise TopologyError(h_where, "host %r is listed twice: at %s and at %s"
+                                % (name, describe_place(host_places[name]), describe_place(h_where)),
+                                "a host belongs to exactly one cluster; remove one of the two entries or rename it")
+        host_places[name] = h_where
+        hosts.append(_host(h_node, hypervisor, h_where))
+    return Cluster(name=where[-1][1], hypervisor=hypervisor, storage=storage, max_unavailable=max_unavailable,
+                   vars=cluster_vars, hosts=hosts, where=where)
+
+
+# --------------------------------------------------------------------------------------------
+# Inventory layout: groups and host variables
+# --------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class ClusterLayout:
+    """One cluster as the inventory sees it.
+
+    ``variables`` are shared by all its hosts (inherited free vars + the ``virtfleet_*`` of the
+    cluster); ``hosts`` are ``(host name, variables of that host only)``. A host's complete
+    variables are ``{**variables, **host_variables}`` (see :func:`host_variables`).
+    """
+
+    group: str
+    hypervisor_group: str
+    variables: dict
+    hosts: list
+
+
+@dataclass(slots=True)
+class InventoryLayout:
+    """What an inventory needs, in the order to create it.
+
+    ``groups``: ``(group, parent group or None)``, parents before children.
+    ``clusters``: one :class:`ClusterLayout` per cluster, in topology order.
+    """
+
+    groups: list
+    clusters: list
+
+    def hosts(self) -> Iterator[tuple[str, str, str, dict]]:
+        """``(host, cluster group, hypervisor group, complete host variables)`` for every host."""
+        for cluster in self.clusters:
+            for name, own in cluster.hosts:
+                yield name, cluster.group, cluster.hypervisor_group, {**cluster.variables, **own}
+
+    def to_data(self) -> dict:
+        """Plain lists and dicts (JSON-friendly), e.g. for an inventory cache."""
+        return {"groups": [list(pair) for pair in self.groups],
+                "clusters": [[c.group, c.hypervisor_group, c.variables, [list(h) for h in c.hosts]]
+                             for c in self.clusters]}
+
+    @classmethod
+    def from_data(cls, data: Mapping) -> "InventoryLayout":
+        return cls(groups=[tuple(pair) for pair in data["groups"]],
+                   clusters=[ClusterLayout(group, hypervisor_group, variables, [tuple(h) for h in hosts])
+                             for group, hypervisor_group, variables, hosts in data["clusters"]])
+
+
+def _identity(name: str) -> str:
+    return name
+
+
+def group_name(kind: str, name: str, sanitize: Callable[[str], str] = _identity) -> str:
+    return sanitize(GROUP_PREFIXES[kind] + name)
+
+
+def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity) -> InventoryLayout:
+    """Derive groups and host variables.
+
+    ``sanitize`` turns a candidate group name into a valid one (the plugin passes Ansible's).
+    Two different topology names that end up as the same group are refused, naming both places,
+    so two parts of the tree never merge silently.
+    """
+    claimed: dict[str, tuple] = {}  # group -> where the name came from
+
+    def claim(kind: str, where: tuple) -> str:
+        group = group_name(kind, where[-1][1], sanitize)
+        previous = claimed.get(group)
+        if previous is not None:
+            if previous[-1][1] == where[-1][1]:
+                problem = "%s name %r is used twice: at %s and at %s" % (
+                    kind, where[-1][1], describe_place(previous), describe_place(where))
+            else:
+                problem = "%s names %r (at %s) and %r (at %s) both become the Ansible group %r" % (
+                    kind, previous[-1][1], describe_place(previous), where[-1][1], describe_place(where), group)
+            raise TopologyError(where, problem, "%s names must be unique across the whole topology, even after "
+                                "characters invalid in group names are replaced by _; rename one of them" % kind)
+        claimed[group] = where
+        return group
+
+    groups: list = []
+    clusters: list = []
+    hypervisor_groups: dict[str, str] = {}
+    for region in topology.regions:
+        region_group = claim("region", region.where)
+        groups.append((region_group, None))
+        for zone in region.zones:
+            zone_group = claim("zone", zone.where)
+            groups.append((zone_group, region_group))
+            for pod in zone.pods:
+                pod_group = claim("pod", pod.where)
+                groups.append((pod_group, zone_group))
+                for cluster in pod.clusters:
+                    cluster_group = claim("cluster", cluster.where)
+                    groups.append((cluster_group, pod_group))
+                    hypervisor_group = hypervisor_groups.get(cluster.hypervisor)
+                    if hypervisor_group is None:
+                        hypervisor_group = sanitize(HYPERVISOR_GROUP_PREFIX + cluster.hypervisor)
+                        hypervisor_groups[cluster.hypervisor] = hypervisor_group
+                        groups.append((hypervisor_group, None))
+                    variables = dict(cluster.vars)
+                    variables.update(
+                        virtfleet_region=region.name,
+                        virtfleet_zone=zone.name,
+                        virtfleet_pod=pod.name,
+                        virtfleet_cluster=cluster.name,
+                        virtfleet_hypervisor=cluster.hypervisor,
+                        virtfleet_storage=cluster.storage,
+                        virtfleet_max_unavailable=cluster.max_unavailable,
+                    )
+                    hosts = []
+                    for host in cluster.hosts:
+                        own = dict(host.vars) if host.vars else {}
+                        own["ansible_host"] = host.address
+                        own["virtfleet_libvirt_uri"] = host.libvirt_uri
+                        hosts.append((host.name, own))
+                    clusters.append(ClusterLayout(cluster_group, hypervisor_group, variables, hosts))
+    return InventoryLayout(groups=groups, clusters=clusters)
+
+
+def topology_layout(document: Any, sanitize: Callable[[str], str] = _identity) -> InventoryLayout:
+    """Parse, validate and lay out a topology document in one call."""
+    return build_layout(parse_topology(document), sanitize)
