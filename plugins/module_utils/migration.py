@@ -1,0 +1,758 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Drive one live migration of a libvirt guest, watch it, and recover when it fails.
+
+One migration = ``dom.migrateToURI3(dest, params, flags)`` in peer-to-peer mode (the source
+daemon talks to the destination daemon itself), run in a worker thread while the calling
+thread watches ``dom.jobStats()``: it reports progress, sets the maximum downtime once the job
+exists (libvirt has no parameter for it), switches to post-copy when asked to, and aborts on a
+stall or a timeout.
+
+Safety rules, learnt from peers' bug trackers (see docs/migration.md):
+
+* a guest is never stopped or destroyed here; a failed migration ends with ``abortJob()``,
+  the guest resumed on the source if the failure left it paused, and an error that says where
+  the guest is now and why;
+* "no progress" is counted in memory iterations without a new low of ``data_remaining``
+  (the vdsm way), never as wall-clock time without change (Nova removed that: it aborted
+  migrations that were still converging);
+* post-copy is opt-in only: once switched to post-copy neither host holds the whole guest, so
+  the migration can no longer be aborted.
+
+Nothing here imports Ansible, so it runs under plain pytest.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+try:  # libvirt-python is needed to migrate, not to plan or to unit-test the pure parts.
+    import libvirt
+    HAS_LIBVIRT = True
+    LIBVIRT_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - exercised only where libvirt-python is absent
+    libvirt = None
+    HAS_LIBVIRT = False
+    LIBVIRT_IMPORT_ERROR = _exc
+
+try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sanity checks
+    from urlparse import urlsplit
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# Numeric values of the libvirt constants used here, so the pure parts (flag mapping, stall
+# logic) work and are testable without libvirt-python. Asserted equal to libvirt's own values
+# in the unit tests.
+VIR_MIGRATE_LIVE = 1
+VIR_MIGRATE_PEER2PEER = 2
+VIR_MIGRATE_PERSIST_DEST = 8
+VIR_MIGRATE_UNDEFINE_SOURCE = 16
+VIR_MIGRATE_NON_SHARED_DISK = 64
+VIR_MIGRATE_AUTO_CONVERGE = 8192
+VIR_MIGRATE_POSTCOPY = 32768
+VIR_MIGRATE_PARALLEL = 131072
+
+VIR_DOMAIN_JOB_NONE = 0
+VIR_DOMAIN_JOB_STATS_COMPLETED = 1
+VIR_DOMAIN_RUNNING = 1
+VIR_DOMAIN_PAUSED = 3
+VIR_DOMAIN_PAUSED_POSTCOPY = 12
+VIR_DOMAIN_PAUSED_POSTCOPY_FAILED = 13
+VIR_ERR_NO_DOMAIN = 42
+
+# Nova and KubeVirt give a migration 800 s per GiB of guest memory before giving up.
+DEFAULT_TIMEOUT_PER_GIB = 800
+# ... but never less than this: the first migration after a daemon starts takes seconds of
+# setup alone (lab-facts: ~5 s instead of <1 s), and small guests would get absurd timeouts.
+DEFAULT_MIN_TIMEOUT = 120
+# Memory iterations without a new low of data_remaining before the migration counts as stalled.
+DEFAULT_STALL_ITERATIONS = 10
+DEFAULT_POLL_INTERVAL = 0.5
+# How long to wait for migrateToURI3 to return once abortJob() was sent.
+ABORT_GRACE_SECONDS = 60
+
+
+class MigrationError(Exception):
+    """A migration did not complete. Says where the guest is now and why.
+
+    ``running_on`` is the host name now running the guest (``None`` when nobody runs it,
+    which the message then says loudly); ``location`` is one of ``source``, ``destination``,
+    ``both``, ``nowhere``, ``unknown``; ``moved`` tells whether the guest ended on the
+    destination anyway.
+    """
+
+    def __init__(self, message, guest=None, source=None, destination=None, reason=None,
+                 location="unknown", running_on=None, last_progress=None):
+        super(MigrationError, self).__init__(message)
+        self.message = message
+        self.guest = guest
+        self.source = source
+        self.destination = destination
+        self.reason = reason
+        self.location = location
+        self.running_on = running_on
+        self.last_progress = last_progress
+
+    @property
+    def moved(self):
+        return self.location == "destination"
+
+    def as_dict(self):
+        return {
+            "guest": self.guest,
+            "source": self.source,
+            "destination": self.destination,
+            "error": self.message,
+            "reason": self.reason,
+            "location": self.location,
+            "running_on": self.running_on,
+            "last_progress": self.last_progress.as_dict() if self.last_progress else None,
+        }
+
+
+# --------------------------------------------------------------------------- options
+
+
+class MigrationOptions(object):
+    """How to migrate. Defaults are the safe, common choice (Nova's flags, no post-copy)."""
+
+    FIELDS = {
+        # name: default
+        "live": True,
+        "peer2peer": True,
+        "persist_dest": True,
+        "undefine_source": True,
+        "max_downtime_ms": None,          # None: leave QEMU's default (300 ms)
+        "bandwidth_mib": None,            # MiB/s; None: libvirt/QEMU default
+        "auto_converge": False,
+        "auto_converge_initial": None,    # % of vCPU throttling to start with
+        "auto_converge_increment": None,  # % added each time it does not converge
+        "postcopy": False,                # opt-in only: post-copy cannot be aborted
+        "postcopy_after_iterations": 2,
+        "parallel_connections": None,     # multifd connections (VIR_MIGRATE_PARALLEL)
+        "copy_storage": False,            # storage not shared: copy disks (NON_SHARED_DISK)
+        "migrate_disks": None,            # target names (vda, ...) to copy; None: all
+        "migrate_uri": None,              # which network carries the memory stream
+        "timeout": None,                  # seconds; None: scaled by memory (and copied disks)
+        "timeout_per_gib": DEFAULT_TIMEOUT_PER_GIB,
+        "min_timeout": DEFAULT_MIN_TIMEOUT,
+        "stall_iterations": DEFAULT_STALL_ITERATIONS,
+        "poll_interval": DEFAULT_POLL_INTERVAL,
+    }
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.FIELDS)
+        if unknown:
+            raise ValueError("unknown migration option(s): %s" % ", ".join(sorted(unknown)))
+        for name, default in self.FIELDS.items():
+            value = kwargs.get(name)
+            setattr(self, name, default if value is None else value)
+        self.validate()
+
+    @classmethod
+    def from_params(cls, params):
+        """Build from a dict that may hold other keys too (e.g. module parameters)."""
+        return cls(**dict((k, v) for k, v in params.items() if k in cls.FIELDS))
+
+    def as_dict(self):
+        return dict((name, getattr(self, name)) for name in self.FIELDS)
+
+    def validate(self):
+        problems = []
+        if not self.peer2peer:
+            # migrateToURI3 without PEER2PEER needs a destination *connection* from the client
+            # (managed direct migration); this module only drives the peer-to-peer kind.
+            problems.append("peer2peer must stay enabled: only peer-to-peer migration is driven")
+        if self.undefine_source and not self.persist_dest:
+            problems.append("undefine_source without persist_dest would leave the guest defined"
+                            " nowhere once it stops")
+        for name in ("max_downtime_ms", "bandwidth_mib", "parallel_connections", "timeout",
+                     "stall_iterations", "postcopy_after_iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append("%s must be at least 1 (got %r)" % (name, value))
+        for name in ("auto_converge_initial", "auto_converge_increment"):
+            value = getattr(self, name)
+            if value is not None:
+                if not self.auto_converge:
+                    problems.append("%s needs auto_converge" % name)
+                elif not 0 < value <= 100:
+                    problems.append("%s is a percentage in 1..100 (got %r)" % (name, value))
+        if self.migrate_disks and not self.copy_storage:
+            problems.append("migrate_disks needs copy_storage")
+        if self.poll_interval <= 0:
+            problems.append("poll_interval must be positive")
+        if problems:
+            raise ValueError("invalid migration options: " + "; ".join(problems))
+
+
+def migration_flags_and_params(options):
+    """Map options to the ``(flags, params)`` pair of ``migrateToURI3``. Pure."""
+    flags = 0
+    params = {}
+    if options.live:
+        flags |= VIR_MIGRATE_LIVE
+    if options.peer2peer:
+        flags |= VIR_MIGRATE_PEER2PEER
+    if options.persist_dest:
+        flags |= VIR_MIGRATE_PERSIST_DEST
+    if options.undefine_source:
+        flags |= VIR_MIGRATE_UNDEFINE_SOURCE
+    if options.bandwidth_mib:
+        params["bandwidth"] = int(options.bandwidth_mib)
+    if options.auto_converge:
+        flags |= VIR_MIGRATE_AUTO_CONVERGE
+        if options.auto_converge_initial is not None:
+            params["auto_converge.initial"] = int(options.auto_converge_initial)
+        if options.auto_converge_increment is not None:
+            params["auto_converge.increment"] = int(options.auto_converge_increment)
+    if options.postcopy:
+        # The flag only *allows* post-copy; the switch is migrateStartPostCopy(), sent by the
+        # monitor after postcopy_after_iterations iterations (or on a stall / timeout).
+        flags |= VIR_MIGRATE_POSTCOPY
+    if options.parallel_connections:
+        flags |= VIR_MIGRATE_PARALLEL
+        params["parallel.connections"] = int(options.parallel_connections)
+    if options.copy_storage:
+        flags |= VIR_MIGRATE_NON_SHARED_DISK
+        if options.migrate_disks:
+            params["migrate_disks"] = list(options.migrate_disks)
+    if options.migrate_uri:
+        params["migrate_uri"] = options.migrate_uri
+    return flags, params
+
+
+def completion_timeout(memory_bytes, options=None, disk_bytes=0):
+    """Seconds a migration may take before it is aborted.
+
+    An explicit ``options.timeout`` wins; otherwise ``timeout_per_gib`` seconds per GiB of
+    memory (plus copied disks, as Nova counts them), at least ``min_timeout``.
+    """
+    options = options or MigrationOptions()
+    if options.timeout:
+        return float(options.timeout)
+    gib = (memory_bytes + (disk_bytes or 0)) / float(GIB)
+    return max(float(options.min_timeout), options.timeout_per_gib * gib)
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+class StallDetector(object):
+    """Stall = ``limit`` memory iterations passed without a new low of ``data_remaining``.
+
+    This is how vdsm tells a migration that will never converge (the guest dirties memory as
+    fast as it is sent) from a slow one that still makes progress: every sample that lowers
+    the low-water mark of the remaining data resets the count, whatever the wall clock says.
+    Samples without an iteration counter (the job is still being set up, or QEMU does not
+    report it) are ignored. Pure: feed it job statistics dicts.
+    """
+
+    def __init__(self, limit=DEFAULT_STALL_ITERATIONS):
+        if limit < 1:
+            raise ValueError("stall limit must be at least 1")
+        self.limit = limit
+        self.low_mark = None
+        self.low_mark_iteration = None
+        self.iteration = None
+
+    @property
+    def iterations_without_progress(self):
+        if self.iteration is None or self.low_mark_iteration is None:
+            return 0
+        return self.iteration - self.low_mark_iteration
+
+    def observe(self, stats):
+        """Feed one ``jobStats()`` sample; return True once the migration is stalled."""
+        iteration = stats.get("memory_iteration")
+        remaining = stats.get("data_remaining")
+        if iteration is None or remaining is None or not stats.get("data_total"):
+            return self.stalled
+        self.iteration = iteration
+        if self.low_mark is None or remaining < self.low_mark:
+            self.low_mark = remaining
+            self.low_mark_iteration = iteration
+        return self.stalled
+
+    @property
+    def stalled(self):
+        return self.iterations_without_progress >= self.limit
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class MigrationProgress(object):
+    """One progress sample of one migration, as given to progress callbacks."""
+
+    __slots__ = ("guest", "source", "destination", "phase", "data_total", "data_processed",
+                 "data_remaining", "memory_iteration", "dirty_rate_bps", "transfer_bps",
+                 "elapsed")
+
+    def __init__(self, guest, source, destination, phase, stats=None, elapsed=0.0):
+        stats = stats or {}
+        self.guest = guest
+        self.source = source
+        self.destination = destination
+        self.phase = phase
+        self.data_total = stats.get("data_total")
+        self.data_processed = stats.get("data_processed")
+        self.data_remaining = stats.get("data_remaining")
+        self.memory_iteration = stats.get("memory_iteration")
+        self.dirty_rate_bps = dirty_rate_bytes(stats)
+        self.transfer_bps = stats.get("memory_bps")
+        self.elapsed = elapsed
+
+    @property
+    def percent(self):
+        """Share of the guest's data not left to send (drops back when memory is re-dirtied)."""
+        if not self.data_total or self.data_remaining is None:
+            return 100 if self.phase == "completed" else 0
+        return max(0, min(100, int(100 * (1 - float(self.data_remaining) / self.data_total))))
+
+    def as_dict(self):
+        data = dict((name, getattr(self, name)) for name in self.__slots__)
+        data["percent"] = self.percent
+        return data
+
+    def __str__(self):
+        text = "%s -> %s: " % (self.guest, self.destination)
+        if self.phase in ("setup", "starting") or not self.data_total:
+            text += self.phase
+        else:
+            text += "%d%% of %s" % (self.percent, human_bytes(self.data_total))
+            if self.memory_iteration and self.memory_iteration > 1:
+                text += ", pass %d" % self.memory_iteration
+            if self.phase not in ("precopy",):
+                text += " (%s)" % self.phase
+        return text
+
+
+def dirty_rate_bytes(stats):
+    """QEMU reports the dirty rate in pages/s; callers want bytes/s."""
+    rate = stats.get("memory_dirty_rate")
+    if rate is None:
+        return None
+    return rate * (stats.get("memory_page_size") or 4096)
+
+
+def human_bytes(value):
+    if value is None:
+        return "?"
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if value >= size:
+            number = value / float(size)
+            return ("%d %s" % (number, unit)) if number == int(number) else ("%.1f %s" % (number, unit))
+    return "%d B" % value
+
+
+def host_label(uri):
+    """Short host name for messages, derived from a libvirt URI (never prints the URI itself:
+    it may carry user names, key paths or other things that don't belong in logs)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "?"
+    return parts.hostname or "localhost"
+
+
+def completed_stats_summary(stats):
+    """The figures worth reporting from ``jobStats(COMPLETED)``: times in ms, sizes in bytes."""
+    stats = stats or {}
+    return {
+        "downtime_ms": stats.get("downtime"),
+        "total_time_ms": stats.get("time_elapsed"),
+        "setup_time_ms": stats.get("setup_time"),
+        "memory_transferred_bytes": stats.get("memory_processed", stats.get("data_processed")),
+        "data_total_bytes": stats.get("data_total"),
+        "memory_iterations": stats.get("memory_iteration"),
+        "dirty_rate_bps": dirty_rate_bytes(stats),
+        "transfer_bps": stats.get("memory_bps"),
+        "disk_transferred_bytes": stats.get("disk_processed"),
+        "auto_converge_throttle": stats.get("auto_converge_throttle"),
+    }
+
+
+# --------------------------------------------------------------------------- libvirt glue
+
+
+def quiet_libvirt_errors():
+    """libvirt prints every error to stderr besides raising it; errors here are handled."""
+    if HAS_LIBVIRT:
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def open_connection(uri, read_only=False):
+    if not HAS_LIBVIRT:
+        raise MigrationError("libvirt-python is not installed on the controller: %s"
+                             % LIBVIRT_IMPORT_ERROR, reason="no-libvirt-python")
+    quiet_libvirt_errors()
+    return libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
+
+
+def host_uuid(conn):
+    caps = ET.fromstring(conn.getCapabilities())
+    node = caps.find("./host/uuid")
+    return node.text.strip() if node is not None and node.text else None
+
+
+def _lookup(conn, uuid):
+    """The guest on that connection, or None when the host doesn't know it."""
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _guest_state(conn, uuid):
+    """``(active, state, reason)`` of the guest on one host; ``(False, None, None)`` if absent.
+    Raises libvirtError when the host cannot be asked."""
+    dom = _lookup(conn, uuid)
+    if dom is None:
+        return False, None, None
+    state, reason = dom.state()
+    return bool(dom.isActive()), state, reason
+
+
+def _disk_bytes(dom, targets=None):
+    """Capacity of the guest's disks (all, or the named targets) for the storage-copy timeout."""
+    total = 0
+    try:
+        root = ET.fromstring(dom.XMLDesc(0))
+        for disk in root.findall("./devices/disk[@device='disk']"):
+            target = disk.find("target")
+            name = target.get("dev") if target is not None else None
+            if name and (not targets or name in targets):
+                total += dom.blockInfo(name)[0]
+    except Exception:  # best effort: only widens a timeout
+        pass
+    return total
+
+
+def _suggestion(options, reason):
+    if reason == "stalled":
+        tips = []
+        if not options.auto_converge:
+            tips.append("enable auto_converge")
+        if not options.postcopy:
+            tips.append("post-copy")
+        tips.append("raise max_downtime_ms" if options.max_downtime_ms else "set max_downtime_ms")
+        if options.bandwidth_mib:
+            tips.append("raise bandwidth_mib")
+        return "; " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
+    if reason == "timeout":
+        return "; raise timeout or timeout_per_gib, or use auto_converge / parallel_connections"
+    return ""
+
+
+def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
+                  source_name=None, dest_name=None, dest_peer_uri=None, connect=None,
+                  cancel_event=None):
+    """Live-migrate ``guest`` (name) from ``source_uri`` to ``dest_uri``.
+
+    ``source_uri``/``dest_uri`` are the controller's URIs for the two daemons;
+    ``dest_peer_uri`` is the URI the *source daemon* uses to reach the destination (default:
+    ``dest_uri``; differs when the controller and the hosts use different transports).
+    ``progress(MigrationProgress)`` is called from the calling thread on every sample.
+    ``cancel_event`` (a ``threading.Event``) aborts the migration like a timeout when set.
+
+    Returns a dict: guest, source, destination, flags, elapsed_s, postcopy_used and the
+    completed job statistics (``completed_stats_summary`` + ``raw``). Raises MigrationError,
+    which says where the guest runs now; the guest is never stopped or destroyed.
+    """
+    options = options or MigrationOptions()
+    connect = connect or open_connection
+    source_name = source_name or host_label(source_uri)
+    dest_name = dest_name or host_label(dest_uri)
+
+    def fail(message, reason, location="unknown", running_on=None, last=None):
+        return MigrationError(message, guest=guest, source=source_name, destination=dest_name,
+                              reason=reason, location=location, running_on=running_on,
+                              last_progress=last)
+
+    try:
+        src_conn = connect(source_uri)
+    except Exception as exc:
+        raise fail("%s not migrated: cannot connect to source %s: %s"
+                   % (guest, source_name, _libvirt_message(exc)), "source-unreachable")
+    dst_conn = None
+    try:
+        try:
+            dst_conn = connect(dest_uri)
+        except Exception as exc:
+            raise fail("%s still on %s: not migrated, cannot connect to destination %s: %s"
+                       % (guest, source_name, dest_name, _libvirt_message(exc)),
+                       "destination-unreachable", "source", source_name)
+        return _migrate(guest, src_conn, dst_conn, dest_peer_uri or dest_uri, options,
+                        progress, source_name, dest_name, fail, cancel_event)
+    finally:
+        for conn in (dst_conn, src_conn):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+
+def _libvirt_message(exc):
+    if HAS_LIBVIRT and isinstance(exc, libvirt.libvirtError):
+        return exc.get_error_message() or str(exc)
+    return str(exc)
+
+
+def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name, dest_name,
+             fail, cancel_event):
+    try:
+        dom = src_conn.lookupByName(guest)
+    except libvirt.libvirtError as exc:
+        raise fail("%s not migrated: not found on %s: %s"
+                   % (guest, source_name, _libvirt_message(exc)), "not-found", "unknown")
+    uuid = dom.UUIDString()
+    state, _reason = dom.state()
+    if not dom.isActive():
+        raise fail("%s not migrated: it is not running on %s (live migration moves running"
+                   " guests only)" % (guest, source_name), "not-running", "nowhere")
+    was_running = state == VIR_DOMAIN_RUNNING
+
+    # libvirt refuses to migrate between hosts with the same host UUID (cloned machines);
+    # say so before starting instead of relaying "Attempt to migrate guest to the same host".
+    src_host_uuid, dst_host_uuid = host_uuid(src_conn), host_uuid(dst_conn)
+    if src_host_uuid and src_host_uuid == dst_host_uuid:
+        raise fail("%s still running on %s: not migrated, %s and %s report the same host UUID"
+                   " %s and libvirt refuses to migrate between them (cloned host? set"
+                   " host_uuid_source = \"machine-id\" or a distinct host_uuid in libvirtd.conf)"
+                   % (guest, source_name, source_name, dest_name, src_host_uuid),
+                   "same-host-uuid", "source", source_name)
+    if _lookup(dst_conn, uuid) is not None and dst_conn.lookupByUUIDString(uuid).isActive():
+        raise fail("%s is already running on %s too; refusing to migrate (resolve by hand)"
+                   % (guest, dest_name), "already-on-destination", "both", None)
+
+    flags, params = migration_flags_and_params(options)
+    memory_bytes = dom.maxMemory() * 1024
+    disk_bytes = _disk_bytes(dom, options.migrate_disks) if options.copy_storage else 0
+    timeout = completion_timeout(memory_bytes, options, disk_bytes)
+
+    outcome = {}
+
+    def run_migration():
+        try:
+            # The returned domain belongs to the destination's connection which peer-to-peer
+            # mode does not give us; we look the guest up on the destination ourselves.
+            dom.migrateToURI3(peer_uri, params, flags)
+            outcome["ok"] = True
+        except Exception as exc:  # reported by the calling thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run_migration, name="migrate-%s" % guest)
+    worker.daemon = True
+    started = time.monotonic()
+    worker.start()
+
+    stall = StallDetector(options.stall_iterations)
+    downtime_set = not options.max_downtime_ms
+    postcopy_started = False
+    abort_reason = None
+    last = MigrationProgress(guest, source_name, dest_name, "starting")
+    if progress:
+        progress(last)
+
+    while worker.is_alive():
+        worker.join(options.poll_interval)
+        if not worker.is_alive():
+            break
+        elapsed = time.monotonic() - started
+        try:
+            stats = dom.jobStats()
+        except Exception:
+            stats = {}  # the job may be finishing; the worker's outcome decides
+        job_running = stats.get("type", VIR_DOMAIN_JOB_NONE) != VIR_DOMAIN_JOB_NONE
+        if job_running and not downtime_set:
+            try:
+                dom.migrateSetMaxDowntime(int(options.max_downtime_ms), 0)
+                downtime_set = True
+            except Exception:
+                pass  # the job is not there yet: retry next sample
+        if job_running:
+            phase = "postcopy" if postcopy_started else (
+                "precopy" if stats.get("data_total") else "setup")
+            last = MigrationProgress(guest, source_name, dest_name, phase, stats, elapsed)
+            if progress:
+                progress(last)
+        if postcopy_started:
+            continue  # cannot be aborted any more: wait for the end, whatever it takes
+        iteration = stats.get("memory_iteration") or 0
+        stalled = job_running and stall.observe(stats)
+        timed_out = elapsed > timeout
+        cancelled = cancel_event is not None and cancel_event.is_set()
+        want_postcopy = options.postcopy and job_running and (
+            iteration >= options.postcopy_after_iterations or stalled or timed_out)
+        if want_postcopy and not cancelled:
+            try:
+                dom.migrateStartPostCopy(0)
+                postcopy_started = True
+                continue
+            except Exception:
+                pass  # too early or not possible: fall through to the watchdogs
+        if stalled:
+            abort_reason = ("stalled", "aborted after %d iterations without progress"
+                            " (remaining data stuck around %s)"
+                            % (stall.iterations_without_progress, human_bytes(stall.low_mark)))
+        elif timed_out:
+            abort_reason = ("timeout", "aborted after the %d s timeout (%s of guest memory)"
+                            % (timeout, human_bytes(memory_bytes)))
+        elif cancelled:
+            abort_reason = ("cancelled", "cancelled")
+        if abort_reason:
+            try:
+                dom.abortJob()
+            except Exception:
+                pass  # the job may have just ended; the outcome below tells
+            worker.join(ABORT_GRACE_SECONDS)
+            break
+
+    elapsed = time.monotonic() - started
+    if worker.is_alive():
+        # abortJob did not end migrateToURI3 in time: say so rather than guess.
+        raise fail("%s: migration to %s did not end %d s after abortJob(); check both hosts"
+                   " by hand (the guest was not stopped)" % (guest, dest_name,
+                                                            ABORT_GRACE_SECONDS),
+                   "abort-hung", "unknown", None, last)
+
+    if outcome.get("ok"):
+        return _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed,
+                               postcopy_started, was_running, source_name, dest_name, fail,
+                               last)
+
+    if abort_reason:
+        reason, why = abort_reason
+        why = "migration to %s %s" % (dest_name, why)
+    else:
+        reason = "failed"
+        exc = outcome.get("error")
+        text = _libvirt_message(exc) if exc is not None else "unknown error"
+        if "same host" in text:
+            reason = "same-host-uuid"
+            text += (" (both hosts report the same host UUID: set host_uuid_source ="
+                     " \"machine-id\" or a distinct host_uuid in libvirtd.conf)")
+        why = "migration to %s failed: %s" % (dest_name, text)
+    raise _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started,
+                   source_name, dest_name, reason, why + _suggestion(options, reason), fail,
+                   last)
+
+
+def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, postcopy_used,
+                    was_running, source_name, dest_name, fail, last):
+    """migrateToURI3 returned: check the guest runs on the destination and not on the source,
+    then read the completed job statistics."""
+    try:
+        dst_active, dst_state, _ = _guest_state(dst_conn, uuid)
+        src_active, _, _ = _guest_state(src_conn, uuid)
+    except Exception as exc:
+        raise fail("%s: migration to %s reported success but its location could not be"
+                   " verified: %s" % (guest, dest_name, _libvirt_message(exc)),
+                   "unverified", "unknown", None, last)
+    if src_active and dst_active:
+        raise fail("%s is active on both %s and %s after migration; resolve by hand before"
+                   " anything reboots" % (guest, source_name, dest_name), "both-active",
+                   "both", None, last)
+    if src_active or not dst_active:
+        where, running_on = ("source", source_name) if src_active else ("nowhere", None)
+        raise fail("%s %s: migration to %s reported success but the guest is not active"
+                   " there" % (guest, "still running on %s" % source_name if src_active
+                               else "is running NOWHERE", dest_name),
+                   "not-on-destination", where, running_on, last)
+    if was_running and dst_state != VIR_DOMAIN_RUNNING:
+        raise fail("%s is on %s but not running there (state %s)" % (guest, dest_name, dst_state),
+                   "not-running-on-destination", "destination", dest_name, last)
+
+    raw = {}
+    # On the lab (libvirt 9.0) the completed statistics are readable on the destination after
+    # UNDEFINE_SOURCE; without UNDEFINE_SOURCE the source still holds them too.
+    for conn in (dst_conn, src_conn):
+        try:
+            dom = _lookup(conn, uuid)
+            if dom is not None:
+                raw = dom.jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED) or {}
+        except Exception:
+            raw = {}
+        if raw.get("downtime") is not None:
+            break
+    result = {
+        "guest": guest,
+        "source": source_name,
+        "destination": dest_name,
+        "changed": True,
+        "flags": flags,
+        "elapsed_s": round(elapsed, 3),
+        "postcopy_used": postcopy_used,
+    }
+    result.update(completed_stats_summary(raw))
+    result["raw"] = raw
+    return result
+
+
+def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, source_name,
+             dest_name, reason, why, fail, last):
+    """After a failed or aborted migration: find the guest, resume it on the source if the
+    failure left it paused there (and only if the destination does not run it), and build
+    the error that says where it is."""
+    def state_on(conn):
+        try:
+            return _guest_state(conn, uuid)
+        except Exception:
+            return None  # host unreachable: unknown
+
+    src = state_on(src_conn)
+    dst = state_on(dst_conn)
+    dst_active = bool(dst and dst[0])
+    dst_running = bool(dst and dst[0] and dst[1] == VIR_DOMAIN_RUNNING)
+
+    resumed = False
+    if (src and src[0] and src[1] == VIR_DOMAIN_PAUSED and was_running and not dst_active
+            and not postcopy_started and src[2] not in (VIR_DOMAIN_PAUSED_POSTCOPY,
+                                                        VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)):
+        # Left paused by the failed switch-over (Nova's recover step, Proxmox's `cont`): the
+        # destination has no copy, so the source one is the guest. Resume it.
+        try:
+            src_conn.lookupByUUIDString(uuid).resume()
+            resumed = True
+            src = state_on(src_conn)
+        except Exception as exc:
+            why += "; resuming it on %s failed: %s" % (source_name, _libvirt_message(exc))
+
+    src_running = bool(src and src[0] and src[1] == VIR_DOMAIN_RUNNING)
+    src_active = bool(src and src[0])
+    resumed_text = " (resumed after the failure left it paused)" if resumed else ""
+    if src_running and not dst_active:
+        return fail("%s still running on %s%s: %s" % (guest, source_name, resumed_text, why),
+                    reason, "source", source_name, last)
+    if dst_running and not src_active:
+        return fail("%s now running on %s although the migration reported an error: %s"
+                    % (guest, dest_name, why), reason, "destination", dest_name, last)
+    if src_active and dst_active:
+        return fail("%s is active on both %s (state %s) and %s (state %s): %s; resolve by hand"
+                    % (guest, source_name, src[1], dest_name, dst[1], why), reason, "both",
+                    None, last)
+    if src_active:
+        return fail("%s is on %s but not running (state %s, reason %s): %s"
+                    % (guest, source_name, src[1], src[2], why), reason, "source", None, last)
+    if dst_active:
+        return fail("%s is on %s but not running (state %s, reason %s)%s: %s"
+                    % (guest, dest_name, dst[1], dst[2],
+                       " - post-copy failed, neither host holds the whole guest"
+                       if postcopy_started else "", why), reason, "destination", None, last)
+    unknown = [name for name, st in ((source_name, src), (dest_name, dst)) if st is None]
+    if unknown:
+        return fail("%s: location unknown (%s unreachable): %s"
+                    % (guest, " and ".join(unknown), why), reason, "unknown", None, last)
+    return fail("%s is running NOWHERE (neither %s nor %s has it active): %s"
+                % (guest, source_name, dest_name, why), reason, "nowhere", None, last)
