@@ -1,0 +1,477 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure placement logic: which guest goes to which host.
+
+Nothing here talks to libvirt or imports Ansible; callers build `HostCapacity` and `Guest`
+objects (from `libvirt_facts` or by hand) and get plain data back.
+
+Three planners:
+
+* `plan_drain` places every guest of one host on the other hosts of its cluster.
+* `prove_rolling_capacity` simulates draining hosts one after the other (each drain sees
+  where the previous ones put their guests) and says whether every step fits.
+* `plan_rebalance` evens out memory load with few moves.
+
+Capacity is reserved cumulatively: a guest placed on a host consumes its memory and vCPUs
+before the next guest is considered. Checking each guest against the untouched free
+capacity (CloudStack's rolling-maintenance bug) lets several guests pick the same "free" host
+and the later migrations fail half-way through a drain.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+ORDERS = ("largest_first", "smallest_first", "as_listed")
+UNMOVABLE_POLICIES = ("fail", "shutdown", "leave")
+
+
+@dataclass
+class HostCapacity:
+    """What a host offers. Memory in MiB.
+
+    `memory_free_mib` is the free memory the host itself reports (None when unknown); it is
+    checked in addition to the allocation accounting when `PlacementPolicy.respect_free_memory`
+    is set, because overcommit ratios say nothing about memory the host OS already uses.
+    `cpu` is opaque to the planner: it is handed to the caller's CPU compatibility check.
+    """
+
+    name: str
+    memory_total_mib: int
+    cpus: int
+    memory_free_mib: Optional[int] = None
+    in_maintenance: bool = False
+    cpu: object = None
+    cluster: Optional[str] = None
+
+
+@dataclass
+class Guest:
+    """A guest and where it runs now (`host`). Memory in MiB.
+
+    `movable=False` marks guests that cannot live-migrate (pinned to the host, passthrough or
+    host-local devices); `unmovable_reason` says why. `unmovable_policy` overrides the plan's
+    policy for this guest only. `cpu` is opaque, like `HostCapacity.cpu`.
+    """
+
+    name: str
+    memory_mib: int
+    vcpus: int
+    host: Optional[str] = None
+    anti_affinity_group: Optional[str] = None
+    movable: bool = True
+    unmovable_reason: Optional[str] = None
+    unmovable_policy: Optional[str] = None
+    cpu: object = None
+
+
+@dataclass
+class PlacementPolicy:
+    """Knobs of the planners.
+
+    Usable memory of a host = memory_total_mib * memory_overcommit - memory_reserve_mib.
+    Usable vCPUs = cpus * cpu_overcommit. Defaults follow Nova's (1.0 memory, 4.0 CPU,
+    512 MiB kept for the host itself).
+    """
+
+    memory_overcommit: float = 1.0
+    cpu_overcommit: float = 4.0
+    memory_reserve_mib: int = 512
+    order: str = "largest_first"
+    unmovable: str = "fail"
+    respect_free_memory: bool = True
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError("order must be one of %s, not %r" % (", ".join(ORDERS), self.order))
+        if self.unmovable not in UNMOVABLE_POLICIES:
+            raise ValueError("unmovable must be one of %s, not %r"
+                             % (", ".join(UNMOVABLE_POLICIES), self.unmovable))
+        if self.memory_overcommit <= 0 or self.cpu_overcommit <= 0:
+            raise ValueError("overcommit ratios must be positive")
+        if self.memory_reserve_mib < 0:
+            raise ValueError("memory_reserve_mib must not be negative")
+
+
+@dataclass
+class Move:
+    guest: str
+    source: str
+    destination: str
+    memory_mib: int
+    vcpus: int
+
+
+@dataclass
+class Unplaced:
+    """A movable guest no host can take. `per_host` maps each candidate host to why not."""
+
+    guest: str
+    source: str
+    memory_mib: int
+    vcpus: int
+    per_host: Dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        if not self.per_host:
+            return "no other host in the cluster"
+        return "; ".join("%s: %s" % (h, why) for h, why in sorted(self.per_host.items()))
+
+
+@dataclass
+class UnmovableAction:
+    """What the drain does with a guest that cannot live-migrate."""
+
+    guest: str
+    action: str  # fail | shutdown | leave
+    reason: str
+
+
+@dataclass
+class Plan:
+    source: str
+    moves: List[Move] = field(default_factory=list)
+    unplaced: List[Unplaced] = field(default_factory=list)
+    unmovable: List[UnmovableAction] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the drain can go ahead: every movable guest has a destination and no
+        unmovable guest is under the `fail` policy."""
+        return not self.unplaced and not any(u.action == "fail" for u in self.unmovable)
+
+    def problems(self) -> List[str]:
+        lines = ["%s (%d MiB, %d vCPU) cannot be placed: %s"
+                 % (u.guest, u.memory_mib, u.vcpus, u.reason) for u in self.unplaced]
+        lines += ["%s cannot live-migrate (%s) and the policy is fail" % (u.guest, u.reason)
+                  for u in self.unmovable if u.action == "fail"]
+        return lines
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "moves": [asdict(m) for m in self.moves],
+            "unplaced": [dict(asdict(u), reason=u.reason) for u in self.unplaced],
+            "unmovable": [asdict(u) for u in self.unmovable],
+            "problems": self.problems(),
+        }
+
+
+# A CPU compatibility check: returns None (or True) when `guest` can run on `host`, else a
+# reason string (or False). Injected so this module stays free of libvirt.
+CpuCheck = Callable[[Guest, HostCapacity], Union[None, bool, str]]
+
+
+def _cpu_refusal(cpu_check: Optional[CpuCheck], guest: Guest, host: HostCapacity) -> Optional[str]:
+    if cpu_check is None:
+        return None
+    verdict = cpu_check(guest, host)
+    if verdict is None or verdict is True:
+        return None
+    if verdict is False:
+        return "CPU cannot run the guest"
+    return "CPU cannot run the guest: %s" % verdict
+
+
+class _HostState:
+    """Mutable accounting of one host during a simulation."""
+
+    def __init__(self, host: HostCapacity, policy: PlacementPolicy):
+        self.host = host
+        self.memory_limit = host.memory_total_mib * policy.memory_overcommit - policy.memory_reserve_mib
+        self.vcpu_limit = host.cpus * policy.cpu_overcommit
+        self.memory_allocated = 0
+        self.vcpus_allocated = 0
+        # Real free memory moves with every guest that arrives or leaves.
+        self.memory_free = host.memory_free_mib
+        self.groups: Dict[str, str] = {}  # anti-affinity group -> a guest of it here
+        self.guests: Dict[str, Guest] = {}
+
+    def add(self, guest: Guest, arriving: bool):
+        self.memory_allocated += guest.memory_mib
+        self.vcpus_allocated += guest.vcpus
+        if arriving and self.memory_free is not None:
+            self.memory_free -= guest.memory_mib
+        if guest.anti_affinity_group:
+            self.groups.setdefault(guest.anti_affinity_group, guest.name)
+        self.guests[guest.name] = guest
+
+    def remove(self, guest: Guest):
+        self.memory_allocated -= guest.memory_mib
+        self.vcpus_allocated -= guest.vcpus
+        if self.memory_free is not None:
+            self.memory_free += guest.memory_mib
+        del self.guests[guest.name]
+        group = guest.anti_affinity_group
+        if group and self.groups.get(group) == guest.name:
+            del self.groups[group]
+            for other in self.guests.values():
+                if other.anti_affinity_group == group:
+                    self.groups[group] = other.name
+                    break
+
+    @property
+    def memory_left(self) -> float:
+        return self.memory_limit - self.memory_allocated
+
+    def refusal(self, guest: Guest, policy: PlacementPolicy) -> Optional[str]:
+        """Why this host cannot take `guest` now (resources and anti-affinity only)."""
+        reasons = []
+        if guest.memory_mib > self.memory_left:
+            reasons.append(
+                "memory: needs %d MiB, %d MiB left (total %d MiB x %g - reserve %d MiB - %d MiB allocated)"
+                % (guest.memory_mib, max(self.memory_left, 0), self.host.memory_total_mib,
+                   policy.memory_overcommit, policy.memory_reserve_mib, self.memory_allocated))
+        if (policy.respect_free_memory and self.memory_free is not None
+                and guest.memory_mib > self.memory_free - policy.memory_reserve_mib):
+            reasons.append("free memory: needs %d MiB, host reports %d MiB free (reserve %d MiB)"
+                           % (guest.memory_mib, self.memory_free, policy.memory_reserve_mib))
+        vcpus_left = self.vcpu_limit - self.vcpus_allocated
+        if guest.vcpus > vcpus_left:
+            reasons.append("vCPUs: needs %d, %g left (%d CPUs x %g - %d allocated)"
+                           % (guest.vcpus, max(vcpus_left, 0), self.host.cpus, policy.cpu_overcommit,
+                              self.vcpus_allocated))
+        group = guest.anti_affinity_group
+        if group and group in self.groups and self.groups[group] != guest.name:
+            reasons.append("anti-affinity: group %r already has %s here" % (group, self.groups[group]))
+        return "; ".join(reasons) or None
+
+
+class _Cluster:
+    """Simulation state: every host's accounting plus where each guest is."""
+
+    def __init__(self, hosts: Sequence[HostCapacity], guests: Sequence[Guest], policy: PlacementPolicy):
+        names = [h.name for h in hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate host names: %s" % sorted({n for n in names if names.count(n) > 1}))
+        self.policy = policy
+        self.states: Dict[str, _HostState] = {h.name: _HostState(h, policy) for h in hosts}
+        self.in_maintenance = {h.name for h in hosts if h.in_maintenance}
+        self.guests: List[Guest] = [copy.copy(g) for g in guests]
+        seen = set()
+        for guest in self.guests:
+            if guest.name in seen:
+                raise ValueError("duplicate guest name %r" % guest.name)
+            seen.add(guest.name)
+            if guest.host is not None:
+                if guest.host not in self.states:
+                    raise ValueError("guest %r runs on %r, which is not among the hosts"
+                                     % (guest.name, guest.host))
+                # Guests already running are part of the host's free memory figure.
+                self.states[guest.host].add(guest, arriving=False)
+
+    def guests_on(self, host: str) -> List[Guest]:
+        return [g for g in self.guests if g.host == host]
+
+    def move(self, guest: Guest, destination: str):
+        self.states[guest.host].remove(guest)
+        guest.host = destination
+        self.states[destination].add(guest, arriving=True)
+
+
+def _ordered(guests: List[Guest], order: str) -> List[Guest]:
+    if order == "largest_first":
+        return sorted(guests, key=lambda g: (-g.memory_mib, -g.vcpus, g.name))
+    if order == "smallest_first":
+        return sorted(guests, key=lambda g: (g.memory_mib, g.vcpus, g.name))
+    return list(guests)
+
+
+def _drain(cluster: _Cluster, source: str, cpu_check: Optional[CpuCheck]) -> Plan:
+    """Plans the drain of `source` and applies the moves to `cluster`."""
+    policy = cluster.policy
+    if source not in cluster.states:
+        raise ValueError("unknown source host %r" % source)
+    plan = Plan(source=source)
+    movable = []
+    for guest in cluster.guests_on(source):
+        if guest.movable:
+            movable.append(guest)
+            continue
+        action = guest.unmovable_policy or policy.unmovable
+        if action not in UNMOVABLE_POLICIES:
+            raise ValueError("guest %r: unmovable_policy must be one of %s"
+                             % (guest.name, ", ".join(UNMOVABLE_POLICIES)))
+        plan.unmovable.append(UnmovableAction(guest.name, action, guest.unmovable_reason or "not movable"))
+
+    for guest in _ordered(movable, policy.order):
+        per_host: Dict[str, str] = {}
+        candidates = []
+        for name, state in sorted(cluster.states.items()):
+            if name == source:
+                continue
+            if name in cluster.in_maintenance:
+                per_host[name] = "in maintenance"
+                continue
+            why = _cpu_refusal(cpu_check, guest, state.host) or state.refusal(guest, policy)
+            if why:
+                per_host[name] = why
+            else:
+                candidates.append(state)
+        if not candidates:
+            plan.unplaced.append(Unplaced(guest.name, source, guest.memory_mib, guest.vcpus, per_host))
+            continue
+        # Balanced choice: the host with the most memory left after taking the guest; ties go
+        # to the fewest allocated vCPUs, then the name, so plans are reproducible.
+        best = max(candidates, key=lambda s: (s.memory_left - guest.memory_mib,
+                                              -s.vcpus_allocated, _reverse_name(s.host.name)))
+        plan.moves.append(Move(guest.name, source, best.host.name, guest.memory_mib, guest.vcpus))
+        cluster.move(guest, best.host.name)
+    return plan
+
+
+def _reverse_name(name: str):
+    # max() with this key prefers the alphabetically first name among equals.
+    return tuple(-ord(c) for c in name)
+
+
+def plan_drain(source: str, hosts: Sequence[HostCapacity], guests: Sequence[Guest],
+               policy: Optional[PlacementPolicy] = None, cpu_check: Optional[CpuCheck] = None) -> Plan:
+    """Places every guest running on `source` on the other `hosts`.
+
+    `hosts`: every host of the cluster, the source included. `guests`: every guest of the
+    cluster with its current `host` (guests already elsewhere count against capacity and
+    anti-affinity). Hosts in maintenance and the source are never destinations; neither is a
+    host the `cpu_check` refuses. The inputs are not modified.
+    """
+    policy = policy or PlacementPolicy()
+    return _drain(_Cluster(hosts, guests, policy), source, cpu_check)
+
+
+@dataclass
+class CapacityStep:
+    host: str
+    plan: Plan
+
+
+@dataclass
+class CapacityProof:
+    """Result of `prove_rolling_capacity`: one drain plan per host in maintenance order."""
+
+    steps: List[CapacityStep]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.plan.ok for step in self.steps)
+
+    @property
+    def failures(self) -> List[CapacityStep]:
+        return [step for step in self.steps if not step.plan.ok]
+
+    def problems(self) -> List[str]:
+        return ["draining %s (step %d): %s" % (step.host, i + 1, problem)
+                for i, step in enumerate(self.steps) for problem in step.plan.problems()]
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "problems": self.problems(),
+                "steps": [{"host": s.host, "plan": s.plan.to_dict()} for s in self.steps]}
+
+
+def prove_rolling_capacity(order: Sequence[str], hosts: Sequence[HostCapacity], guests: Sequence[Guest],
+                           policy: Optional[PlacementPolicy] = None,
+                           cpu_check: Optional[CpuCheck] = None) -> CapacityProof:
+    """Checks that for every host in `order`, the rest of its cluster can absorb its guests.
+
+    The drains are simulated in sequence: when host k is drained, the guests of hosts drained
+    before it are wherever their plans put them, and those hosts are back in service (empty,
+    usable as destinations). Guests that would be shut down or left in place stay on their
+    host. A step that fails does not stop the simulation: the guests it could place are moved,
+    the rest stay, so later steps still report their own shortfalls.
+    """
+    policy = policy or PlacementPolicy()
+    cluster = _Cluster(hosts, guests, policy)
+    unknown = [h for h in order if h not in cluster.states]
+    if unknown:
+        raise ValueError("hosts in the order but not in the cluster: %s" % ", ".join(unknown))
+    steps = []
+    for host in order:
+        was_in_maintenance = host in cluster.in_maintenance
+        cluster.in_maintenance.add(host)
+        steps.append(CapacityStep(host, _drain(cluster, host, cpu_check)))
+        if not was_in_maintenance:
+            cluster.in_maintenance.discard(host)
+    return CapacityProof(steps)
+
+
+def memory_loads(hosts: Sequence[HostCapacity], guests: Sequence[Guest]) -> Dict[str, float]:
+    """Allocated guest memory / total memory per host (0.0 .. 1.0+)."""
+    totals = {h.name: h.memory_total_mib for h in hosts}
+    used = dict.fromkeys(totals, 0)
+    for g in guests:
+        if g.host in used:
+            used[g.host] += g.memory_mib
+    return {name: (used[name] / float(totals[name]) if totals[name] else 0.0) for name in totals}
+
+
+def plan_rebalance(hosts: Sequence[HostCapacity], guests: Sequence[Guest],
+                   policy: Optional[PlacementPolicy] = None, cpu_check: Optional[CpuCheck] = None,
+                   threshold: float = 0.10, max_moves: Optional[int] = None) -> List[Move]:
+    """Evens out memory load (allocated / total) across the hosts with few moves.
+
+    Greedy: while the spread between the most and least loaded host exceeds `threshold`
+    (a fraction, 0.10 = ten percentage points), move the one guest from the most loaded host
+    that leaves the smallest spread, to the least loaded host that can take it; stop when no
+    single move makes the spread smaller. Hosts in maintenance neither give nor take guests;
+    unmovable guests stay. Moves are returned in the order to run them.
+    """
+    policy = policy or PlacementPolicy()
+    cluster = _Cluster(hosts, guests, policy)
+    active = {n: s for n, s in cluster.states.items()
+              if n not in cluster.in_maintenance and s.host.memory_total_mib > 0}
+    moves: List[Move] = []
+
+    def load(name, delta=0):
+        state = active[name]
+        return (state.memory_allocated + delta) / float(state.host.memory_total_mib)
+
+    def spread(changes=None):
+        changes = changes or {}
+        loads = [load(n, changes.get(n, 0)) for n in active]
+        return max(loads) - min(loads) if loads else 0.0
+
+    while len(active) > 1 and (max_moves is None or len(moves) < max_moves):
+        current = spread()
+        if current <= threshold:
+            break
+        best = None
+        by_load = sorted(active, key=lambda n: (load(n), n))
+        source = by_load[-1]
+        for destination in by_load[:-1]:
+            for guest in _ordered([g for g in cluster.guests_on(source) if g.movable], policy.order):
+                if _cpu_refusal(cpu_check, guest, active[destination].host):
+                    continue
+                if active[destination].refusal(guest, policy):
+                    continue
+                after = spread({source: -guest.memory_mib, destination: guest.memory_mib})
+                if after < current - 1e-9 and (best is None or after < best[0] - 1e-9):
+                    best = (after, guest, destination)
+            if best is not None:
+                # The least loaded host that can take a useful guest wins; trying hosts that
+                # are already fuller would only shift the imbalance around.
+                break
+        if best is None:
+            break
+        _after, guest, destination = best
+        moves.append(Move(guest.name, source, destination, guest.memory_mib, guest.vcpus))
+        cluster.move(guest, destination)
+    return moves
+
+
+def capacity_from_dicts(hosts: Iterable[Mapping], guests: Iterable[Mapping]):
+    """Builds `HostCapacity` / `Guest` lists from plain dicts (module arguments, JSON).
+
+    Unknown keys are rejected so that a typo (`anti_affinity` for `anti_affinity_group`) does
+    not silently drop a constraint.
+    """
+    def build(cls, data):
+        known = set(cls.__dataclass_fields__)
+        extra = set(data) - known
+        if extra:
+            raise ValueError("%s: unknown keys %s (known: %s)"
+                             % (cls.__name__, sorted(extra), ", ".join(sorted(known))))
+        return cls(**data)
+    return [build(HostCapacity, h) for h in hosts], [build(Guest, g) for g in guests]

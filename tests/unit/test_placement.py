@@ -1,0 +1,320 @@
+"""Placement planner: cumulative reservation, constraints, ordering, capacity proof, rebalance."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+    Guest, HostCapacity, PlacementPolicy, capacity_from_dicts, memory_loads, plan_drain,
+    plan_rebalance, prove_rolling_capacity)
+
+NO_RESERVE = PlacementPolicy(memory_reserve_mib=0)
+
+
+def hosts(*specs, **kw):
+    """hosts(("h1", 4096, 4), ...) -> HostCapacity list."""
+    return [HostCapacity(name, mem, cpus, **kw) for name, mem, cpus in specs]
+
+
+def destinations(plan):
+    return {m.guest: m.destination for m in plan.moves}
+
+
+def test_cumulative_reservation_spreads_guests_that_would_each_fit_alone():
+    # h2 has room for exactly one of the two 1 GiB guests; a per-guest check would send both.
+    cluster = hosts(("h1", 4096, 8), ("h2", 1536, 8), ("h3", 1280, 8))
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("b", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert plan.ok
+    assert sorted(destinations(plan).values()) == ["h2", "h3"]
+
+
+def test_guest_left_over_when_capacity_is_used_up_by_earlier_guests():
+    cluster = hosts(("h1", 4096, 8), ("h2", 1536, 8))
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("b", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert not plan.ok
+    assert [m.guest for m in plan.moves] == ["a"]
+    (unplaced,) = plan.unplaced
+    assert unplaced.guest == "b"
+    assert "memory: needs 1024 MiB, 512 MiB left" in unplaced.per_host["h2"]
+
+
+def test_existing_guests_count_against_capacity():
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    guests = [Guest("resident", 1536, 1, host="h2"), Guest("a", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert plan.unplaced and plan.unplaced[0].guest == "a"
+
+
+def test_memory_reserve_is_kept_free():
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    guests = [Guest("a", 1600, 1, host="h1")]
+    assert plan_drain("h1", cluster, guests, NO_RESERVE).ok
+    reserved = plan_drain("h1", cluster, guests, PlacementPolicy(memory_reserve_mib=512))
+    assert not reserved.ok
+    assert "reserve 512 MiB" in reserved.unplaced[0].per_host["h2"]
+
+
+def test_memory_overcommit_ratio_allows_more_than_total():
+    cluster = hosts(("h1", 4096, 8), ("h2", 1024, 8))
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("b", 512, 1, host="h1")]
+    assert not plan_drain("h1", cluster, guests, NO_RESERVE).ok
+    policy = PlacementPolicy(memory_overcommit=1.5, memory_reserve_mib=0)
+    assert plan_drain("h1", cluster, guests, policy).ok
+
+
+def test_cpu_overcommit_limits_vcpus():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 2))
+    guests = [Guest("a", 256, 4, host="h1"), Guest("b", 256, 4, host="h1")]
+    strict = plan_drain("h1", cluster, guests, PlacementPolicy(cpu_overcommit=2.0, memory_reserve_mib=0))
+    assert [u.guest for u in strict.unplaced] == ["b"]
+    assert "vCPUs: needs 4, 0 left" in strict.unplaced[0].per_host["h2"]
+    assert plan_drain("h1", cluster, guests, PlacementPolicy(cpu_overcommit=4.0, memory_reserve_mib=0)).ok
+
+
+def test_host_reported_free_memory_is_respected_and_consumed():
+    # Allocation accounting says h2 is empty, but its OS uses most memory.
+    cluster = [HostCapacity("h1", 8192, 8), HostCapacity("h2", 8192, 8, memory_free_mib=1500)]
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("b", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert [m.guest for m in plan.moves] == ["a"]
+    assert "host reports 476 MiB free" in plan.unplaced[0].per_host["h2"]
+    ignoring = PlacementPolicy(memory_reserve_mib=0, respect_free_memory=False)
+    assert plan_drain("h1", cluster, guests, ignoring).ok
+
+
+def test_anti_affinity_counts_guests_already_on_destination():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8), ("h3", 8192, 8))
+    guests = [Guest("db1", 512, 1, host="h1", anti_affinity_group="db"),
+              Guest("db2", 512, 1, host="h2", anti_affinity_group="db")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert destinations(plan) == {"db1": "h3"}
+
+
+def test_anti_affinity_between_guests_of_the_same_drain():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("web1", 512, 1, host="h1", anti_affinity_group="web"),
+              Guest("web2", 512, 1, host="h1", anti_affinity_group="web")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert len(plan.moves) == 1
+    assert "anti-affinity: group 'web' already has" in plan.unplaced[0].per_host["h2"]
+
+
+def test_hosts_in_maintenance_and_the_source_are_never_destinations():
+    cluster = [HostCapacity("h1", 8192, 8), HostCapacity("h2", 65536, 64, in_maintenance=True),
+               HostCapacity("h3", 2048, 8)]
+    guests = [Guest("a", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE)
+    assert destinations(plan) == {"a": "h3"}
+    alone = plan_drain("h1", cluster[:2], guests, NO_RESERVE)
+    assert alone.unplaced[0].per_host == {"h2": "in maintenance"}
+
+
+def test_cpu_check_is_consulted_with_guest_and_host():
+    cluster = [HostCapacity("h1", 8192, 8, cpu="Skylake"), HostCapacity("h2", 65536, 8, cpu="Haswell"),
+               HostCapacity("h3", 4096, 8, cpu="Skylake")]
+    guests = [Guest("needs-avx512", 1024, 1, host="h1", cpu="Skylake"), Guest("any", 1024, 1, host="h1")]
+
+    def cpu_check(guest, host):
+        if guest.cpu and guest.cpu != host.cpu:
+            return "missing avx512f"
+        return None
+
+    plan = plan_drain("h1", cluster, guests, NO_RESERVE, cpu_check=cpu_check)
+    assert destinations(plan)["needs-avx512"] == "h3"
+    refused = plan_drain("h1", cluster[:2], guests[:1], NO_RESERVE, cpu_check=cpu_check)
+    assert refused.unplaced[0].per_host["h2"] == "CPU cannot run the guest: missing avx512f"
+    boolean = plan_drain("h1", cluster[:2], guests[:1], NO_RESERVE, cpu_check=lambda g, h: False)
+    assert boolean.unplaced[0].per_host["h2"] == "CPU cannot run the guest"
+
+
+def test_balanced_choice_picks_most_memory_left_after_placement():
+    cluster = hosts(("h1", 8192, 8), ("h2", 4096, 8), ("h3", 6144, 8))
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("resident", 3072, 1, host="h3")]
+    assert destinations(plan_drain("h1", cluster, guests, NO_RESERVE)) == {"a": "h2"}
+
+
+@pytest.mark.parametrize("order, expected", [
+    ("largest_first", ["big", "mid", "small"]),
+    ("smallest_first", ["small", "mid", "big"]),
+    ("as_listed", ["mid", "small", "big"]),
+])
+def test_ordering(order, expected):
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("mid", 512, 1, host="h1"), Guest("small", 256, 1, host="h1"),
+              Guest("big", 1024, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(order=order, memory_reserve_mib=0))
+    assert [m.guest for m in plan.moves] == expected
+
+
+def test_largest_first_fits_what_smallest_first_cannot():
+    # The 256 MiB guest first would take the only host with room for the 1 GiB one.
+    cluster = hosts(("h1", 1024, 8), ("h2", 1024, 8), ("h3", 1024, 8))
+    guests = [Guest("small", 256, 1, host="h1"), Guest("big", 1024, 1, host="h1"),
+              Guest("resident", 512, 1, host="h3")]
+    largest = plan_drain("h1", cluster, guests, PlacementPolicy(order="largest_first", memory_reserve_mib=0))
+    assert destinations(largest) == {"big": "h2", "small": "h3"}
+    smallest = plan_drain("h1", cluster, guests, PlacementPolicy(order="smallest_first", memory_reserve_mib=0))
+    assert [u.guest for u in smallest.unplaced] == ["big"]
+
+
+@pytest.mark.parametrize("policy", ["fail", "shutdown", "leave"])
+def test_unmovable_policy_is_recorded(policy):
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("gpu", 1024, 1, host="h1", movable=False, unmovable_reason="PCI passthrough"),
+              Guest("a", 512, 1, host="h1")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(unmovable=policy, memory_reserve_mib=0))
+    assert [(u.guest, u.action, u.reason) for u in plan.unmovable] == [("gpu", policy, "PCI passthrough")]
+    assert destinations(plan) == {"a": "h2"}
+    assert plan.ok is (policy != "fail")
+    if policy == "fail":
+        assert "gpu cannot live-migrate (PCI passthrough)" in plan.problems()[0]
+
+
+def test_per_guest_unmovable_policy_overrides_plan_policy():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("pinned", 512, 1, host="h1", movable=False, unmovable_policy="shutdown")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(unmovable="fail"))
+    assert plan.ok and plan.unmovable[0].action == "shutdown"
+
+
+def test_inputs_are_not_modified():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("a", 512, 1, host="h1")]
+    plan_drain("h1", cluster, guests)
+    assert guests[0].host == "h1"
+
+
+def test_invalid_inputs_are_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="order must be one of"):
+        PlacementPolicy(order="random")
+    with pytest.raises(ValueError, match="not among the hosts"):
+        plan_drain("h1", hosts(("h1", 1024, 1)), [Guest("a", 1, 1, host="elsewhere")])
+    with pytest.raises(ValueError, match="unknown keys"):
+        capacity_from_dicts([{"name": "h1", "memory_total_mib": 1, "cpus": 1}],
+                            [{"name": "a", "memory_mib": 1, "vcpus": 1, "anti_affinity": "x"}])
+
+
+def test_plan_to_dict_is_plain_data():
+    cluster = hosts(("h1", 8192, 8), ("h2", 600, 8))
+    plan = plan_drain("h1", cluster, [Guest("a", 1024, 2, host="h1")], NO_RESERVE)
+    data = plan.to_dict()
+    assert data["ok"] is False
+    assert data["unplaced"][0]["reason"].startswith("h2: memory: needs 1024 MiB")
+
+
+# --- capacity proof ---------------------------------------------------------------------------
+
+def test_capacity_proof_simulates_the_sequence_cumulatively():
+    # Checked one at a time every host can be drained. In sequence, h2's small guest lands on
+    # h1 first and then h3's two 1.5 GiB guests no longer both fit there.
+    cluster = hosts(("h1", 3072, 8), ("h2", 1024, 8), ("h3", 2048, 8))
+    guests = [Guest("g0", 1536, 1, host="h3"), Guest("g1", 1536, 1, host="h3"),
+              Guest("g3", 512, 1, host="h3"), Guest("g2", 256, 1, host="h2")]
+    for host in ("h1", "h2", "h3"):
+        assert plan_drain(host, cluster, guests, NO_RESERVE).ok
+    proof = prove_rolling_capacity(["h1", "h2", "h3"], cluster, guests, NO_RESERVE)
+    assert not proof.ok
+    assert [s.host for s in proof.failures] == ["h3"]
+    assert proof.problems()[0].startswith("draining h3 (step 3): g1 (1536 MiB, 1 vCPU) cannot be placed")
+
+
+def test_capacity_proof_returns_drained_hosts_to_service():
+    cluster = hosts(("h1", 2048, 8), ("h2", 2048, 8))
+    guests = [Guest("g1", 1024, 1, host="h1"), Guest("g2", 1024, 1, host="h2")]
+    proof = prove_rolling_capacity(["h1", "h2"], cluster, guests, NO_RESERVE)
+    assert proof.ok, proof.problems()
+    # h2 then holds both guests, and both go back to the (now empty) h1.
+    assert {m.guest: m.destination for m in proof.steps[1].plan.moves} == {"g1": "h1", "g2": "h1"}
+
+
+def test_capacity_proof_keeps_initial_maintenance_marks():
+    cluster = [HostCapacity("h1", 4096, 8), HostCapacity("h2", 4096, 8, in_maintenance=True),
+               HostCapacity("h3", 4096, 8)]
+    guests = [Guest("g1", 1024, 1, host="h1"), Guest("g3", 1024, 1, host="h3")]
+    proof = prove_rolling_capacity(["h1", "h3"], cluster, guests, NO_RESERVE)
+    assert proof.ok
+    assert all(m.destination != "h2" for s in proof.steps for m in s.plan.moves)
+
+
+def test_capacity_proof_rejects_unknown_hosts():
+    with pytest.raises(ValueError, match="not in the cluster"):
+        prove_rolling_capacity(["nope"], hosts(("h1", 1, 1)), [])
+
+
+# --- rebalance -------------------------------------------------------------------------------
+
+def test_rebalance_evens_out_with_few_moves():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8), ("h3", 8192, 8))
+    guests = [Guest("g%d" % i, 1024, 1, host="h1") for i in range(6)]
+    moves = plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.05)
+    assert len(moves) == 4
+    after = {g.name: g.host for g in guests}
+    after.update({m.guest: m.destination for m in moves})
+    counts = {h: list(after.values()).count(h) for h in ("h1", "h2", "h3")}
+    assert counts == {"h1": 2, "h2": 2, "h3": 2}
+
+
+def test_rebalance_does_nothing_within_threshold():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("a", 1024, 1, host="h1"), Guest("b", 512, 1, host="h2")]
+    assert plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.10) == []
+    # With a tight threshold a move of "a" would only mirror the imbalance: no move either.
+    assert plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.0) == []
+
+
+def test_rebalance_respects_constraints():
+    cluster = [HostCapacity("h1", 8192, 8), HostCapacity("h2", 8192, 8, in_maintenance=True),
+               HostCapacity("h3", 8192, 8)]
+    guests = [Guest("pinned", 4096, 1, host="h1", movable=False),
+              Guest("db1", 1024, 1, host="h1", anti_affinity_group="db"),
+              Guest("db3", 1024, 1, host="h3", anti_affinity_group="db")]
+    assert plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.0) == []
+
+
+def test_rebalance_max_moves():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("g%d" % i, 512, 1, host="h1") for i in range(8)]
+    assert len(plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.0, max_moves=1)) == 1
+
+
+# --- properties --------------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(
+    host_mem=st.lists(st.integers(min_value=512, max_value=8192), min_size=2, max_size=5),
+    guest_specs=st.lists(st.tuples(st.integers(min_value=64, max_value=3000), st.integers(1, 4),
+                                   st.sampled_from([None, "x", "y"]), st.integers(0, 4)),
+                         max_size=14),
+    overcommit=st.sampled_from([1.0, 1.5]),
+    order=st.sampled_from(["largest_first", "smallest_first", "as_listed"]),
+)
+def test_plans_never_overcommit_or_break_anti_affinity(host_mem, guest_specs, overcommit, order):
+    cluster = [HostCapacity("h%d" % i, mem, 4) for i, mem in enumerate(host_mem)]
+    guests = [Guest("g%d" % i, mem, vcpus, host="h%d" % (where % len(cluster)), anti_affinity_group=group)
+              for i, (mem, vcpus, group, where) in enumerate(guest_specs)]
+    policy = PlacementPolicy(memory_overcommit=overcommit, cpu_overcommit=2.0, memory_reserve_mib=128,
+                             order=order)
+    plan = plan_drain("h0", cluster, guests, policy)
+    final = {g.name: g.host for g in guests}
+    final.update({m.guest: m.destination for m in plan.moves})
+    assert all(m.destination != "h0" for m in plan.moves)
+    placed_or_not = {m.guest for m in plan.moves} | {u.guest for u in plan.unplaced}
+    assert placed_or_not == {g.name for g in guests if g.host == "h0"}
+    by_name = {g.name: g for g in guests}
+    for host in cluster[1:]:
+        # Only hosts that received guests must respect the limits: pre-existing overload is
+        # not the planner's doing.
+        if not any(m.destination == host.name for m in plan.moves):
+            continue
+        here = [by_name[n] for n, h in final.items() if h == host.name]
+        assert sum(g.memory_mib for g in here) <= host.memory_total_mib * overcommit - 128
+        assert sum(g.vcpus for g in here) <= host.cpus * 2.0
+        arrived_groups = [by_name[m.guest].anti_affinity_group for m in plan.moves
+                          if m.destination == host.name and by_name[m.guest].anti_affinity_group]
+        for group in arrived_groups:
+            assert sum(1 for g in here if g.anti_affinity_group == group) == 1
+
+
+def test_memory_loads():
+    loads = memory_loads(hosts(("h1", 1000, 1), ("h2", 1000, 1)), [Guest("a", 250, 1, host="h1")])
+    assert loads == {"h1": 0.25, "h2": 0.0}
