@@ -1,0 +1,129 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: maintenance_report
+short_description: Record events of a rolling maintenance run and write its report
+description:
+  - With O(action=event), appends events to C(<directory>/events.jsonl) (one JSON line each,
+    atomic appends, so hosts acting in parallel can record at the same time). Recording as the
+    run goes means a run that fails half way still gets a report.
+  - With O(action=render), builds the report from the events and writes C(report.json),
+    C(report.html) (with an inline SVG timeline per host), C(report.md) and C(timeline.svg)
+    into O(directory).
+  - Run it on the controller (delegated to localhost). The report directory is the
+    controller's own output, not the managed system, so the module writes also in check mode
+    (a dry run gets its plan as a report).
+  - Event types and fields are described in C(plugins/module_utils/run_report.py).
+version_added: 0.1.0
+author: virtfleet maintainers
+options:
+  directory:
+    description: Directory of the run's report, for example C(reports/<run id>). Created if missing.
+    type: path
+    required: true
+  action:
+    description: C(event) records O(event) and O(events); C(render) writes the report files.
+    type: str
+    default: event
+    choices: [event, render]
+  event:
+    description: One event (C(type) required; C(ts) defaults to now).
+    type: dict
+  events:
+    description: Several events, recorded in order after O(event).
+    type: list
+    elements: dict
+    default: []
+  run_id:
+    description: Added to every recorded event that lacks one.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Record that a host entered maintenance
+  virtfleet.cluster.maintenance_report:
+    directory: "{{ rolling_maintenance_report_dir }}"
+    run_id: "{{ rolling_maintenance_run_id }}"
+    event:
+      type: host_start
+      cluster: "{{ virtfleet_cluster }}"
+      host: "{{ inventory_hostname }}"
+  delegate_to: localhost
+
+- name: Write the report
+  virtfleet.cluster.maintenance_report:
+    directory: reports/20261125T150000-ab12
+    action: render
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+recorded:
+  description: Number of events recorded.
+  returned: when O(action=event)
+  type: int
+files:
+  description: Paths of the written files (C(report_json), C(report_html), C(report_md), C(timeline_svg)).
+  returned: when O(action=render)
+  type: dict
+run:
+  description: Run summary (C(run_id), C(status), C(started), C(ended), C(dry_run)).
+  returned: when O(action=render)
+  type: dict
+totals:
+  description: >-
+    Totals (C(hosts_patched), C(hosts_skipped), C(hosts_failed), C(guests_moved), C(migrations),
+    C(total_downtime_ms), C(worst_downtime_ms), C(worst_downtime_guest), C(duration_s)).
+  returned: when O(action=render)
+  type: dict
+clusters:
+  description: Per cluster C(status), C(max_unavailable) and C(max_in_maintenance) (observed).
+  returned: when O(action=render)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_report import (
+    append_event, write_report)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            directory=dict(type="path", required=True),
+            action=dict(type="str", default="event", choices=["event", "render"]),
+            event=dict(type="dict"),
+            events=dict(type="list", elements="dict", default=[]),
+            run_id=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    directory = params["directory"]
+    try:
+        if params["action"] == "event":
+            events = ([params["event"]] if params["event"] else []) + params["events"]
+            for event in events:
+                if not event.get("type"):
+                    module.fail_json(msg="every event needs a type: %r" % (event,))
+            for event in events:
+                if params["run_id"]:
+                    event.setdefault("run_id", params["run_id"])
+                append_event(directory, event)
+            module.exit_json(changed=bool(events), recorded=len(events))
+        report, files = write_report(directory)
+        clusters = {name: {k: c.get(k) for k in ("status", "max_unavailable", "max_in_maintenance")}
+                    for name, c in report["clusters"].items()}
+        module.exit_json(changed=True, files=files, run=report["run"], totals=report["totals"],
+                         clusters=clusters)
+    except OSError as exc:
+        module.fail_json(msg="cannot write the report in %s: %s" % (directory, exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Run events and the report built from them (pure, no lab)."""
+import json
+import os
+import threading
+import xml.dom.minidom
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import run_report as rr
+
+T0 = 1_790_000_000.0
+
+
+def ev(offset, type_, **fields):
+    return dict(fields, ts=T0 + offset, type=type_, run_id="run-1")
+
+
+def sample_events(fail=False):
+    events = [
+        ev(0, "run_start", clusters={"a": ["a1", "a2"], "b": ["b1"]}),
+        ev(1, "plan", waves=[["a1", "b1"], ["a2"]], skipped={},
+           clusters={"a": {"max_unavailable": 1, "hosts": ["a1", "a2"]},
+                     "b": {"max_unavailable": 1, "hosts": ["b1"]}}),
+        ev(2, "host_start", cluster="a", host="a1", wave=1),
+        ev(2, "host_start", cluster="b", host="b1", wave=1),
+        ev(2, "phase", cluster="a", host="a1", phase="drain", state="start"),
+        ev(4, "migration", cluster="a", host="a1", guest="g1", source="a1", destination="a2",
+           purpose="drain", started=T0 + 2, ended=T0 + 3, time_ms=700, downtime_ms=40, status="ok"),
+        ev(4, "phase", cluster="a", host="a1", phase="drain", state="end"),
+        ev(5, "phase", cluster="a", host="a1", phase="reboot", state="start"),
+        ev(9, "phase", cluster="a", host="a1", phase="reboot", state="end"),
+        ev(10, "host_done", cluster="a", host="a1", boot_id_before="x", boot_id_after="y",
+           rebooted=True),
+        ev(10, "host_start", cluster="a", host="a2", wave=2),
+        ev(11, "migration", cluster="a", host="a2", guest="g1", source="a2", destination="a1",
+           purpose="drain", time_ms=500, downtime_ms=120, status="ok"),
+        ev(11, "migration", cluster="a", host="a2", guest="g2", source="a2", destination="a1",
+           purpose="drain", time_ms=900, downtime_ms=None, status="failed", message="boom"),
+    ]
+    if fail:
+        events += [ev(12, "host_failed", cluster="a", host="a2", phase="drain", message="g2 did not move"),
+                   ev(12, "cluster_stopped", cluster="a", reason="a2 failed"),
+                   ev(13, "guest_locations", locations={"g1": "a1", "g2": "a2"}),
+                   ev(14, "run_end", status="failed", message="cluster a stopped")]
+    else:
+        events += [ev(12, "host_done", cluster="a", host="a2", rebooted=True),
+                   ev(12, "host_done", cluster="b", host="b1", rebooted=False),
+                   ev(14, "run_end", status="ok")]
+    return events
+
+
+def test_totals_of_a_successful_run():
+    report = rr.build_report(sample_events())
+    totals = report["totals"]
+    assert totals["hosts_patched"] == 3
+    assert totals["hosts_rebooted"] == 2
+    assert totals["migrations"] == 2 and totals["failed_migrations"] == 1
+    assert totals["guests_moved"] == 1
+    assert totals["total_downtime_ms"] == 160
+    assert totals["worst_downtime_ms"] == 120 and totals["worst_downtime_guest"] == "g1"
+    assert report["run"]["status"] == "ok" and totals["duration_s"] == 14
+    assert report["clusters"]["a"]["status"] == "done"
+    assert report["hosts"]["a1"]["wave"] == 1 and report["hosts"]["a2"]["wave"] == 2
+    assert [p["phase"] for p in report["hosts"]["a1"]["phases"]] == ["drain", "reboot"]
+    assert report["guests"]["g1"]["total_downtime_ms"] == 160
+    assert report["guests"]["g1"]["location"] == "a1"
+
+
+def test_back_to_back_hosts_are_not_concurrent():
+    report = rr.build_report(sample_events())
+    # a1 unmarked at +10 and a2 marked at +10: never two of cluster a at once.
+    assert report["clusters"]["a"]["max_in_maintenance"] == 1
+
+
+def test_max_concurrent():
+    assert rr.max_concurrent([]) == 0
+    assert rr.max_concurrent([(0, 5), (5, 10)]) == 1
+    assert rr.max_concurrent([(0, 5), (4, 10), (4.5, 6)]) == 3
+
+
+def test_failed_run_says_what_happened_and_where_guests_are():
+    report = rr.build_report(sample_events(fail=True))
+    assert report["run"]["status"] == "failed"
+    assert report["clusters"]["a"]["status"] == "stopped"
+    host = report["hosts"]["a2"]
+    assert host["status"] == "failed" and host["failed_phase"] == "drain"
+    assert host.get("end_open")  # still marked: in maintenance to the end of the log
+    assert report["guests"]["g2"]["location"] == "a2"
+    md = rr.render_markdown(report)
+    assert "FAILED" in md and "g2 did not move" in md and "STOPPED" in md
+
+
+def test_report_of_a_crashed_run_without_run_end():
+    events = sample_events()[:9]  # log stops while a1 reboots
+    events.append(ev(7, "phase", cluster="a", host="a1", phase="verify", state="start"))
+    report = rr.build_report(events)
+    assert report["run"]["status"] == "running"
+    assert report["hosts"]["a1"]["status"] == "in_maintenance"
+    assert any(p["state"] == "unfinished" for p in report["hosts"]["a1"]["phases"])
+    rr.render_html(report)
+
+
+def test_svg_and_html_are_well_formed():
+    report = rr.build_report(sample_events(fail=True))
+    svg = rr.render_svg(report)
+    xml.dom.minidom.parseString(svg)
+    assert svg.count("<rect") >= 4
+    page = rr.render_html(report)
+    assert "<svg" in page and "Where every guest is" in page
+
+
+def test_names_are_escaped():
+    events = sample_events()
+    events.append(ev(13, "host_skipped", cluster="b", host="<b2>", reason="a & b"))
+    page = rr.render_html(rr.build_report(events))
+    assert "<b2>" not in page and "&lt;b2&gt;" in page
+    xml.dom.minidom.parseString(rr.render_svg(rr.build_report(events)))
+
+
+def test_append_load_write(tmp_path):
+    directory = str(tmp_path / "run-1")
+    for event in sample_events():
+        rr.append_event(directory, event)
+    with open(os.path.join(directory, rr.EVENTS_FILE), "a") as handle:
+        handle.write('{"torn": ')  # crash mid-line
+    report, files = rr.write_report(directory)
+    assert report["totals"]["hosts_patched"] == 3
+    assert set(files) == {"report_json", "report_html", "report_md", "timeline_svg"}
+    assert json.load(open(files["report_json"]))["totals"]["migrations"] == 2
+
+
+def test_concurrent_appends_do_not_interleave(tmp_path):
+    directory = str(tmp_path)
+
+    def writer(n):
+        for i in range(200):
+            rr.append_event(directory, {"type": "phase", "host": "h%d" % n, "i": i, "pad": "x" * 500})
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = open(os.path.join(directory, rr.EVENTS_FILE)).read().splitlines()
+    assert len(lines) == 1200
+    assert all(json.loads(line)["type"] == "phase" for line in lines)
+
+
+def test_empty_log():
+    report = rr.build_report([])
+    assert report["totals"]["hosts_planned"] == 0
+    rr.render_html(report)
+    rr.render_markdown(report)
