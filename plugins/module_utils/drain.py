@@ -1,0 +1,525 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Drain one hypervisor host: plan where each running guest goes, refuse before moving
+anything if the cluster cannot take them, live-migrate them a few at a time, and prove at the
+end that the host runs no guest any more (a host must never be rebooted with guests on it).
+
+Three steps, each usable alone:
+
+* ``gather_cluster(...)`` reads the cluster from libvirt: capacity of every host, the guests
+  they run (``Guest``/``HostCapacity`` of ``placement``), and a CPU predicate that asks each
+  destination ``compareHypervisorCPU`` about each guest's CPU;
+* ``plan_host_drain(...)`` feeds that to the shared placement planner
+  (``placement.plan_drain``: cumulative reservation, anti-affinity, maintenance marks), so the
+  check-mode plan and the real run come from the same deterministic code;
+* ``run_moves(...)`` runs the plan's migrations, at most ``max_parallel`` at once and at most
+  ``max_incoming_per_destination`` into one host, in plan order; the first failure stops new
+  starts, running ones finish, and every guest's location is reported.
+
+``drain_host(...)`` chains them (the entry point of the ``host_drain`` module and action).
+Nothing here imports Ansible.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+try:
+    import queue
+except ImportError:  # pragma: no cover
+    import Queue as queue
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+    Guest, HostCapacity, PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
+
+libvirt = mig.libvirt
+
+DEFAULT_MAX_PARALLEL = 2             # vdsm: 2 outgoing per host
+DEFAULT_MAX_INCOMING = 1             # vdsm allows 2 in; 1 keeps a destination's link calm
+DEFAULT_SHUTDOWN_TIMEOUT = 300
+VIR_ERR_CPU_INCOMPATIBLE = 91
+VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
+VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE = 1
+
+
+class DrainError(Exception):
+    """The drain was refused or did not empty the host. ``result`` holds the full report
+    (plan, per-guest outcomes, where every guest is)."""
+
+    def __init__(self, message, result=None):
+        super(DrainError, self).__init__(message)
+        self.message = message
+        self.result = result or {}
+
+
+class DrainOptions(object):
+    FIELDS = {
+        "max_parallel": DEFAULT_MAX_PARALLEL,
+        "max_incoming_per_destination": DEFAULT_MAX_INCOMING,
+        "order": "largest_first",
+        "unmovable": "fail",                 # fail | shutdown | leave
+        "unmovable_guests": (),              # names the operator declares unmovable
+        "anti_affinity_groups": None,        # {group: [guest, ...]}
+        "memory_overcommit": 1.0,
+        "cpu_overcommit": 4.0,
+        "memory_reserve_mib": 512,
+        "respect_free_memory": True,
+        "cpu_check": True,
+        "shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT,
+        "migration": None,                   # MigrationOptions or dict
+    }
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.FIELDS)
+        if unknown:
+            raise ValueError("unknown drain option(s): %s" % ", ".join(sorted(unknown)))
+        for name, default in self.FIELDS.items():
+            value = kwargs.get(name)
+            setattr(self, name, default if value is None else value)
+        if isinstance(self.migration, dict):
+            self.migration = mig.MigrationOptions.from_params(self.migration)
+        self.migration = self.migration or mig.MigrationOptions()
+        self.unmovable_guests = list(self.unmovable_guests or ())
+        self.anti_affinity_groups = dict(self.anti_affinity_groups or {})
+        problems = []
+        if self.max_parallel < 1:
+            problems.append("max_parallel must be at least 1")
+        if self.max_incoming_per_destination < 1:
+            problems.append("max_incoming_per_destination must be at least 1")
+        if self.order not in ORDERS:
+            problems.append("order must be one of %s" % ", ".join(ORDERS))
+        if self.unmovable not in UNMOVABLE_POLICIES:
+            problems.append("unmovable must be one of %s" % ", ".join(UNMOVABLE_POLICIES))
+        if problems:
+            raise ValueError("invalid drain options: " + "; ".join(problems))
+
+    def policy(self):
+        return PlacementPolicy(memory_overcommit=self.memory_overcommit,
+                               cpu_overcommit=self.cpu_overcommit,
+                               memory_reserve_mib=self.memory_reserve_mib,
+                               order=self.order, unmovable=self.unmovable,
+                               respect_free_memory=self.respect_free_memory)
+
+
+class ClusterHost(object):
+    """One host as the caller knows it: ``name``, controller ``uri``, maintenance mark, and
+    optionally ``migration_uri``, the URI the *source daemon* uses to reach it (peer-to-peer;
+    defaults to ``uri``)."""
+
+    def __init__(self, name, uri, in_maintenance=False, migration_uri=None):
+        self.name = name
+        self.uri = uri
+        self.in_maintenance = bool(in_maintenance)
+        self.migration_uri = migration_uri or uri
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data["name"], data["uri"], data.get("in_maintenance", False),
+                   data.get("migration_uri"))
+
+
+# --------------------------------------------------------------------------- gathering
+# Minimal reader of the facts the planner needs. The shared libvirt_facts gatherer was not in
+# the tree when this was written; this adapter reads the same libvirt calls (getInfo,
+# getFreeMemory, listAllDomains, domain XML) and maps them onto placement's dataclasses.
+
+
+def _guest_from_domain(dom, host_name, options):
+    root = ET.fromstring(dom.XMLDesc(0))
+    info = dom.info()  # [state, maxMem KiB, memory KiB, vcpus, cputime]
+    name = dom.name()
+    movable, why = True, None
+    if name in options.unmovable_guests:
+        movable, why = False, "declared unmovable"
+    elif root.find("./devices/hostdev") is not None:
+        movable, why = False, "has a host device (passthrough) attached"
+    group = None
+    for group_name, members in sorted(options.anti_affinity_groups.items()):
+        if name in members:
+            group = group_name
+            break
+    cpu = root.find("cpu")
+    os_type = root.find("os/type")
+    cpu_info = {
+        "xml": ET.tostring(cpu).decode() if cpu is not None and cpu.get("mode") == "custom" else None,
+        "arch": os_type.get("arch") if os_type is not None else None,
+        "machine": os_type.get("machine") if os_type is not None else None,
+        "virttype": root.get("type"),
+    }
+    return Guest(name=name, memory_mib=int(info[1]) // 1024, vcpus=int(info[3]),
+                 host=host_name, anti_affinity_group=group, movable=movable,
+                 unmovable_reason=why, cpu=cpu_info)
+
+
+def gather_host(conn, host, options):
+    """``(HostCapacity, [Guest])`` of one host from its libvirt connection."""
+    info = conn.getInfo()  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+    capacity = HostCapacity(name=host.name, memory_total_mib=int(info[1]), cpus=int(info[2]),
+                            memory_free_mib=int(conn.getFreeMemory() // (1024 * 1024)),
+                            in_maintenance=host.in_maintenance, cpu=host.name)
+    guests = [_guest_from_domain(dom, host.name, options)
+              for dom in sorted(conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE),
+                                key=lambda d: d.name())]
+    return capacity, guests
+
+
+class CpuChecker(object):
+    """Asks each destination's libvirt whether it can run a guest's CPU definition
+    (``compareHypervisorCPU`` with FAIL_INCOMPATIBLE, which names the missing features).
+    Guests whose CPU is not a custom model (host-passthrough, host-model) or hosts that can't
+    answer are allowed and noted: the migration itself will refuse if they really differ."""
+
+    def __init__(self, connections):
+        self.connections = connections
+        self.notes = []
+        self._cache = {}
+
+    def __call__(self, guest, host):
+        cpu = guest.cpu or {}
+        if not cpu.get("xml"):
+            return None
+        key = (cpu["xml"], cpu.get("machine"), cpu.get("virttype"), host.name)
+        if key not in self._cache:
+            self._cache[key] = self._compare(self.connections[host.name], cpu, guest, host)
+        return self._cache[key]
+
+    def _compare(self, conn, cpu, guest, host):
+        try:
+            verdict = conn.compareHypervisorCPU(None, cpu.get("arch"), cpu.get("machine"),
+                                                cpu.get("virttype"), cpu["xml"],
+                                                VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+        except Exception as exc:
+            code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
+            if code == VIR_ERR_CPU_INCOMPATIBLE:
+                return mig._libvirt_message(exc)
+            self.notes.append("CPU of %s not checked against %s: %s"
+                              % (guest.name, host.name, mig._libvirt_message(exc)))
+            return None
+        return None if verdict != 0 else "incompatible CPU"
+
+
+class ClusterView(object):
+    """What ``gather_cluster`` read: capacities, guests, hosts that could not be read, and
+    the CPU predicate bound to the open connections."""
+
+    def __init__(self, source, hosts, capacities, guests, unreachable, cpu_check, connections):
+        self.source = source
+        self.hosts = hosts
+        self.capacities = capacities
+        self.guests = guests
+        self.unreachable = unreachable
+        self.cpu_check = cpu_check
+        self.connections = connections
+
+    def close(self):
+        for conn in self.connections.values():
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def guests_on(self, host):
+        return [g for g in self.guests if g.host == host]
+
+
+def gather_cluster(source, hosts, options, connect=None):
+    """Reads every host of the cluster. The source must answer; another host that doesn't is
+    left out of the plan (listed in ``unreachable``), as is any host in maintenance."""
+    connect = connect or mig.open_connection
+    by_name = dict((h.name, h) for h in hosts)
+    if source not in by_name:
+        raise DrainError("host %s is not among the cluster hosts given (%s)"
+                         % (source, ", ".join(sorted(by_name))))
+    connections, capacities, guests, unreachable = {}, [], [], {}
+    for host in sorted(hosts, key=lambda h: h.name):
+        try:
+            conn = connect(host.uri)
+            capacity, host_guests = gather_host(conn, host, options)
+        except Exception as exc:
+            if host.name == source:
+                for opened in connections.values():
+                    opened.close()
+                raise DrainError("cannot read host %s to drain it: %s"
+                                 % (source, mig._libvirt_message(exc)))
+            unreachable[host.name] = mig._libvirt_message(exc)
+            continue
+        connections[host.name] = conn
+        capacities.append(capacity)
+        guests.extend(host_guests)
+    cpu_check = CpuChecker(connections) if options.cpu_check else None
+    return ClusterView(source, by_name, capacities, guests, unreachable, cpu_check, connections)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_host_drain(view, options):
+    """The drain plan of ``view.source`` as a plain dict, from the shared placement planner.
+
+    ``moves`` are in the order they will be started (the planner's order: largest first by
+    default); ``ok`` False means the drain must be refused, ``problems`` says why.
+    """
+    plan = plan_drain(view.source, view.capacities, view.guests, options.policy(),
+                      view.cpu_check)
+    data = plan.to_dict()
+    for index, move in enumerate(data["moves"]):
+        move["order"] = index + 1
+    data["max_parallel"] = options.max_parallel
+    data["max_incoming_per_destination"] = options.max_incoming_per_destination
+    data["unreachable_hosts"] = dict(view.unreachable)
+    data["excluded_in_maintenance"] = sorted(c.name for c in view.capacities
+                                             if c.in_maintenance and c.name != view.source)
+    if view.cpu_check is not None and view.cpu_check.notes:
+        data["notes"] = list(view.cpu_check.notes)
+    return data
+
+
+def refusal_message(source, plan):
+    guests_total = len(plan["moves"]) + len(plan["unplaced"])
+    short = sum(u["memory_mib"] for u in plan["unplaced"])
+    head = "refusing to drain %s, nothing was moved: " % source
+    parts = []
+    if plan["unplaced"]:
+        parts.append("the cluster cannot absorb %d of its %d guests (%d MiB short: %s)"
+                     % (len(plan["unplaced"]), guests_total, short,
+                        ", ".join("%s %d MiB" % (u["guest"], u["memory_mib"])
+                                  for u in plan["unplaced"])))
+    parts.extend(p for p in plan["problems"] if "cannot live-migrate" in p)
+    details = [p for p in plan["problems"] if "cannot be placed" in p]
+    text = head + "; ".join(parts)
+    if details:
+        text += ". Details: " + " | ".join(details)
+    if plan.get("unreachable_hosts"):
+        text += ". Unreachable hosts left out: " + ", ".join(
+            "%s (%s)" % item for item in sorted(plan["unreachable_hosts"].items()))
+    return text
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
+              max_incoming_per_destination=DEFAULT_MAX_INCOMING, clock=time.monotonic):
+    """Run ``migrate_one(move) -> result dict`` for each move (dicts with guest, source,
+    destination), concurrently within the limits, in list order as far as the limits allow.
+
+    ``migrate_one`` raises ``MigrationError`` (or anything) on failure. The first failure
+    stops new starts; migrations already running finish. Returns one outcome per move, in
+    ``moves`` order: ``status`` migrated | failed | not_started, ``running_on``, timings,
+    ``start_index`` (order actually started), ``result`` or ``error``.
+    """
+    pending = list(range(len(moves)))
+    outcomes = [None] * len(moves)
+    incoming = {}
+    running = 0
+    started = 0
+    failed = False
+    done = queue.Queue()
+    t0 = clock()
+
+    def worker(index):
+        move = moves[index]
+        began = clock()
+        try:
+            result = migrate_one(move)
+            outcome = {"status": "migrated", "running_on": move["destination"],
+                       "location": "destination", "result": result}
+        except mig.MigrationError as exc:
+            outcome = {"status": "failed", "running_on": exc.running_on,
+                       "location": exc.location, "error": exc.message, "reason": exc.reason}
+        except Exception as exc:  # a bug or an unexpected libvirt state: report, don't hide
+            outcome = {"status": "failed", "running_on": None, "location": "unknown",
+                       "error": "%s: unexpected error: %r" % (move["guest"], exc),
+                       "reason": "unexpected"}
+        outcome["started_s"] = round(began - t0, 3)
+        outcome["ended_s"] = round(clock() - t0, 3)
+        done.put((index, outcome))
+
+    while pending or running:
+        while not failed and running < max_parallel:
+            startable = [i for i in pending
+                         if incoming.get(moves[i]["destination"], 0) < max_incoming_per_destination]
+            if not startable:
+                break
+            index = startable[0]
+            pending.remove(index)
+            destination = moves[index]["destination"]
+            incoming[destination] = incoming.get(destination, 0) + 1
+            running += 1
+            thread = threading.Thread(target=worker, args=(index,),
+                                      name="drain-%s" % moves[index]["guest"])
+            thread.daemon = True
+            thread.start()
+            outcomes[index] = {"start_index": started}
+            started += 1
+        if not running:
+            break  # stopped after a failure: the rest are not started
+        index, outcome = done.get()
+        running -= 1
+        incoming[moves[index]["destination"]] -= 1
+        outcomes[index].update(outcome)
+        if outcome["status"] != "migrated":
+            failed = True
+
+    for index in pending:
+        outcomes[index] = {"status": "not_started", "running_on": moves[index]["source"],
+                           "location": "source", "start_index": None,
+                           "error": "not started: an earlier migration of the drain failed"}
+    report = []
+    for move, outcome in zip(moves, outcomes):
+        entry = {"guest": move["guest"], "source": move["source"],
+                 "destination": move["destination"]}
+        entry.update(outcome)
+        report.append(entry)
+    return report
+
+
+def _serialized(progress):
+    """Progress callbacks come from several migration threads; callers get them one at a time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def call(sample):
+        with lock:
+            progress(sample)
+    return call
+
+
+def _shutdown_cleanly(conn, guest, timeout):
+    """ACPI shutdown and wait; never destroy. Returns None when off, else why not."""
+    try:
+        dom = conn.lookupByName(guest)
+        if not dom.isActive():
+            return None
+        dom.shutdown()
+    except Exception as exc:
+        return "shutdown request failed: %s" % mig._libvirt_message(exc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not dom.isActive():
+                return None
+        except Exception:
+            return None  # transient guest gone
+        time.sleep(1)
+    return "still running %d s after a clean shutdown request (not forced)" % timeout
+
+
+def running_guest_names(conn):
+    return sorted(d.name() for d in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+
+
+def drain_host(source, hosts, options=None, check_mode=False, progress=None, connect=None,
+               migrate=None):
+    """Drain ``source`` (a host name) of its running guests.
+
+    ``hosts``: the cluster's hosts, ``ClusterHost`` or dicts {name, uri, in_maintenance,
+    migration_uri}, the source included. ``progress(MigrationProgress)`` gets live samples of
+    every migration (serialized). ``check_mode`` returns the plan and touches nothing.
+    ``migrate`` defaults to ``migration.migrate_guest`` (injectable for tests of the
+    orchestration only).
+
+    Returns the report dict; raises ``DrainError`` (with ``.result``, the same report) when
+    the drain is refused, a migration fails, or guests remain on the host at the end.
+    """
+    options = options or DrainOptions()
+    hosts = [h if isinstance(h, ClusterHost) else ClusterHost.from_dict(h) for h in hosts]
+    migrate = migrate or mig.migrate_guest
+    began = time.monotonic()
+    view = gather_cluster(source, hosts, options, connect)
+    try:
+        plan = plan_host_drain(view, options)
+        result = {
+            "host": source,
+            "changed": False,
+            "check_mode": bool(check_mode),
+            "plan": plan,
+            "migrations": [],
+            "shutdown": [],
+            "left": [a["guest"] for a in plan["unmovable"] if a["action"] == "leave"],
+        }
+        if not plan["ok"]:
+            result["locations"] = dict((g.name, g.host) for g in view.guests_on(source))
+            raise DrainError(refusal_message(source, plan), result)
+        if check_mode:
+            result["would_migrate"] = len(plan["moves"])
+            result["would_shutdown"] = [a["guest"] for a in plan["unmovable"]
+                                        if a["action"] == "shutdown"]
+            return result
+
+        by_name = view.hosts
+        sample = _serialized(progress)
+
+        def migrate_one(move):
+            return migrate(move["guest"], by_name[move["source"]].uri,
+                           by_name[move["destination"]].uri, options.migration,
+                           progress=sample, source_name=move["source"],
+                           dest_name=move["destination"],
+                           dest_peer_uri=by_name[move["destination"]].migration_uri)
+
+        outcomes = run_moves(plan["moves"], migrate_one, options.max_parallel,
+                             options.max_incoming_per_destination)
+        result["migrations"] = outcomes
+        result["changed"] = any(o["status"] == "migrated" for o in outcomes)
+        failures = [o for o in outcomes if o["status"] == "failed"]
+        if failures:
+            result["locations"] = _locations(view.guests_on(source), outcomes)
+            raise DrainError(
+                "drain of %s stopped: %s. Where the guests are: %s"
+                % (source, "; ".join(o["error"] for o in failures),
+                   ", ".join("%s on %s" % (g, h or "NOWHERE/unknown")
+                             for g, h in sorted(result["locations"].items()))), result)
+
+        source_conn = view.connections[source]
+        for action in plan["unmovable"]:
+            if action["action"] != "shutdown":
+                continue
+            why_not = _shutdown_cleanly(source_conn, action["guest"], options.shutdown_timeout)
+            result["shutdown"].append({"guest": action["guest"], "ok": why_not is None,
+                                       "error": why_not})
+            result["changed"] = True
+
+        # The proof: ask the host itself. A guest that silently stayed (or arrived) is caught
+        # here, before anybody reboots the host.
+        still_running = running_guest_names(source_conn)
+        result["remaining_guests"] = still_running
+        unexpected = [g for g in still_running if g not in result["left"]]
+        result["locations"] = _locations(view.guests_on(source), outcomes)
+        result["elapsed_s"] = round(time.monotonic() - began, 3)
+        if unexpected:
+            raise DrainError("%s still runs %s after the drain: do not reboot it"
+                             % (source, ", ".join(unexpected)), result)
+        return result
+    finally:
+        view.close()
+
+
+def _locations(guests_on_source, outcomes):
+    where = dict((g.name, g.host) for g in guests_on_source)
+    for outcome in outcomes:
+        where[outcome["guest"]] = outcome["running_on"]
+    return where
+
+
+def summary_lines(result):
+    """Human summary of a drain report, one line per guest."""
+    lines = []
+    for move in result.get("plan", {}).get("moves", []):
+        lines.append("%d. %s (%d MiB) -> %s" % (move["order"], move["guest"],
+                                                 move["memory_mib"], move["destination"]))
+    for outcome in result.get("migrations", []):
+        res = outcome.get("result") or {}
+        if outcome["status"] == "migrated":
+            lines.append("%s -> %s: done in %s s, downtime %s ms"
+                         % (outcome["guest"], outcome["destination"], res.get("elapsed_s"),
+                            res.get("downtime_ms")))
+        else:
+            lines.append("%s: %s (%s)" % (outcome["guest"], outcome["status"],
+                                          outcome.get("error")))
+    return lines

@@ -1,0 +1,191 @@
+"""Orchestration logic of drain.py: concurrency limits, order, stop on first failure, the
+refusal before anything moves. The migrate function is injected: these tests check the
+scheduling only, libvirt itself is exercised by tests/lab/test_migrate_drain.py."""
+import threading
+import time
+
+import pytest
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as d
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import MigrationError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+    Guest, HostCapacity)
+
+
+def moves(*specs):
+    return [{"guest": g, "source": "hv-1", "destination": dst} for g, dst in specs]
+
+
+class Recorder:
+    """Injected migrate function: sleeps a little, records concurrency, fails on request."""
+
+    def __init__(self, fail=(), duration=0.05, durations=None):
+        self.fail = set(fail)
+        self.duration = duration
+        self.durations = durations or {}
+        self.lock = threading.Lock()
+        self.running = {}
+        self.peak = 0
+        self.peak_per_destination = {}
+        self.started = []
+
+    def __call__(self, move):
+        with self.lock:
+            self.started.append(move["guest"])
+            self.running[move["guest"]] = move["destination"]
+            self.peak = max(self.peak, len(self.running))
+            per_dest = list(self.running.values()).count(move["destination"])
+            self.peak_per_destination[move["destination"]] = max(
+                per_dest, self.peak_per_destination.get(move["destination"], 0))
+        time.sleep(self.durations.get(move["guest"], self.duration))
+        with self.lock:
+            del self.running[move["guest"]]
+        if move["guest"] in self.fail:
+            raise MigrationError("%s still running on hv-1: migration to %s aborted"
+                                 % (move["guest"], move["destination"]), guest=move["guest"],
+                                 reason="stalled", location="source", running_on="hv-1")
+        return {"guest": move["guest"], "downtime_ms": 20}
+
+
+def test_runs_at_most_max_parallel_at_once():
+    plan = moves(*[("g%d" % i, "hv-%d" % (2 + i % 3)) for i in range(9)])
+    rec = Recorder()
+    outcomes = d.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=2)
+    assert rec.peak == 2
+    assert [o["status"] for o in outcomes] == ["migrated"] * 9
+    assert [o["running_on"] for o in outcomes] == [m["destination"] for m in plan]
+
+
+def test_incoming_limit_per_destination_is_respected_and_order_kept_otherwise():
+    plan = moves(("big", "hv-2"), ("mid", "hv-2"), ("small", "hv-3"), ("tiny", "hv-2"))
+    rec = Recorder()
+    outcomes = d.run_moves(plan, rec, max_parallel=3, max_incoming_per_destination=1)
+    assert rec.peak_per_destination == {"hv-2": 1, "hv-3": 1}
+    # "mid" waits for hv-2; "small" (another destination) goes ahead of it.
+    assert rec.started[:2] == ["big", "small"]
+    assert [o["guest"] for o in outcomes] == ["big", "mid", "small", "tiny"]  # report in plan order
+
+
+def test_sequential_when_max_parallel_is_one_keeps_plan_order():
+    plan = moves(("a", "hv-2"), ("b", "hv-3"), ("c", "hv-2"))
+    rec = Recorder(duration=0.01)
+    outcomes = d.run_moves(plan, rec, max_parallel=1)
+    assert rec.started == ["a", "b", "c"]
+    assert [o["start_index"] for o in outcomes] == [0, 1, 2]
+
+
+def test_first_failure_stops_new_starts_running_ones_finish_and_locations_are_reported():
+    plan = moves(("a", "hv-2"), ("b", "hv-3"), ("c", "hv-2"), ("d", "hv-3"))
+    rec = Recorder(fail={"a"}, durations={"a": 0.02, "b": 0.3})
+    outcomes = d.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=1)
+    by_guest = {o["guest"]: o for o in outcomes}
+    assert by_guest["a"]["status"] == "failed"
+    assert by_guest["a"]["running_on"] == "hv-1" and "aborted" in by_guest["a"]["error"]
+    assert by_guest["b"]["status"] == "migrated"  # was running when "a" failed: finished
+    assert by_guest["c"]["status"] == "not_started" and by_guest["c"]["running_on"] == "hv-1"
+    assert by_guest["d"]["status"] == "not_started"
+    assert rec.started == ["a", "b"]
+
+
+def test_an_unexpected_exception_is_a_failure_with_unknown_location():
+    def explode(move):
+        raise RuntimeError("boom")
+    outcome = d.run_moves(moves(("a", "hv-2")), explode)[0]
+    assert outcome["status"] == "failed" and outcome["location"] == "unknown"
+    assert "boom" in outcome["error"]
+
+
+def test_no_moves_nothing_runs():
+    assert d.run_moves([], Recorder()) == []
+
+
+def test_progress_callbacks_are_serialized():
+    seen, inside = [], []
+
+    def progress(sample):
+        inside.append(1)
+        assert len(inside) == 1
+        time.sleep(0.001)
+        seen.append(sample)
+        inside.pop()
+    call = d._serialized(progress)
+    threads = [threading.Thread(target=lambda: [call(i) for i in range(50)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 200
+
+
+# --- planning through the shared placement planner ------------------------------------
+
+def view(hosts, guests, source="hv-1"):
+    by_name = {h.name: d.ClusterHost(h.name, "qemu+tcp://%s/session" % h.name, h.in_maintenance)
+               for h in hosts}
+    return d.ClusterView(source, by_name, hosts, guests, {}, None, {})
+
+
+HOSTS = [HostCapacity("hv-1", 4096, 4), HostCapacity("hv-2", 4096, 4),
+         HostCapacity("hv-3", 4096, 4)]
+
+
+def test_plan_orders_largest_first_and_numbers_the_moves():
+    guests = [Guest("small", 256, 1, "hv-1"), Guest("big", 1024, 1, "hv-1"),
+              Guest("other", 512, 1, "hv-2")]
+    plan = d.plan_host_drain(view(HOSTS, guests), d.DrainOptions())
+    assert plan["ok"]
+    assert [(m["order"], m["guest"]) for m in plan["moves"]] == [(1, "big"), (2, "small")]
+    assert all(m["destination"] != "hv-1" for m in plan["moves"])
+
+
+def test_plan_is_deterministic():
+    guests = [Guest("g%d" % i, 128 * (1 + i % 3), 1, "hv-1") for i in range(6)]
+    plans = [d.plan_host_drain(view(HOSTS, guests), d.DrainOptions()) for _ in range(3)]
+    assert plans[0] == plans[1] == plans[2]
+
+
+def test_hosts_in_maintenance_excluded_and_refusal_names_guests_and_shortfall():
+    hosts = [HostCapacity("hv-1", 4096, 4), HostCapacity("hv-2", 4096, 4, in_maintenance=True),
+             HostCapacity("hv-3", 4096, 4, in_maintenance=True)]
+    guests = [Guest("web-1", 1024, 1, "hv-1"), Guest("web-2", 512, 1, "hv-1")]
+    plan = d.plan_host_drain(view(hosts, guests), d.DrainOptions())
+    assert not plan["ok"]
+    assert plan["excluded_in_maintenance"] == ["hv-2", "hv-3"]
+    message = d.refusal_message("hv-1", plan)
+    assert message.startswith("refusing to drain hv-1, nothing was moved")
+    assert "2 of its 2 guests" in message and "1536 MiB short" in message
+    assert "web-1 1024 MiB" in message and "in maintenance" in message
+
+
+def test_overcommit_ratio_can_make_the_cluster_too_small():
+    guests = [Guest("g1", 128, 1, "hv-1"), Guest("g2", 128, 1, "hv-1")]
+    options = d.DrainOptions(memory_overcommit=0.15)  # 4096 * 0.15 - 512 < 128
+    plan = d.plan_host_drain(view(HOSTS, guests), options)
+    assert not plan["ok"] and len(plan["unplaced"]) == 2
+
+
+def test_anti_affinity_and_unmovable_policies_reach_the_planner():
+    options = d.DrainOptions(unmovable="leave")
+    guests = [Guest("db", 256, 1, "hv-1", movable=False, unmovable_reason="declared unmovable")]
+    plan = d.plan_host_drain(view(HOSTS, guests), options)
+    assert plan["ok"] and plan["unmovable"][0]["action"] == "leave"
+    plan = d.plan_host_drain(view(HOSTS, guests), d.DrainOptions())
+    assert not plan["ok"]
+    assert "cannot live-migrate" in d.refusal_message("hv-1", plan)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_parallel": 0}, "max_parallel"),
+    ({"max_incoming_per_destination": 0}, "max_incoming"),
+    ({"order": "random"}, "order"),
+    ({"unmovable": "destroy"}, "unmovable"),
+    ({"nonsense": 1}, "unknown drain option"),
+])
+def test_invalid_drain_options_are_refused(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        d.DrainOptions(**kwargs)
+
+
+def test_migration_options_accept_a_dict():
+    options = d.DrainOptions(migration={"max_downtime_ms": 200, "guest": "ignored"})
+    assert options.migration.max_downtime_ms == 200
