@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan of a rolling maintenance run: which hosts, in which waves, and the capacity proof.
+
+Glue between the shared state (``maintenance_state``: marks, hosts done in the window), the
+wave planner (``waves.plan_waves``) and the placement planner (``placement.plan_drain``).
+Nothing here decides placement or wave shapes itself.
+
+Which hosts are maintained, in this order of precedence:
+
+1. a host marked in maintenance by somebody else (an operator, another tool, another window)
+   is left as it was found: not maintained, and never a destination;
+2. a host already done in this maintenance window is skipped (a re-run resumes);
+3. a host this window's earlier run left marked is finished, whatever it has to patch;
+4. a host with nothing to patch and no reboot pending is skipped unless forced;
+5. every other host is maintained.
+
+The capacity proof follows the waves: in wave k, every host of the wave is out of service at
+once (so with ``max_unavailable`` 2 two hosts drain while neither can take the other's guests),
+hosts of earlier waves are back in service and guests are where earlier drains put them.
+
+Pure Python, no Ansible import.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+    PlacementPolicy, capacity_from_dicts, plan_drain)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.waves import (
+    plan_waves, wave_violations)
+
+
+def mark_owner_text(mark):
+    owner = (mark or {}).get("owner") or {}
+    text = "run %s" % owner.get("run_id", "?")
+    if owner.get("user") or owner.get("controller"):
+        text += " (%s@%s)" % (owner.get("user", "?"), owner.get("controller", "?"))
+    return text
+
+
+def classify_hosts(hosts, run_id, window_name, force=False):
+    """Splits hosts (dicts, see plan_maintenance) into maintained and skipped.
+
+    Returns (maintained names, skipped {name: reason}, resumed {name: phase},
+    foreign_marked {name: reason}).
+    """
+    maintained, skipped, resumed, foreign = [], {}, {}, {}
+    for host in hosts:
+        name = host["name"]
+        mark = host.get("mark")
+        ours = bool(mark) and ((mark.get("owner") or {}).get("run_id") == run_id
+                               or (window_name and mark.get("window") == window_name))
+        if mark and not ours:
+            reason = "marked in maintenance by %s: %s; left as found" % (
+                mark_owner_text(mark), mark.get("reason") or "no reason given")
+            skipped[name] = reason
+            foreign[name] = reason
+            continue
+        if host.get("done"):
+            skipped[name] = "already done in maintenance window %s" % (window_name or "?")
+            continue
+        if ours:
+            maintained.append(name)
+            resumed[name] = mark.get("phase") or "marked"
+            continue
+        needs_patch = host.get("needs_patch")
+        if not force and needs_patch is False and not host.get("reboot_required"):
+            skipped[name] = "nothing to patch and no reboot required"
+            continue
+        maintained.append(name)
+    return maintained, skipped, resumed, foreign
+
+
+def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
+    """Simulates the drains wave by wave (see module docstring). Returns a JSON-able dict."""
+    result = {"ok": True, "problems": [], "steps": [], "unchecked_clusters": []}
+    state = {}
+    for cluster, data in (capacity or {}).items():
+        hosts, guests = capacity_from_dicts(data.get("hosts") or [], data.get("guests") or [])
+        state[cluster] = (hosts, {g.name: g for g in guests})
+    for wave in waves:
+        for cluster, members in sorted(wave.by_cluster.items()):
+            if cluster not in state:
+                if cluster not in result["unchecked_clusters"]:
+                    result["unchecked_clusters"].append(cluster)
+                    result["ok"] = False
+                    result["problems"].append("cluster %s: no capacity facts, cannot prove that "
+                                              "the cluster absorbs its hosts' guests" % cluster)
+                continue
+            hosts, guests = state[cluster]
+            out_of_service = set(members) | set(foreign_marked)
+            known = {h.name for h in hosts}
+            for member in members:
+                if member not in known:
+                    result["ok"] = False
+                    result["problems"].append("cluster %s: no capacity facts for host %s"
+                                              % (cluster, member))
+            view = [dataclasses.replace(h, in_maintenance=h.in_maintenance or h.name in out_of_service)
+                    for h in hosts]
+            for member in members:
+                if member not in known:
+                    continue
+                plan = plan_drain(member, view, list(guests.values()), policy)
+                for move in plan.moves:
+                    guests[move.guest].host = move.destination
+                result["steps"].append({"wave": wave.index, "cluster": cluster, "host": member,
+                                        "plan": plan.to_dict()})
+                for problem in plan.problems():
+                    result["ok"] = False
+                    result["problems"].append("wave %d, draining %s: %s" % (wave.index, member, problem))
+    return result
+
+
+def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
+                     capacity=None, policy=None):
+    """The whole plan.
+
+    hosts: dicts ``{name, cluster, max_unavailable (default 1), needs_patch (bool or None when
+    unknown), reboot_required, mark (this host's mark or None), done (window record or None),
+    guests (count, for the guest-count orders)}`` in the operator's order.
+    capacity: cluster -> ``{hosts: [HostCapacity fields], guests: [Guest fields]}`` covering
+    every host of the cluster (also those not maintained: they are destinations).
+    policy: a PlacementPolicy or a dict of its fields.
+    """
+    if isinstance(policy, dict) or policy is None:
+        policy = PlacementPolicy(**(policy or {}))
+    cluster_of = {h["name"]: h["cluster"] for h in hosts}
+    limits = {}
+    for host in hosts:
+        limit = int(host.get("max_unavailable") or 1)
+        if limits.setdefault(host["cluster"], limit) != limit:
+            raise ValueError("hosts of cluster %s disagree on max_unavailable (%s and %s)"
+                             % (host["cluster"], limits[host["cluster"]], limit))
+    maintained, skipped, resumed, foreign = classify_hosts(hosts, run_id, window_name, force)
+    guest_counts = {h["name"]: int(h.get("guests") or 0) for h in hosts}
+    # Hosts left marked by this window go first: they are out of service already.
+    ordered = sorted(hosts, key=lambda h: 0 if h["name"] in resumed else 1)
+    waves = plan_waves([(h["name"], h["cluster"]) for h in ordered], limits, order=order,
+                       guest_counts=guest_counts, skip=set(skipped))
+    violations = wave_violations(waves, cluster_of, limits)
+    if violations:  # the wave planner's own invariant: never more than the limit at once
+        raise ValueError("; ".join(violations))
+    proof = prove_capacity_by_wave(waves, capacity, foreign, policy) if capacity is not None else None
+    clusters = {}
+    for host in hosts:
+        entry = clusters.setdefault(host["cluster"], {"max_unavailable": limits[host["cluster"]],
+                                                      "hosts": [], "maintained": []})
+        entry["hosts"].append(host["name"])
+        if host["name"] in maintained:
+            entry["maintained"].append(host["name"])
+    return {
+        "waves": [w.to_dict() for w in waves],
+        "wave_hosts": [w.hosts for w in waves],
+        "maintained": maintained,
+        "skipped": skipped,
+        "resumed": resumed,
+        "foreign_marked": sorted(foreign),
+        "clusters": clusters,
+        "capacity": proof,
+        "ok": proof is None or proof["ok"],
+    }

@@ -1,0 +1,150 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: maintenance_plan
+short_description: Plan a rolling maintenance run - hosts, waves and capacity proof
+description:
+  - Decides which hosts a rolling maintenance run maintains (hosts marked by somebody else are
+    left as found, hosts done in the maintenance window are skipped, hosts left marked by the
+    window are finished, hosts with nothing to patch are skipped unless O(force=true)).
+  - Groups them into waves with the collection's wave planner (at most C(max_unavailable)
+    hosts of a cluster per wave, clusters in parallel).
+  - Proves, wave by wave, that the rest of each cluster can absorb the guests of the hosts of
+    the wave, with the collection's placement planner (cumulative reservation).
+  - Pure computation; run it on the controller. Changes nothing, so check mode is the same run.
+version_added: 0.1.0
+author: virtfleet maintainers
+options:
+  hosts:
+    description:
+      - The hosts of the run in the operator's order, each a dict with C(name), C(cluster),
+        C(max_unavailable) (default 1), C(needs_patch) (bool, or null when unknown),
+        C(reboot_required), C(mark) (its maintenance mark or null), C(done) (its record in the
+        window or null), C(guests) (running guest count).
+    type: list
+    elements: dict
+    required: true
+  run_id:
+    description: The run, to recognise its own marks.
+    type: str
+    required: true
+  window:
+    description: The maintenance window whose marks this run adopts.
+    type: str
+  force:
+    description: Maintain hosts even when they have nothing to patch.
+    type: bool
+    default: false
+  order:
+    description: Order of hosts within a cluster (the wave planner's orderings).
+    type: str
+    default: given
+    choices: [given, fewest_guests, most_guests, name]
+  capacity:
+    description:
+      - Cluster name to C(hosts) (placement HostCapacity fields) and C(guests) (placement Guest
+        fields), covering every host of the cluster. Omit to skip the capacity proof.
+    type: dict
+  policy:
+    description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), ...).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Plan the run
+  virtfleet.cluster.maintenance_plan:
+    run_id: "{{ rolling_maintenance_run_id }}"
+    hosts:
+      - {name: kvm-01, cluster: prod, max_unavailable: 1, needs_patch: true}
+      - {name: kvm-02, cluster: prod, max_unavailable: 1, needs_patch: false}
+    capacity:
+      prod:
+        hosts:
+          - {name: kvm-01, memory_total_mib: 65536, cpus: 32}
+          - {name: kvm-02, memory_total_mib: 65536, cpus: 32}
+        guests:
+          - {name: web1, memory_mib: 4096, vcpus: 2, host: kvm-01}
+  delegate_to: localhost
+  run_once: true
+  register: plan
+"""
+
+RETURN = r"""
+waves:
+  description: Waves in order, each C(index), C(hosts) and C(by_cluster).
+  returned: always
+  type: list
+  elements: dict
+wave_hosts:
+  description: The hosts of each wave (list of lists).
+  returned: always
+  type: list
+  elements: list
+maintained:
+  description: Hosts the run maintains.
+  returned: always
+  type: list
+  elements: str
+skipped:
+  description: Host to the reason it is not maintained.
+  returned: always
+  type: dict
+resumed:
+  description: Hosts left marked by this maintenance window, to the phase they reached.
+  returned: always
+  type: dict
+foreign_marked:
+  description: Hosts marked by somebody else (never destinations).
+  returned: always
+  type: list
+  elements: str
+clusters:
+  description: Per cluster C(max_unavailable), C(hosts), C(maintained).
+  returned: always
+  type: dict
+capacity:
+  description: The capacity proof (C(ok), C(problems), C(steps) with each drain plan), or null.
+  returned: always
+  type: dict
+ok:
+  description: False when the capacity proof failed.
+  returned: always
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import plan_maintenance
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            hosts=dict(type="list", elements="dict", required=True),
+            run_id=dict(type="str", required=True),
+            window=dict(type="str"),
+            force=dict(type="bool", default=False),
+            order=dict(type="str", default="given",
+                       choices=["given", "fewest_guests", "most_guests", "name"]),
+            capacity=dict(type="dict"),
+            policy=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
+                                force=params["force"], order=params["order"],
+                                capacity=params["capacity"], policy=params["policy"])
+    except (ValueError, KeyError, TypeError) as exc:
+        module.fail_json(msg="cannot plan the maintenance: %s" % exc)
+    module.exit_json(changed=False, **plan)
+
+
+if __name__ == "__main__":
+    main()

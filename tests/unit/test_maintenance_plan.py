@@ -1,0 +1,102 @@
+"""Plan of a rolling maintenance run: host selection, waves, wave-aware capacity proof."""
+import pytest
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import plan_maintenance
+
+
+def host(name, cluster="a", **kw):
+    return dict(name=name, cluster=cluster, max_unavailable=kw.pop("max_unavailable", 1),
+                needs_patch=kw.pop("needs_patch", True), **kw)
+
+
+def cap(hosts, guests, mem=2048):
+    return {"hosts": [{"name": h, "memory_total_mib": mem, "cpus": 4} for h in hosts],
+            "guests": [{"name": g, "memory_mib": m, "vcpus": 1, "host": h} for g, m, h in guests]}
+
+
+def test_clusters_in_parallel_one_host_per_cluster_per_wave():
+    plan = plan_maintenance([host("a1"), host("a2"), host("a3"), host("b1", "b"), host("b2", "b")],
+                            "run-1")
+    assert plan["wave_hosts"] == [["a1", "b1"], ["a2", "b2"], ["a3"]]
+    assert plan["capacity"] is None and plan["ok"]
+
+
+def test_max_unavailable_two():
+    plan = plan_maintenance([host(n, max_unavailable=2) for n in ("a1", "a2", "a3")], "run-1")
+    assert plan["wave_hosts"] == [["a1", "a2"], ["a3"]]
+
+
+def test_disagreeing_limits_refused():
+    with pytest.raises(ValueError):
+        plan_maintenance([host("a1"), host("a2", max_unavailable=2)], "run-1")
+
+
+def test_skips_foreign_marks_done_hosts_and_nothing_to_patch():
+    operator_mark = {"owner": {"run_id": "operator", "user": "ops"}, "window": None, "reason": "RAM swap"}
+    plan = plan_maintenance([
+        host("a1", mark=operator_mark),
+        host("a2", done={"at": 1}),
+        host("a3", needs_patch=False),
+        host("a4", needs_patch=False, reboot_required=True),
+        host("a5", needs_patch=None),  # unknown: maintain
+    ], "run-2", window_name="w")
+    assert plan["maintained"] == ["a4", "a5"]
+    assert "RAM swap" in plan["skipped"]["a1"] and "left as found" in plan["skipped"]["a1"]
+    assert "already done" in plan["skipped"]["a2"]
+    assert "nothing to patch" in plan["skipped"]["a3"]
+    assert plan["foreign_marked"] == ["a1"]
+
+
+def test_force_maintains_hosts_with_nothing_to_patch():
+    plan = plan_maintenance([host("a1", needs_patch=False)], "run-1", force=True)
+    assert plan["maintained"] == ["a1"]
+
+
+def test_host_left_marked_by_the_window_is_finished_first():
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "drained"}
+    plan = plan_maintenance([host("a1"), host("a2", needs_patch=False, mark=mark)], "run-2",
+                            window_name="w")
+    assert plan["resumed"] == {"a2": "drained"}
+    assert plan["wave_hosts"] == [["a2"], ["a1"]]
+
+
+def test_capacity_proof_follows_the_waves():
+    # Three hosts of 2 GiB, 1.5 GiB of guests each, no reserve: one host out at a time works.
+    guests = [("g1", 700, "a1"), ("g2", 700, "a2"), ("g3", 700, "a3")]
+    capacity = {"a": cap(["a1", "a2", "a3"], guests)}
+    policy = {"memory_reserve_mib": 0, "respect_free_memory": False}
+    plan = plan_maintenance([host(n) for n in ("a1", "a2", "a3")], "run-1", capacity=capacity,
+                            policy=policy)
+    assert plan["ok"], plan["capacity"]["problems"]
+    assert [s["host"] for s in plan["capacity"]["steps"]] == ["a1", "a2", "a3"]
+    # The guest moved off a1 is on a2 or a3 when those drain: later steps move it again.
+    moved = [m["guest"] for s in plan["capacity"]["steps"] for m in s["plan"]["moves"]]
+    assert moved.count("g1") >= 2
+
+
+def test_capacity_proof_fails_when_two_hosts_out_at_once_do_not_fit():
+    guests = [("g1", 1500, "a1"), ("g2", 1500, "a2"), ("g3", 1500, "a3")]
+    capacity = {"a": cap(["a1", "a2", "a3"], guests)}
+    policy = {"memory_reserve_mib": 0, "respect_free_memory": False}
+    one = plan_maintenance([host(n) for n in ("a1", "a2", "a3")], "run-1", capacity=capacity,
+                           policy=policy)
+    assert not one["ok"]  # 1500 + 1500 > 2048 on any remaining host
+    assert any("draining a1" in p for p in one["capacity"]["problems"])
+
+
+def test_foreign_marked_host_is_never_a_destination():
+    mark = {"owner": {"run_id": "operator"}, "reason": "broken fan"}
+    guests = [("g1", 1000, "a1")]
+    capacity = {"a": cap(["a1", "a2", "a3"], guests)}
+    plan = plan_maintenance([host("a1"), host("a2", mark=mark), host("a3")], "run-1",
+                            capacity=capacity, policy={"memory_reserve_mib": 0,
+                                                       "respect_free_memory": False})
+    step = plan["capacity"]["steps"][0]
+    assert step["host"] == "a1" and step["plan"]["moves"][0]["destination"] == "a3"
+
+
+def test_missing_capacity_facts_is_not_a_proof():
+    plan = plan_maintenance([host("a1"), host("b1", "b")], "run-1",
+                            capacity={"a": cap(["a1", "a2"], [])})
+    assert not plan["ok"]
+    assert plan["capacity"]["unchecked_clusters"] == ["b"]
