@@ -297,9 +297,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _load_document(self, path):
         # ansible-core 2.19 marks file contents as trusted templates only on request; 2.17 has no such argument.
         if "trusted_as_template" in inspect.signature(self.loader.load_from_file).parameters:
-            load_options = {"cache": "none", "trusted_as_template": True}
+            load_options = {"cache": "none", "trusted_as_template": True, "unsafe": True}
         else:
-            load_options = {"cache": False}
+            load_options = {"cache": False, "unsafe": True}
         try:
             document = self.loader.load_from_file(path, **load_options)
         except AnsibleError as error:
