@@ -33,6 +33,7 @@ try:
 except ImportError:  # pragma: no cover
     import Queue as queue
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
     Guest, HostCapacity, PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
@@ -42,9 +43,7 @@ libvirt = mig.libvirt
 DEFAULT_MAX_PARALLEL = 2             # vdsm: 2 outgoing per host
 DEFAULT_MAX_INCOMING = 1             # vdsm allows 2 in; 1 keeps a destination's link calm
 DEFAULT_SHUTDOWN_TIMEOUT = 300
-VIR_ERR_CPU_INCOMPATIBLE = 91
 VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
-VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE = 1
 
 
 class DrainError(Exception):
@@ -70,6 +69,7 @@ class DrainOptions(object):
         "memory_reserve_mib": 512,
         "respect_free_memory": True,
         "cpu_check": True,
+        "shared_storage_path": None,         # disks elsewhere are local (need copy_storage)
         "shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT,
         "migration": None,                   # MigrationOptions or dict
     }
@@ -124,83 +124,81 @@ class ClusterHost(object):
 
 
 # --------------------------------------------------------------------------- gathering
-# Minimal reader of the facts the planner needs. The shared libvirt_facts gatherer was not in
-# the tree when this was written; this adapter reads the same libvirt calls (getInfo,
-# getFreeMemory, listAllDomains, domain XML) and maps them onto placement's dataclasses.
+# Facts come from the shared gatherer (libvirt_facts.gather_hypervisor_facts) and CPU
+# comparison from its LibvirtCpuOracle. Adapter kept here: the facts carry the guest's CPU mode
+# and model but not the CPU element to compare, so it is read from the domain XML below.
 
 
-def _guest_from_domain(dom, host_name, options):
-    root = ET.fromstring(dom.XMLDesc(0))
-    info = dom.info()  # [state, maxMem KiB, memory KiB, vcpus, cputime]
-    name = dom.name()
+def _guest_cpu_xml(conn, name):
+    """The guest's <cpu> element when it is a custom model (the only kind a comparison can
+    judge: host-model/host-passthrough depend on the host they start on)."""
+    try:
+        root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    except Exception:
+        return None, None
+    cpu = root.find("cpu")
+    os_type = root.find("os/type")
+    arch = os_type.get("arch") if os_type is not None else None
+    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("model") is None:
+        return None, arch
+    return ET.tostring(cpu).decode(), arch
+
+
+def _guest_from_facts(conn, facts, host_name, options):
+    name = facts["name"]
     movable, why = True, None
     if name in options.unmovable_guests:
         movable, why = False, "declared unmovable"
-    elif root.find("./devices/hostdev") is not None:
-        movable, why = False, "has a host device (passthrough) attached"
+    elif facts.get("migration_blockers"):
+        movable, why = False, "; ".join(facts["migration_blockers"])
+    elif facts.get("local_disks") and not options.migration.copy_storage:
+        movable, why = False, "local disks and copy_storage is off (%s)" % "; ".join(
+            facts.get("migration_notes") or ())
     group = None
     for group_name, members in sorted(options.anti_affinity_groups.items()):
         if name in members:
             group = group_name
             break
-    cpu = root.find("cpu")
-    os_type = root.find("os/type")
-    cpu_info = {
-        "xml": ET.tostring(cpu).decode() if cpu is not None and cpu.get("mode") == "custom" else None,
-        "arch": os_type.get("arch") if os_type is not None else None,
-        "machine": os_type.get("machine") if os_type is not None else None,
-        "virttype": root.get("type"),
-    }
-    return Guest(name=name, memory_mib=int(info[1]) // 1024, vcpus=int(info[3]),
+    cpu_xml, arch = (_guest_cpu_xml(conn, name) if options.cpu_check else (None, None))
+    # Reserve what the guest may grow to (its maximum), not what the balloon shows now.
+    memory = max(facts.get("max_memory_mib") or 0, facts.get("memory_mib") or 0)
+    return Guest(name=name, memory_mib=int(memory), vcpus=int(facts.get("vcpus") or 1),
                  host=host_name, anti_affinity_group=group, movable=movable,
-                 unmovable_reason=why, cpu=cpu_info)
+                 unmovable_reason=why,
+                 cpu={"xml": cpu_xml, "arch": arch, "virttype": facts.get("domain_type")})
 
 
 def gather_host(conn, host, options):
-    """``(HostCapacity, [Guest])`` of one host from its libvirt connection."""
-    info = conn.getInfo()  # [arch, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-    capacity = HostCapacity(name=host.name, memory_total_mib=int(info[1]), cpus=int(info[2]),
-                            memory_free_mib=int(conn.getFreeMemory() // (1024 * 1024)),
+    """``(HostCapacity, [Guest])`` of one host: the running guests only (a shut-off guest
+    does not care about a reboot)."""
+    facts = libvirt_facts.gather_hypervisor_facts(host.uri, options.shared_storage_path,
+                                                  conn=conn)
+    capacity = HostCapacity(name=host.name, memory_total_mib=int(facts["memory_total_mib"]),
+                            cpus=int(facts["cpus"]), memory_free_mib=facts.get("memory_free_mib"),
                             in_maintenance=host.in_maintenance, cpu=host.name)
-    guests = [_guest_from_domain(dom, host.name, options)
-              for dom in sorted(conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE),
-                                key=lambda d: d.name())]
+    guests = [_guest_from_facts(conn, g, host.name, options)
+              for g in facts.get("guests", []) if g.get("active")]
     return capacity, guests
 
 
 class CpuChecker(object):
-    """Asks each destination's libvirt whether it can run a guest's CPU definition
-    (``compareHypervisorCPU`` with FAIL_INCOMPATIBLE, which names the missing features).
-    Guests whose CPU is not a custom model (host-passthrough, host-model) or hosts that can't
-    answer are allowed and noted: the migration itself will refuse if they really differ."""
+    """Placement's CPU predicate: asks each destination's libvirt (through the shared
+    ``LibvirtCpuOracle``) whether it can run the guest's CPU model. Guests whose CPU is not a
+    custom model pass: the migration itself refuses if the hosts really differ."""
 
     def __init__(self, connections):
-        self.connections = connections
-        self.notes = []
+        self.oracle = libvirt_facts.LibvirtCpuOracle(connections)
         self._cache = {}
 
     def __call__(self, guest, host):
         cpu = guest.cpu or {}
         if not cpu.get("xml"):
             return None
-        key = (cpu["xml"], cpu.get("machine"), cpu.get("virttype"), host.name)
+        key = (cpu["xml"], cpu.get("arch"), cpu.get("virttype"), host.name)
         if key not in self._cache:
-            self._cache[key] = self._compare(self.connections[host.name], cpu, guest, host)
+            self._cache[key] = self.oracle.compare(host.name, cpu["xml"], cpu.get("arch"),
+                                                   cpu.get("virttype"))
         return self._cache[key]
-
-    def _compare(self, conn, cpu, guest, host):
-        try:
-            verdict = conn.compareHypervisorCPU(None, cpu.get("arch"), cpu.get("machine"),
-                                                cpu.get("virttype"), cpu["xml"],
-                                                VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
-        except Exception as exc:
-            code = exc.get_error_code() if hasattr(exc, "get_error_code") else None
-            if code == VIR_ERR_CPU_INCOMPATIBLE:
-                return mig._libvirt_message(exc)
-            self.notes.append("CPU of %s not checked against %s: %s"
-                              % (guest.name, host.name, mig._libvirt_message(exc)))
-            return None
-        return None if verdict != 0 else "incompatible CPU"
 
 
 class ClusterView(object):
@@ -230,7 +228,7 @@ class ClusterView(object):
 def gather_cluster(source, hosts, options, connect=None):
     """Reads every host of the cluster. The source must answer; another host that doesn't is
     left out of the plan (listed in ``unreachable``), as is any host in maintenance."""
-    connect = connect or mig.open_connection
+    connect = connect or libvirt_facts.open_connection
     by_name = dict((h.name, h) for h in hosts)
     if source not in by_name:
         raise DrainError("host %s is not among the cluster hosts given (%s)"
@@ -274,8 +272,6 @@ def plan_host_drain(view, options):
     data["unreachable_hosts"] = dict(view.unreachable)
     data["excluded_in_maintenance"] = sorted(c.name for c in view.capacities
                                              if c.in_maintenance and c.name != view.source)
-    if view.cpu_check is not None and view.cpu_check.notes:
-        data["notes"] = list(view.cpu_check.notes)
     return data
 
 
