@@ -324,6 +324,8 @@ class MigrationProgress(object):
 
     def __str__(self):
         text = "%s -> %s: " % (self.guest, self.destination)
+        if self.phase == "completed":
+            return text + "done"
         if self.phase in ("setup", "starting") or not self.data_total:
             text += self.phase
         else:
@@ -436,6 +438,38 @@ def _disk_bytes(dom, targets=None):
     except Exception:  # best effort: only widens a timeout
         pass
     return total
+
+
+GUEST_STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
+                5: "shutoff", 6: "crashed", 7: "pmsuspended"}
+
+
+def locate_guest(guest, uris, connect=None):
+    """Where ``guest`` (name) is: ``{host name: state}`` over ``uris`` ({host name: URI}),
+    state being ``running``, ``paused``..., ``defined`` (inactive), ``absent`` or
+    ``unreachable: <why>``. Read-only; used for idempotency and check mode."""
+    connect = connect or open_connection
+    where = {}
+    for name, uri in sorted(uris.items()):
+        try:
+            conn = connect(uri)
+        except Exception as exc:
+            where[name] = "unreachable: %s" % _libvirt_message(exc)
+            continue
+        try:
+            try:
+                dom = conn.lookupByName(guest)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == VIR_ERR_NO_DOMAIN:
+                    where[name] = "absent"
+                    continue
+                raise
+            where[name] = GUEST_STATES.get(dom.state()[0], "unknown") if dom.isActive() else "defined"
+        except Exception as exc:
+            where[name] = "unreachable: %s" % _libvirt_message(exc)
+        finally:
+            conn.close()
+    return where
 
 
 def _suggestion(options, reason):
@@ -630,7 +664,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
     if outcome.get("ok"):
         return _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed,
                                postcopy_started, was_running, source_name, dest_name, fail,
-                               last)
+                               last, progress)
 
     if abort_reason:
         reason, why = abort_reason
@@ -650,7 +684,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
 
 
 def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, postcopy_used,
-                    was_running, source_name, dest_name, fail, last):
+                    was_running, source_name, dest_name, fail, last, progress):
     """migrateToURI3 returned: check the guest runs on the destination and not on the source,
     then read the completed job statistics."""
     try:
@@ -697,6 +731,8 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
     }
     result.update(completed_stats_summary(raw))
     result["raw"] = raw
+    if progress:
+        progress(MigrationProgress(guest, source_name, dest_name, "completed", raw, elapsed))
     return result
 
 

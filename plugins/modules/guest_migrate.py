@@ -1,0 +1,344 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: guest_migrate
+short_description: Live-migrate one libvirt guest to another host, safely
+version_added: "0.1.0"
+description:
+  - Moves a running guest from one libvirt host to another with a peer-to-peer live migration
+    (C(virDomainMigrateToURI3)), watching the job while it runs.
+  - Sets the maximum downtime once the job exists (libvirt has no parameter for it), reports
+    progress, aborts a migration that stalls (O(stall_iterations) memory passes without a new
+    low of the data still to send) or exceeds its timeout (by default scaled by the guest's
+    memory, 800 s per GiB like Nova, at least O(min_timeout)).
+  - On any failure the job is aborted, a guest left paused on the source is resumed there, and
+    the task fails with a message saying which host runs the guest now and why. The module
+    never stops or destroys a guest.
+  - On success returns libvirt's completed job statistics (downtime, total and setup time,
+    memory transferred, iterations, dirty rate) and has verified that the guest runs on the
+    destination and no longer on the source.
+  - Idempotent - a guest already running on the destination (and not on the source) is
+    reported unchanged.
+  - "Runs on the controller (C(delegate_to: localhost)) with the hosts' libvirt URIs; needs
+    libvirt-python there."
+  - "Post-copy (O(postcopy)) is off by default and only an explicit opt-in: once switched to
+    post-copy the guest runs on the destination while its memory is still on the source;
+    neither host holds the whole guest, so the migration B(cannot be aborted) and a network
+    or host failure during that phase loses the guest."
+  - The first migration after a libvirt daemon starts is slower (several seconds of setup on
+    the lab); the timeout minimum accounts for it.
+author:
+  - virtfleet maintainers
+requirements:
+  - libvirt-python on the controller
+attributes:
+  check_mode:
+    support: full
+    description: Reports where the guest is and whether it would be migrated; moves nothing.
+  diff_mode:
+    support: none
+options:
+  guest:
+    description: Name of the guest (libvirt domain) to migrate.
+    type: str
+    required: true
+  source_uri:
+    description:
+      - libvirt URI the controller uses to reach the source host, for example
+        C(qemu+ssh://root@hv-1/system).
+      - Never printed (it may carry user names, key paths or passwords).
+    type: str
+    required: true
+  dest_uri:
+    description: libvirt URI the controller uses to reach the destination host. Never printed.
+    type: str
+    required: true
+  dest_migration_uri:
+    description:
+      - URI the B(source daemon) uses to reach the destination daemon (peer-to-peer
+        migration). Defaults to O(dest_uri); set it when the hosts reach each other
+        differently from the controller (for example C(qemu+tls://hv-2.internal/system)).
+    type: str
+  source_name:
+    description: Name of the source host in messages. Defaults to the host part of O(source_uri).
+    type: str
+  dest_name:
+    description: Name of the destination host in messages. Defaults to the host part of O(dest_uri).
+    type: str
+  max_downtime_ms:
+    description:
+      - Longest pause of the guest accepted at switch-over, in milliseconds, set with
+        C(migrateSetMaxDowntime) once the job runs. Unset keeps QEMU's default (300 ms).
+    type: int
+  bandwidth_mib:
+    description: Bandwidth cap of the migration stream in MiB/s (libvirt's C(bandwidth)).
+    type: int
+  auto_converge:
+    description: Let QEMU throttle the guest's vCPUs when memory is dirtied faster than it is sent.
+    type: bool
+    default: false
+  auto_converge_initial:
+    description: Initial vCPU throttling in percent (needs O(auto_converge)).
+    type: int
+  auto_converge_increment:
+    description: Throttling added each time the migration still does not converge, in percent.
+    type: int
+  postcopy:
+    description:
+      - Allow switching to post-copy after O(postcopy_after_iterations) memory passes, or
+        instead of aborting on a stall or timeout. Opt-in only; see the description for why a
+        post-copy migration cannot be aborted.
+    type: bool
+    default: false
+  postcopy_after_iterations:
+    description: Memory passes of pre-copy before switching to post-copy (with O(postcopy)).
+    type: int
+    default: 2
+  parallel_connections:
+    description: Number of parallel connections (QEMU multifd) carrying the memory.
+    type: int
+  persist_dest:
+    description: Define the guest persistently on the destination.
+    type: bool
+    default: true
+  undefine_source:
+    description: Remove the guest's definition from the source once it runs on the destination.
+    type: bool
+    default: true
+  copy_storage:
+    description: Copy the guest's disks too, for storage that is not shared between the hosts.
+    type: bool
+    default: false
+  migrate_disks:
+    description: Disk targets (C(vda), ...) to copy with O(copy_storage); all when unset.
+    type: list
+    elements: str
+  migrate_uri:
+    description: Where the memory stream goes (for example C(tcp://10.0.0.2)), to use a migration network.
+    type: str
+  timeout:
+    description: Seconds before the migration is aborted. Unset - scaled by memory (see O(timeout_per_gib)).
+    type: int
+  timeout_per_gib:
+    description: Seconds allowed per GiB of guest memory (and copied disk) when O(timeout) is unset.
+    type: int
+    default: 800
+  min_timeout:
+    description: Lower bound of the scaled timeout, in seconds.
+    type: int
+    default: 120
+  stall_iterations:
+    description:
+      - Memory passes without a new low of the remaining data after which the migration counts
+        as stalled and is aborted (or switched to post-copy with O(postcopy)). Wall-clock time
+        without change is deliberately not a criterion - slow but progressing migrations
+        continue.
+    type: int
+    default: 10
+notes:
+  - Only peer-to-peer migration is driven (the source daemon connects to the destination).
+  - libvirt refuses to migrate between hosts reporting the same host UUID (cloned machines);
+    the module says so - set C(host_uuid_source = "machine-id") in libvirtd.conf.
+seealso:
+  - module: virtfleet.cluster.host_drain
+"""
+
+EXAMPLES = r"""
+- name: Move web-3 from hv-1 to hv-2
+  virtfleet.cluster.guest_migrate:
+    guest: web-3
+    source_uri: "{{ hostvars['hv-1'].virtfleet_libvirt_uri }}"
+    dest_uri: "{{ hostvars['hv-2'].virtfleet_libvirt_uri }}"
+    source_name: hv-1
+    dest_name: hv-2
+    max_downtime_ms: 300
+  delegate_to: localhost
+
+- name: A busy database, with auto-converge and 4 parallel connections
+  virtfleet.cluster.guest_migrate:
+    guest: db-1
+    source_uri: qemu+ssh://root@hv-1/system
+    dest_uri: qemu+ssh://root@hv-2/system
+    dest_migration_uri: qemu+tls://hv-2.migration.internal/system
+    auto_converge: true
+    parallel_connections: 4
+    stall_iterations: 15
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the guest was moved.
+  returned: always
+  type: bool
+guest:
+  description: Guest name.
+  returned: always
+  type: str
+source:
+  description: Source host name.
+  returned: always
+  type: str
+destination:
+  description: Destination host name.
+  returned: always
+  type: str
+location:
+  description: Where the guest is after the task, as host name -> state (C(running), C(paused), C(absent), ...).
+  returned: when the guest could be located
+  type: dict
+  sample: {"hv-1": "absent", "hv-2": "running"}
+downtime_ms:
+  description: Time the guest was paused at switch-over, in ms (libvirt's completed job statistics).
+  returned: success, when migrated
+  type: int
+  sample: 19
+total_time_ms:
+  description: Duration of the migration job as libvirt measured it, in ms.
+  returned: success, when migrated
+  type: int
+setup_time_ms:
+  description: Setup part of the job, in ms.
+  returned: success, when migrated
+  type: int
+memory_transferred_bytes:
+  description: Memory data sent.
+  returned: success, when migrated
+  type: int
+memory_iterations:
+  description: Memory passes it took.
+  returned: success, when migrated
+  type: int
+dirty_rate_bps:
+  description: Last measured memory dirty rate in bytes/s.
+  returned: success, when migrated
+  type: int
+elapsed_s:
+  description: Wall-clock duration seen by the controller, connection and destination start included.
+  returned: success, when migrated
+  type: float
+postcopy_used:
+  description: Whether the migration switched to post-copy.
+  returned: success, when migrated
+  type: bool
+raw:
+  description: libvirt's completed job statistics as returned by C(jobStats(COMPLETED)).
+  returned: success, when migrated
+  type: dict
+reason:
+  description: Failure kind (C(stalled), C(timeout), C(failed), C(same-host-uuid), C(destination-unreachable), ...).
+  returned: failure
+  type: str
+running_on:
+  description: Host running the guest after a failure (null when nobody does - the message says so).
+  returned: failure
+  type: str
+msg:
+  description: What happened; on failure, where the guest runs now and why.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+
+MIGRATION_OPTION_SPEC = dict(
+    max_downtime_ms=dict(type="int"),
+    bandwidth_mib=dict(type="int"),
+    auto_converge=dict(type="bool", default=False),
+    auto_converge_initial=dict(type="int"),
+    auto_converge_increment=dict(type="int"),
+    postcopy=dict(type="bool", default=False),
+    postcopy_after_iterations=dict(type="int", default=2),
+    parallel_connections=dict(type="int"),
+    persist_dest=dict(type="bool", default=True),
+    undefine_source=dict(type="bool", default=True),
+    copy_storage=dict(type="bool", default=False),
+    migrate_disks=dict(type="list", elements="str"),
+    migrate_uri=dict(type="str"),
+    timeout=dict(type="int"),
+    timeout_per_gib=dict(type="int", default=mig.DEFAULT_TIMEOUT_PER_GIB),
+    min_timeout=dict(type="int", default=mig.DEFAULT_MIN_TIMEOUT),
+    stall_iterations=dict(type="int", default=mig.DEFAULT_STALL_ITERATIONS),
+)
+
+ARGUMENT_SPEC = dict(
+    guest=dict(type="str", required=True),
+    source_uri=dict(type="str", required=True, no_log=True),
+    dest_uri=dict(type="str", required=True, no_log=True),
+    dest_migration_uri=dict(type="str", no_log=True),
+    source_name=dict(type="str"),
+    dest_name=dict(type="str"),
+    **MIGRATION_OPTION_SPEC
+)
+
+
+def run(params, check_mode=False, progress=None):
+    """The module's work on plain parameters; returns the result dict (``failed`` set on
+    failure)."""
+    source = params.get("source_name") or mig.host_label(params["source_uri"])
+    dest = params.get("dest_name") or mig.host_label(params["dest_uri"])
+    guest = params["guest"]
+    result = dict(changed=False, guest=guest, source=source, destination=dest)
+    try:
+        options = mig.MigrationOptions.from_params(params)
+    except ValueError as exc:
+        result.update(failed=True, msg=str(exc))
+        return result
+
+    where = mig.locate_guest(guest, {source: params["source_uri"], dest: params["dest_uri"]})
+    result["location"] = where
+    if where.get(dest) == "running" and where.get(source) in ("absent", "defined"):
+        result["msg"] = "%s already runs on %s" % (guest, dest)
+        return result
+    if check_mode:
+        unreachable = [h for h, state in where.items() if state.startswith("unreachable")]
+        if unreachable:
+            result.update(failed=True, msg="%s: cannot check, %s" % (
+                guest, "; ".join("%s %s" % (h, where[h]) for h in unreachable)))
+        elif where.get(source) not in ("running", "paused"):
+            result.update(failed=True, msg="%s is not running on %s (%s)"
+                          % (guest, source, where.get(source)))
+        else:
+            result.update(changed=True, msg="would migrate %s from %s to %s" % (guest, source, dest))
+        return result
+
+    try:
+        outcome = mig.migrate_guest(guest, params["source_uri"], params["dest_uri"], options,
+                                    progress=progress, source_name=source, dest_name=dest,
+                                    dest_peer_uri=params.get("dest_migration_uri"))
+    except mig.MigrationError as exc:
+        result.update(failed=True, msg=exc.message, reason=exc.reason,
+                      running_on=exc.running_on,
+                      last_progress=exc.last_progress.as_dict() if exc.last_progress else None)
+        return result
+    result.update(outcome)
+    result["location"] = {source: "absent" if options.undefine_source else "defined",
+                          dest: "running"}
+    result["msg"] = "%s migrated from %s to %s: downtime %s ms, %s ms in total" % (
+        guest, source, dest, outcome.get("downtime_ms"), outcome.get("total_time_ms"))
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not mig.HAS_LIBVIRT:
+        module.fail_json(msg="libvirt-python is required on the host running this module"
+                             " (the controller): %s" % mig.LIBVIRT_IMPORT_ERROR)
+    result = run(module.params, module.check_mode)
+    if result.get("failed"):
+        result.pop("failed")
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
