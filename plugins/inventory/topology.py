@@ -272,7 +272,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             layout = self._layout(path, document)
             if self.get_option("cache"):
                 # Populating the cache even when `cache` (the argument) is False is what makes
-                # meta: refresh_inventory refresh it.
+                # meta: refresh_inventory refresh it. InventoryManager then calls update_cache_if_changed().
+                self.load_cache_plugin()
                 self._cache[self.get_cache_key(path)] = {
                     "format": _CACHE_FORMAT,
                     "fingerprint": fingerprint,

@@ -227,6 +227,19 @@ def _children(node: Mapping, key: str, kind: str, where: tuple, what: str) -> li
     return items
 
 
+def _unique(where: tuple, seen: dict) -> tuple:
+    """Refuse a second region/zone/pod/cluster of the same name (checked before its children,
+    so a copied subtree is reported as such rather than as its first duplicate host)."""
+    kind, name = where[-1]
+    first = seen.setdefault(kind, {}).setdefault(name, where)
+    if first is not where:
+        raise TopologyError(where, "%s name %r is used twice: at %s and at %s"
+                            % (kind, name, describe_place(first), describe_place(where)),
+                            "%s names must be unique across the whole topology (each becomes the group %s%s); "
+                            "rename one of them" % (kind, GROUP_PREFIXES[kind], name))
+    return where
+
+
 def _name_of(node: Mapping, kind: str, parent: tuple, index: int, key: str) -> str:
     name = node.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -326,24 +339,26 @@ def parse_topology(document: Any) -> Topology:
                             "start the file with `plugin: virtfleet.cluster.topology` followed by `regions:`")
     top_vars = _vars(document, (), "topology")
     host_places: dict[str, tuple] = {}
+    seen: dict[str, dict] = {}
     regions = []
     for r_index, r_node in enumerate(_children(document, "regions", "region", (), "topology")):
-        r_where = (("region", _name_of(r_node, "region", (), r_index, "regions")),)
+        r_where = _unique((("region", _name_of(r_node, "region", (), r_index, "regions")),), seen)
         _check_keys(r_node, _KEYS["region"], r_where, "region")
         r_vars = {**top_vars, **_vars(r_node, r_where, "region")}
         zones = []
         for z_index, z_node in enumerate(_children(r_node, "zones", "zone", r_where, "region")):
-            z_where = r_where + (("zone", _name_of(z_node, "zone", r_where, z_index, "zones")),)
+            z_where = _unique(r_where + (("zone", _name_of(z_node, "zone", r_where, z_index, "zones")),), seen)
             _check_keys(z_node, _KEYS["zone"], z_where, "zone")
             z_vars = {**r_vars, **_vars(z_node, z_where, "zone")}
             pods = []
             for p_index, p_node in enumerate(_children(z_node, "pods", "pod", z_where, "zone")):
-                p_where = z_where + (("pod", _name_of(p_node, "pod", z_where, p_index, "pods")),)
+                p_where = _unique(z_where + (("pod", _name_of(p_node, "pod", z_where, p_index, "pods")),), seen)
                 _check_keys(p_node, _KEYS["pod"], p_where, "pod")
                 p_vars = {**z_vars, **_vars(p_node, p_where, "pod")}
                 clusters = []
                 for c_index, c_node in enumerate(_children(p_node, "clusters", "cluster", p_where, "pod")):
-                    c_where = p_where + (("cluster", _name_of(c_node, "cluster", p_where, c_index, "clusters")),)
+                    c_name = _name_of(c_node, "cluster", p_where, c_index, "clusters")
+                    c_where = _unique(p_where + (("cluster", c_name),), seen)
                     clusters.append(_cluster(c_node, c_where, p_vars, host_places))
                 pods.append(Pod(name=p_where[-1][1], clusters=clusters, where=p_where))
             zones.append(Zone(name=z_where[-1][1], pods=pods, where=z_where))
@@ -444,17 +459,12 @@ def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity)
 
     def claim(kind: str, where: tuple) -> str:
         group = group_name(kind, where[-1][1], sanitize)
-        previous = claimed.get(group)
-        if previous is not None:
-            if previous[-1][1] == where[-1][1]:
-                problem = "%s name %r is used twice: at %s and at %s" % (
-                    kind, where[-1][1], describe_place(previous), describe_place(where))
-            else:
-                problem = "%s names %r (at %s) and %r (at %s) both become the Ansible group %r" % (
-                    kind, previous[-1][1], describe_place(previous), where[-1][1], describe_place(where), group)
-            raise TopologyError(where, problem, "%s names must be unique across the whole topology, even after "
-                                "characters invalid in group names are replaced by _; rename one of them" % kind)
-        claimed[group] = where
+        previous = claimed.setdefault(group, where)
+        if previous is not where:  # equal names were refused by parse_topology: these differ
+            raise TopologyError(where, "%s names %r (at %s) and %r (at %s) both become the Ansible group %r" % (
+                kind, previous[-1][1], describe_place(previous), where[-1][1], describe_place(where), group),
+                "%s names must stay unique after characters invalid in group names are replaced by _; "
+                "rename one of them" % kind)
         return group
 
     groups: list = []
