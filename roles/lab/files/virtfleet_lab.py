@@ -1,0 +1,1434 @@
+#!/usr/bin/env python3
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The virtfleet lab: real libvirt hosts on loopback addresses of this one machine.
+
+Every host of a topology file becomes:
+
+* an unprivileged user (``vf-<lab>-<host>``) with its own home and XDG directories,
+* its own ``libvirtd --listen`` in session mode as that user, bound to the host's loopback
+  address (16509 and migration ports 49152+ on that address), with its own host UUID,
+* its own ``sshd`` on ``<address>:22`` that lets the lab key in as that user and sets the
+  XDG variables, so ``qemu:///session`` inside an SSH session is that host's daemon,
+* a boot id, a pending-updates marker and a reboot-required marker (simulated patching).
+
+Each cluster gets a shared storage directory (its ``storage.path``) that every host of the
+cluster can use; guests write a heartbeat line to a serial log there. A root "agent" process
+per lab timestamps every heartbeat line in host wall time and carries out reboots that hosts
+request (a host user cannot restart its own sshd).
+
+Everything a lab owns lives under its state directory (default
+``/var/lib/virtfleet-lab/<lab name>``), is listed in ``<state>/lab.json`` and is removed by
+``down``. Guest kernel and initramfs are built once and cached in the image directory
+(default ``/var/cache/virtfleet-lab/images``), which ``down`` keeps.
+
+Subcommands (run as root): image, up, down, status, reboot HOST, patch HOST, agent (internal).
+Output is human readable, or one JSON document with ``--json`` (what the Ansible role reads).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import errno
+import fcntl
+import glob
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import yaml
+
+LAB_UUID_NAMESPACE = uuid.UUID("5d3c1c1e-6f0b-4a43-9a3e-1f4e7a0c2b71")
+DEFAULT_STATE_ROOT = "/var/lib/virtfleet-lab"
+DEFAULT_IMAGE_DIR = "/var/cache/virtfleet-lab/images"
+LIBVIRT_PORT = 16509
+SSH_PORT = 22
+HEARTBEAT_PREFIX = "virtfleet-heartbeat"
+# How often the agent looks at the serial logs: the resolution of every heartbeat gap measured.
+HEARTBEAT_POLL_S = 0.02
+# A simulated reboot keeps the host down this long, so callers see a real outage.
+REBOOT_DOWN_S = 1.0
+# After a host asks for a reboot, the agent waits this long so the asking SSH command returns.
+REBOOT_GRACE_S = 1.0
+# A guest kernel that has not printed its first heartbeat by then did not boot.
+GUEST_BOOT_TIMEOUT_S = 120
+KVM_PROBE_TIMEOUT_S = 10
+REQUIRED_PROGRAMS = {
+    "libvirtd": "libvirt-daemon",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "virsh": "libvirt-clients",
+    "cpio": "cpio",
+    "setfacl": "acl",
+    "apt-get": "apt",
+    "dpkg-deb": "dpkg",
+}
+BUSYBOX = "/bin/busybox"
+FAKE_UPDATES = ("virtfleet-lab-kernel 6.1.999", "virtfleet-lab-libvirt 9.0.999")
+
+
+class LabError(Exception):
+    """A problem the operator can fix; the message says how."""
+
+
+def log(message: str) -> None:
+    print("virtfleet-lab: %s" % message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab description, from a topology file
+# ---------------------------------------------------------------------------------------------
+
+def _import_topology_model():
+    """The collection's topology model (one definition of a valid topology), when importable.
+
+    This file lives in ``<collection>/roles/lab/files``; the collection resolves as
+    ``ansible_collections.virtfleet.cluster`` either because it is installed (a parent directory
+    is ``ansible_collections``) or through the repository's ``.collections`` link.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    collection_root = os.path.dirname(os.path.dirname(here))
+    candidates = [os.path.join(collection_root, ".collections")]
+    parts = collection_root.split(os.sep)
+    if "ansible_collections" in parts:
+        candidates.append(os.sep.join(parts[:len(parts) - 1 - parts[::-1].index("ansible_collections")]) or os.sep)
+    for path in candidates:
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        from ansible_collections.virtfleet.cluster.plugins.module_utils import topology as model
+    except ImportError:
+        return None
+    return model
+
+
+def _host_records_without_model(document):
+    """Fallback reader of the topology schema (lists of named mappings), used only when the
+    collection's model cannot be imported. Yields (host, cluster, variables)."""
+    def named(node, key):
+        return [item for item in (node.get(key) or []) if isinstance(item, dict)]
+    top_vars = dict(document.get("vars") or {})
+    for region in named(document, "regions"):
+        r_vars = {**top_vars, **(region.get("vars") or {})}
+        for zone in named(region, "zones"):
+            z_vars = {**r_vars, **(zone.get("vars") or {})}
+            for pod in named(zone, "pods"):
+                p_vars = {**z_vars, **(pod.get("vars") or {})}
+                for cluster in named(pod, "clusters"):
+                    c_vars = {**p_vars, **(cluster.get("vars") or {})}
+                    c_vars.update(virtfleet_region=region["name"], virtfleet_zone=zone["name"],
+                                  virtfleet_pod=pod["name"], virtfleet_cluster=cluster["name"],
+                                  virtfleet_hypervisor=cluster.get("hypervisor", "kvm"),
+                                  virtfleet_storage=cluster.get("storage"))
+                    for host in named(cluster, "hosts"):
+                        h_vars = {**c_vars, **(host.get("vars") or {})}
+                        h_vars["ansible_host"] = host["address"]
+                        h_vars["virtfleet_libvirt_uri"] = host.get("libvirt_uri")
+                        yield host["name"], cluster["name"], h_vars
+
+
+def _user_name(lab_name: str, host: str) -> str:
+    user = "vf-%s-%s" % (lab_name, host)
+    if len(user) > 32 or not re.match(r"^[a-z][a-z0-9-]*$", user):
+        raise LabError("lab user name %r (vf-<lab name>-<host>) is not a valid Linux user name "
+                       "(lowercase letters, digits and -, at most 32 characters): shorten the lab name "
+                       "(lab_name in the topology vars) or the host name" % user)
+    return user
+
+
+def _short_name(host: str) -> str:
+    """hv-a1 -> a1: guests are named after their home host without the hv- prefix."""
+    return host[3:] if host.startswith("hv-") else host
+
+
+def load_lab(topology_path: str) -> dict:
+    """Read a topology file into the lab description (plain data, saved as lab.json at up).
+
+    Lab settings are topology variables (top-level ``vars:`` or any level below):
+    ``lab_name`` (required), ``lab_state_dir``, ``lab_image_dir``, ``lab_guests_per_host``,
+    ``lab_guest_memory_mib``, ``lab_guest_workload`` (``heartbeat`` or ``dirty``),
+    ``lab_guest_dirty_mib`` and, per host, ``lab_kvm: false`` (its daemon gets no /dev/kvm).
+    """
+    try:
+        with open(topology_path) as handle:
+            document = yaml.safe_load(handle)
+    except OSError as error:
+        raise LabError("cannot read the lab topology %s: %s" % (topology_path, error.strerror))
+    except yaml.YAMLError as error:
+        raise LabError("the lab topology %s is not valid YAML: %s" % (topology_path, error))
+    if not isinstance(document, dict):
+        raise LabError("the lab topology %s is not a topology document (a mapping)" % topology_path)
+    model = _import_topology_model()
+    if model is not None:
+        try:
+            layout = model.topology_layout(document)
+        except model.TopologyError as error:
+            error.source = topology_path
+            raise LabError(str(error))
+        records = [(name, variables["virtfleet_cluster"], variables) for name, _c, _h, variables in layout.hosts()]
+    else:
+        records = list(_host_records_without_model(document))
+    if not records:
+        raise LabError("the lab topology %s has no hosts" % topology_path)
+    first = records[0][2]
+    lab_name = first.get("lab_name")
+    if not lab_name:
+        raise LabError("the lab topology %s sets no lab_name: add `vars: {lab_name: <name>}` at its top level"
+                       % topology_path)
+    state_dir = first.get("lab_state_dir") or os.path.join(DEFAULT_STATE_ROOT, lab_name)
+    lab = {
+        "name": lab_name,
+        "topology": os.path.abspath(topology_path),
+        "state_dir": state_dir,
+        "image_dir": first.get("lab_image_dir") or DEFAULT_IMAGE_DIR,
+        "hosts": {},
+        "clusters": {},
+        "guests": {},
+    }
+    for host, cluster, variables in records:
+        address = variables["ansible_host"]
+        storage = variables.get("virtfleet_storage") or {}
+        if not storage.get("path"):
+            raise LabError("cluster %s of the lab has no storage path: add `storage: {name: ..., type: shared, "
+                           "path: %s/storage/%s}`" % (cluster, state_dir, cluster))
+        uri = variables.get("virtfleet_libvirt_uri")
+        expected_uri = "qemu+tcp://%s/session" % address
+        if uri != expected_uri:
+            raise LabError("lab host %s must declare `libvirt_uri: %s` (its daemon is a session daemon on its "
+                           "address), not %r" % (host, expected_uri, uri))
+        lab["hosts"][host] = {
+            "name": host,
+            "address": address,
+            "cluster": cluster,
+            "libvirt_uri": uri,
+            "user": _user_name(lab_name, host),
+            "kvm": bool(variables.get("lab_kvm", True)),
+            "dir": os.path.join(state_dir, "hosts", host),
+            "host_uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/%s" % (lab_name, host))),
+        }
+        entry = lab["clusters"].setdefault(cluster, {
+            "name": cluster, "hosts": [], "storage": storage["path"],
+            "group": "vf-%s-%s" % (lab_name, cluster)})
+        entry["hosts"].append(host)
+        if len(entry["group"]) > 32:
+            raise LabError("lab group name %r is longer than 32 characters: shorten the lab or cluster name"
+                           % entry["group"])
+        workload = variables.get("lab_guest_workload", "heartbeat")
+        if workload not in ("heartbeat", "dirty"):
+            raise LabError("lab_guest_workload of %s is %r: use heartbeat (default) or dirty" % (host, workload))
+        for index in range(1, int(variables.get("lab_guests_per_host", 2)) + 1):
+            guest = "%s-g%d" % (_short_name(host), index)
+            lab["guests"][guest] = {
+                "name": guest,
+                "home": host,
+                "cluster": cluster,
+                "memory_mib": int(variables.get("lab_guest_memory_mib", 128)),
+                "workload": workload,
+                "dirty_mib": int(variables.get("lab_guest_dirty_mib", 48)),
+                "uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/guest/%s" % (lab_name, guest))),
+                "serial_log": os.path.join(storage["path"], "%s.serial.log" % guest),
+            }
+    addresses = [h["address"] for h in lab["hosts"].values()]
+    if len(set(addresses)) != len(addresses):
+        raise LabError("two lab hosts share an address in %s: every lab host needs its own" % topology_path)
+    for address in addresses:
+        if not address.startswith("127.") or address in ("127.0.0.1",):
+            raise LabError("lab host address %s is not a loopback address other than 127.0.0.1: the lab "
+                           "listens on loopback only (use 127.0.1.N)" % address)
+    return lab
+
+
+def saved_lab(state_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(state_dir, "lab.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def _write_if_changed(path: str, text: str, mode: int = 0o644) -> bool:
+    try:
+        with open(path) as handle:
+            if handle.read() == text:
+                return False
+    except OSError:
+        pass
+    _write_atomic(path, text, mode)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+def _processes():
+    """(pid, ppid, uid, state, command line) of every process, read from /proc."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                stat = handle.read()
+            uid = os.stat("/proc/%s" % entry).st_uid
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        yield int(entry), int(fields[1]), uid, fields[0], cmdline
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_tree(root_pid: int) -> list:
+    children: dict[int, list] = {}
+    for pid, ppid, _uid, _state, _cmd in _processes():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _kill(pids, sig=signal.SIGKILL) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _user_pids(uid: int) -> list:
+    return [pid for pid, _ppid, p_uid, state, _cmd in _processes() if p_uid == uid and state != "Z"]
+
+
+def _wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _port_open(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((address, port)) == 0
+
+
+def _listener(address: str, port: int) -> str | None:
+    """Who listens on address:port (as `ss` says), or None."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", "src", "%s:%d" % (address, port)], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = "(ss unavailable)" if _port_open(address, port) else ""
+    return out or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Guest image: Debian cloud kernel + busybox initramfs printing a heartbeat
+# ---------------------------------------------------------------------------------------------
+
+GUEST_INIT = r"""#!/bin/busybox sh
+# virtfleet lab guest: prints "virtfleet-heartbeat <guest> <boot> <seq>" to the serial port
+# every 100 ms, forever. Optional workload (virtfleet.workload=dirty): rewrite
+# virtfleet.dirty_mib MiB of random data in a loop, so live migration has pages to chase.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /dirty
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+guest=unknown
+workload=heartbeat
+dirty_mib=48
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        virtfleet.guest=*) guest="${arg#virtfleet.guest=}" ;;
+        virtfleet.workload=*) workload="${arg#virtfleet.workload=}" ;;
+        virtfleet.dirty_mib=*) dirty_mib="${arg#virtfleet.dirty_mib=}" ;;
+    esac
+done
+boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
+if [ "$workload" = dirty ]; then
+    mount -t tmpfs -o size=$((dirty_mib + 8))m tmpfs /dirty
+    # Random seed: zero pages would be sent as zero markers and not stress migration.
+    dd if=/dev/urandom of=/dirty/seed bs=1M count=4 2>/dev/null
+    (
+        while :; do
+            offset=0
+            while [ $offset -lt $dirty_mib ]; do
+                dd if=/dirty/seed of=/dirty/pages bs=1M seek=$offset conv=notrunc 2>/dev/null
+                offset=$((offset + 4))
+            done
+        done
+    ) &
+fi
+exec 3>/dev/ttyS0
+seq=0
+while :; do
+    echo "virtfleet-heartbeat $guest $boot $seq" >&3
+    seq=$((seq + 1))
+    usleep 100000
+done
+"""
+
+
+def _kernel_package() -> str:
+    """Name of the newest Debian cloud kernel package apt offers (the one linux-image-cloud-amd64 pulls)."""
+    def depends():
+        out = subprocess.run(["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True)
+        found = re.findall(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b", out.stdout)
+        return found[0] if found else None
+    package = depends()
+    if package is None:
+        log("apt knows no linux-image-cloud-amd64 yet: running apt-get update")
+        subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+        package = depends()
+    if package is None:
+        raise LabError("apt offers no Debian cloud kernel (linux-image-cloud-amd64): check the Debian "
+                       "sources in /etc/apt and run `apt-get update`")
+    return package
+
+
+def build_image(image_dir: str) -> dict:
+    """Build (once) the guest kernel + initramfs; returns {kernel, initrd, kernel_package, changed}."""
+    os.makedirs(image_dir, mode=0o755, exist_ok=True)
+    os.chmod(image_dir, 0o755)
+    manifest_path = os.path.join(image_dir, "image.json")
+    init_digest = uuid.uuid5(LAB_UUID_NAMESPACE, GUEST_INIT).hex[:12]
+    try:
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+        if (manifest.get("init_digest") == init_digest and os.path.exists(manifest["kernel"])
+                and os.path.exists(manifest["initrd"])):
+            return {**manifest, "changed": False}
+    except (OSError, ValueError, KeyError):
+        pass
+    if not os.path.exists(BUSYBOX) or not _is_static(BUSYBOX):
+        raise LabError("%s is missing or not static: install busybox-static (`make deps`)" % BUSYBOX)
+    kernel = None
+    for existing in sorted(glob.glob(os.path.join(image_dir, "vmlinuz-*"))):
+        kernel = existing
+    if kernel is None:
+        package = _kernel_package()
+        log("downloading the guest kernel %s (once; cached in %s)" % (package, image_dir))
+        with tempfile.TemporaryDirectory(dir=image_dir) as work:
+            os.chmod(work, 0o755)  # apt-get download drops privileges to _apt when it can
+            result = subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, text=True)
+            debs = glob.glob(os.path.join(work, "*.deb"))
+            if result.returncode != 0 or not debs:
+                raise LabError("`apt-get download %s` failed: %s" % (package, result.stderr.strip()[-500:]))
+            subprocess.run(["dpkg-deb", "-x", debs[0], os.path.join(work, "root")], check=True)
+            found = glob.glob(os.path.join(work, "root", "boot", "vmlinuz-*"))
+            if not found:
+                raise LabError("the package %s holds no /boot/vmlinuz-*" % package)
+            kernel = os.path.join(image_dir, os.path.basename(found[0]))
+            shutil.copyfile(found[0], kernel + ".tmp")
+            os.chmod(kernel + ".tmp", 0o644)
+            os.replace(kernel + ".tmp", kernel)
+    initrd = os.path.join(image_dir, "initrd-%s.cpio" % init_digest)
+    with tempfile.TemporaryDirectory(dir=image_dir) as work:
+        root = os.path.join(work, "root")
+        os.makedirs(os.path.join(root, "bin"))
+        shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
+        with open(os.path.join(root, "init"), "w") as handle:
+            handle.write(GUEST_INIT)
+        os.chmod(os.path.join(root, "init"), 0o755)
+        files = subprocess.run("find . | sort", shell=True, cwd=root, capture_output=True, check=True).stdout
+        with open(initrd + ".tmp", "wb") as out:
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], input=files, cwd=root,
+                           stdout=out, check=True)
+        os.chmod(initrd + ".tmp", 0o644)
+        os.replace(initrd + ".tmp", initrd)
+    for stale in glob.glob(os.path.join(image_dir, "initrd-*.cpio")):
+        if stale != initrd:
+            os.unlink(stale)
+    manifest = {"kernel": kernel, "initrd": initrd, "init_digest": init_digest,
+                "kernel_version": os.path.basename(kernel)[len("vmlinuz-"):]}
+    manifest["kvm_boots_linux"], manifest["kvm_probe"] = _probe_kvm(manifest)
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    return {**manifest, "changed": True}
+
+
+def _is_static(path: str) -> bool:
+    """The guest has no libc: busybox must be the static build (ldd refuses static binaries)."""
+    return subprocess.run(["ldd", path], capture_output=True).returncode != 0
+
+
+def _probe_kvm(manifest: dict) -> tuple:
+    """Does a Linux guest boot under KVM here? (lab-facts: it can hang right after decompression.)
+
+    Boots the guest image once under KVM as root and waits for a heartbeat. The answer is cached
+    in the image manifest, so this costs a few seconds once per machine.
+    """
+    if not os.path.exists("/dev/kvm"):
+        return False, "no /dev/kvm"
+    with tempfile.TemporaryDirectory() as work:
+        serial = os.path.join(work, "serial.log")
+        command = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "qemu64,-svm", "-m", "128", "-display", "none",
+                   "-nodefaults", "-no-user-config", "-kernel", manifest["kernel"], "-initrd", manifest["initrd"],
+                   "-append", "console=ttyS0 quiet virtfleet.guest=kvm-probe", "-serial", "file:%s" % serial]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def booted():
+            with contextlib.suppress(OSError), open(serial, "rb") as handle:
+                return HEARTBEAT_PREFIX.encode() in handle.read()
+            return False
+        ok = _wait_until(lambda: booted() or process.poll() is not None, KVM_PROBE_TIMEOUT_S, 0.2) and booted()
+        exited = process.poll() is not None
+        process.kill()
+        _stdout, stderr = process.communicate()
+    if ok:
+        return True, "a Linux guest booted under KVM"
+    if exited:  # QEMU refused KVM outright: its last words say why
+        reason = (stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        return False, "QEMU could not run a guest under KVM: %s" % reason
+    return False, "a Linux guest hung under KVM (no heartbeat within %d s)" % KVM_PROBE_TIMEOUT_S
+
+
+# ---------------------------------------------------------------------------------------------
+# Users, directories, configuration
+# ---------------------------------------------------------------------------------------------
+
+def _ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True)
+        return grp.getgrnam(name).gr_gid
+
+
+def _ensure_user(name: str, home: str, group: str) -> pwd.struct_passwd:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        # -p '*': no password, but not locked either (sshd refuses locked accounts without PAM).
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh",
+                        "-p", "*", "-G", group, name], check=True)
+        entry = pwd.getpwnam(name)
+    if group not in [g.gr_name for g in grp.getgrall() if name in g.gr_mem]:
+        subprocess.run(["usermod", "-a", "-G", group, name], check=True)
+    return entry
+
+
+def _mkdir(path: str, uid: int = 0, gid: int = 0, mode: int = 0o755) -> None:
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def _host_env(lab: dict, host: dict) -> dict:
+    """Environment of the host's daemon and of every SSH session on it."""
+    directory = host["dir"]
+    return {
+        "HOME": os.path.join(directory, "home"),
+        "USER": host["user"],
+        "LOGNAME": host["user"],
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "XDG_RUNTIME_DIR": os.path.join(directory, "run"),
+        "XDG_CONFIG_HOME": os.path.join(directory, "config"),
+        "XDG_DATA_HOME": os.path.join(directory, "data"),
+        "XDG_CACHE_HOME": os.path.join(directory, "cache"),
+        # Without a running daemon, a client must fail rather than spawn a private one.
+        "LIBVIRT_AUTOSTART": "0",
+        "LIBVIRT_DEFAULT_URI": "qemu:///session",
+        "VIRTFLEET_LAB": lab["name"],
+        "VIRTFLEET_LAB_HOST": host["name"],
+        "VIRTFLEET_LAB_HOST_DIR": directory,
+    }
+
+
+def _libvirtd_conf(host: dict) -> str:
+    return "\n".join([
+        "# Written by the virtfleet lab for host %s." % host["name"],
+        "listen_tls = 0",
+        "listen_tcp = 1",
+        'auth_tcp = "none"',
+        'listen_addr = "%s"' % host["address"],
+        # Distinct per host: libvirt refuses to migrate between hosts with the same UUID.
+        'host_uuid = "%s"' % host["host_uuid"],
+        'log_outputs = "3:file:%s"' % os.path.join(host["dir"], "log", "libvirtd.log"),
+        "max_clients = 200",
+        "max_workers = 40",
+        "",
+    ])
+
+
+def _qemu_conf(host: dict) -> str:
+    return "\n".join([
+        "# Written by the virtfleet lab for host %s." % host["name"],
+        # Incoming migrations listen on the host's own address, so every host keeps 49152+.
+        'migration_address = "%s"' % host["address"],
+        'migration_host = "%s"' % host["address"],
+        # QEMU's stdout/stderr to a plain file: no per-user virtlogd to track and stop.
+        'stdio_handler = "file"',
+        "",
+    ])
+
+
+def _sshd_config(lab: dict, host: dict) -> str:
+    env = _host_env(lab, host)
+    ssh_dir = os.path.join(host["dir"], "ssh")
+    setenv = " ".join("%s=%s" % (key, env[key]) for key in (
+        "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "LIBVIRT_AUTOSTART",
+        "LIBVIRT_DEFAULT_URI", "VIRTFLEET_LAB", "VIRTFLEET_LAB_HOST", "VIRTFLEET_LAB_HOST_DIR"))
+    return "\n".join([
+        "# Written by the virtfleet lab for host %s: only the lab key, only its user, loopback only." % host["name"],
+        "ListenAddress %s:%d" % (host["address"], SSH_PORT),
+        "HostKey %s" % os.path.join(ssh_dir, "ssh_host_ed25519_key"),
+        "PidFile %s" % os.path.join(ssh_dir, "sshd.pid"),
+        "AuthorizedKeysFile %s" % os.path.join(ssh_dir, "authorized_keys"),
+        "AllowUsers %s" % host["user"],
+        "PermitRootLogin no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "UseDNS no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "X11Forwarding no",
+        "AllowTcpForwarding no",
+        "MaxStartups 50:30:100",
+        "MaxSessions 50",
+        "SetEnv %s" % setenv,
+        "Subsystem sftp internal-sftp",
+        "",
+    ])
+
+
+HOST_TOOL = r"""#!/bin/sh
+# virtfleet lab: commands a lab host offers over SSH (what a real hypervisor does with
+# `systemctl reboot`, /proc/sys/kernel/random/boot_id, apt and /var/run/reboot-required).
+set -eu
+dir="${VIRTFLEET_LAB_HOST_DIR:?not inside a virtfleet lab host session}"
+control="$dir/control"
+case "${1:-}" in
+    reboot)
+        # The lab agent (root) reboots the host a moment later: this command returns first.
+        : > "$control/reboot-request"
+        echo "reboot of $VIRTFLEET_LAB_HOST scheduled" ;;
+    boot-id)
+        cat "$dir/boot_id" ;;
+    ready)
+        # A host is up when its libvirt daemon answers.
+        virsh -q -c qemu:///session uri >/dev/null && echo ready ;;
+    pending-updates)
+        # One pending update per line; nothing once patched.
+        cat "$control/pending-updates" 2>/dev/null || true ;;
+    patch)
+        if [ -s "$control/pending-updates" ]; then
+            sed 's/^/patched: /' "$control/pending-updates"
+            cp "$control/pending-updates" "$control/reboot-required.pkgs"
+            rm -f "$control/pending-updates"
+            echo "*** System restart required ***" > "$control/reboot-required"
+        else
+            echo "no pending updates"
+        fi ;;
+    reboot-required)
+        # Exit 0 and say yes when a reboot is needed to finish patching.
+        if [ -e "$control/reboot-required" ]; then echo yes; else echo no; fi ;;
+    *)
+        echo "usage: $0 reboot|boot-id|ready|pending-updates|patch|reboot-required" >&2
+        exit 2 ;;
+esac
+"""
+
+
+def prepare(lab: dict, image: dict) -> None:
+    """Users, groups, directories, keys and configuration files (idempotent)."""
+    state = lab["state_dir"]
+    _mkdir(os.path.dirname(state))
+    _mkdir(state)
+    for sub in ("bin", "ssh", "heartbeats", "log"):
+        _mkdir(os.path.join(state, sub))
+    _write_if_changed(os.path.join(state, "bin", "lab-host"), HOST_TOOL, 0o755)
+    key = os.path.join(state, "ssh", "id_ed25519")
+    if not os.path.exists(key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "virtfleet-lab-%s" % lab["name"],
+                        "-f", key], check=True)
+    with open(key + ".pub") as handle:
+        public_key = handle.read()
+    kvm_acl_wanted = os.path.exists("/dev/kvm")
+    for cluster in lab["clusters"].values():
+        gid = _ensure_group(cluster["group"])
+        cluster["gid"] = gid
+        # Shared primary storage: group-writable by every host user of the cluster.
+        _mkdir(cluster["storage"], 0, gid, 0o2775)
+    for host in lab["hosts"].values():
+        cluster = lab["clusters"][host["cluster"]]
+        directory = host["dir"]
+        _mkdir(directory)
+        entry = _ensure_user(host["user"], os.path.join(directory, "home"), cluster["group"])
+        uid, gid = entry.pw_uid, entry.pw_gid
+        host["uid"], host["gid"] = uid, gid
+        for sub in ("home", "run", "config", "data", "cache", "log", "control",
+                    "config/libvirt", "config/libvirt/qemu"):
+            _mkdir(os.path.join(directory, sub), uid, gid, 0o700 if sub in ("home", "run") else 0o755)
+        _write_if_changed(os.path.join(directory, "config", "libvirt", "libvirtd.conf"), _libvirtd_conf(host))
+        _write_if_changed(os.path.join(directory, "config", "libvirt", "qemu.conf"), _qemu_conf(host))
+        ssh_dir = os.path.join(directory, "ssh")
+        _mkdir(ssh_dir)
+        host_key = os.path.join(ssh_dir, "ssh_host_ed25519_key")
+        if not os.path.exists(host_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+        _write_if_changed(os.path.join(ssh_dir, "authorized_keys"), public_key)
+        _write_if_changed(os.path.join(ssh_dir, "sshd_config"), _sshd_config(lab, host))
+        boot_id = os.path.join(directory, "boot_id")
+        if not os.path.exists(boot_id):
+            _write_atomic(boot_id, str(uuid.uuid4()) + "\n")
+            # A fresh host has updates waiting: `lab-host patch` (or virtfleet_lab.py patch) installs them.
+            pending = os.path.join(directory, "control", "pending-updates")
+            _write_atomic(pending, "".join(line + "\n" for line in FAKE_UPDATES))
+            os.chown(pending, uid, gid)
+        if kvm_acl_wanted:
+            # lab_kvm: false leaves the daemon without /dev/kvm, like a host without virtualization.
+            subprocess.run(["setfacl", "-m" if host["kvm"] else "-x",
+                            ("u:%d:rw" % uid) if host["kvm"] else ("u:%d" % uid), "/dev/kvm"],
+                           check=False, stderr=subprocess.DEVNULL)
+    for guest in lab["guests"].values():
+        # Created by root ahead of time, group-writable: whichever host runs the guest (its user
+        # differs per host) can append to the one serial log across migrations.
+        path = guest["serial_log"]
+        if not os.path.exists(path):
+            with open(path, "a"):
+                pass
+        os.chown(path, 0, lab["clusters"][guest["cluster"]]["gid"])
+        os.chmod(path, 0o664)
+    lab["image"] = {key: image[key] for key in ("kernel", "initrd", "kernel_version", "kvm_boots_linux", "kvm_probe")}
+    _write_atomic(os.path.join(state, "lab.json"), json.dumps(lab, indent=2, sort_keys=True) + "\n")
+    _write_atomic(os.path.join(state, "inventory.yml"), static_inventory(lab))
+
+
+def static_inventory(lab: dict) -> str:
+    """A plain YAML inventory of the lab's hosts (usable without the topology inventory plugin)."""
+    key = os.path.join(lab["state_dir"], "ssh", "id_ed25519")
+    tool = os.path.join(lab["state_dir"], "bin", "lab-host")
+    clusters = {}
+    for cluster in lab["clusters"].values():
+        clusters["cluster_%s" % cluster["name"]] = {"hosts": {
+            name: {
+                "ansible_host": lab["hosts"][name]["address"],
+                "ansible_user": lab["hosts"][name]["user"],
+                "virtfleet_cluster": cluster["name"],
+                "virtfleet_libvirt_uri": lab["hosts"][name]["libvirt_uri"],
+                "virtfleet_storage": {"name": "%s-primary" % cluster["name"], "type": "shared",
+                                      "path": cluster["storage"]},
+            } for name in cluster["hosts"]}}
+    document = {"all": {
+        "vars": {
+            "ansible_ssh_private_key_file": key,
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                       "-o IdentitiesOnly=yes -o LogLevel=ERROR",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "lab_reboot_command": "%s reboot" % tool,
+            "lab_boot_time_command": "%s boot-id" % tool,
+            "lab_test_command": "%s ready" % tool,
+            "lab_patch_command": "%s patch" % tool,
+            "lab_pending_updates_command": "%s pending-updates" % tool,
+            "lab_reboot_required_command": "%s reboot-required" % tool,
+        },
+        "children": clusters}}
+    return "# Written by the virtfleet lab from %s; do not edit.\n%s" % (
+        lab["topology"], yaml.safe_dump(document, sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Host daemons
+# ---------------------------------------------------------------------------------------------
+
+def _host_lock(host: dict):
+    handle = open(os.path.join(host["dir"], ".lock"), "a")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _libvirt_answers(host: dict) -> bool:
+    result = subprocess.run(["virsh", "-q", "-c", host["libvirt_uri"], "uri"], capture_output=True,
+                            env={**os.environ, "LIBVIRT_AUTOSTART": "0"}, timeout=30)
+    return result.returncode == 0
+
+
+def _check_ports_free(host: dict) -> None:
+    for port, what in ((LIBVIRT_PORT, "libvirt"), (SSH_PORT, "ssh")):
+        holder = _listener(host["address"], port)
+        if holder:
+            raise LabError("lab host %s: %s port %s:%d is already in use (%s). Another lab on the same "
+                           "addresses? Bring it down (`make lab-down` or virtfleet_lab.py down --topology ...) "
+                           "or give this lab other addresses" % (host["name"], what, host["address"], port, holder))
+
+
+def start_host(lab: dict, host: dict) -> bool:
+    """Start the host's libvirtd and sshd unless they run; True when something was started."""
+    started = False
+    directory = host["dir"]
+    env = _host_env(lab, host)
+    libvirtd_pid_path = os.path.join(directory, "libvirtd.pid")
+    sshd_pid_path = os.path.join(directory, "ssh", "sshd.pid")
+    libvirtd_pid = _read_pid(libvirtd_pid_path)
+    sshd_pid = _read_pid(sshd_pid_path)
+    if not _alive(libvirtd_pid):
+        holder = _listener(host["address"], LIBVIRT_PORT)
+        if holder:
+            raise LabError("lab host %s: libvirt port %s:%d is already in use (%s) but not by this lab's "
+                           "daemon. Another lab on the same addresses? Bring it down or give this lab other "
+                           "addresses" % (host["name"], host["address"], LIBVIRT_PORT, holder))
+        stale = _user_pids(host["uid"])
+        if stale:  # leftovers of a daemon that died: a fresh boot starts clean
+            _kill(stale)
+            _wait_until(lambda: not _user_pids(host["uid"]), 10)
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.listdir(env["XDG_RUNTIME_DIR"]):
+                shutil.rmtree(os.path.join(env["XDG_RUNTIME_DIR"], entry), ignore_errors=True)
+        output = open(os.path.join(directory, "log", "libvirtd.out"), "ab")
+        cluster_gid = lab["clusters"][host["cluster"]]["gid"]
+        drop_privileges = ["setpriv", "--reuid=%d" % host["uid"], "--regid=%d" % host["gid"],
+                           "--groups=%d,%d" % (host["gid"], cluster_gid), "--"]
+        process = subprocess.Popen(_in_own_uts(host, drop_privileges + ["libvirtd", "--listen"]), env=env,
+                                   cwd=env["HOME"], stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                   start_new_session=True)
+        output.close()
+        _write_atomic(libvirtd_pid_path, "%d\n" % process.pid)
+        started = True
+    if not _alive(sshd_pid):
+        holder = _listener(host["address"], SSH_PORT)
+        if holder:
+            raise LabError("lab host %s: ssh port %s:%d is already in use (%s) but not by this lab's sshd" %
+                           (host["name"], host["address"], SSH_PORT, holder))
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        subprocess.run(_in_own_uts(host, ["/usr/sbin/sshd", "-f", os.path.join(directory, "ssh", "sshd_config"),
+                                          "-E", os.path.join(directory, "log", "sshd.log")]),
+                       check=True, start_new_session=True)
+        started = True
+    return started
+
+
+def _in_own_uts(host: dict, command: list) -> list:
+    """Run command in a UTS namespace of its own named after the host, so `hostname` in an SSH
+    session and libvirt's getHostname() tell the lab hosts apart, as on real machines."""
+    return ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host["name"]] + command
+
+
+def wait_host_ready(host: dict, timeout: float = 60) -> None:
+    def ready():
+        return (_port_open(host["address"], SSH_PORT) and _port_open(host["address"], LIBVIRT_PORT)
+                and _libvirt_answers(host))
+    if not _wait_until(ready, timeout, 0.1):
+        raise LabError("lab host %s did not come up within %d s: see %s/log/libvirtd.out, libvirtd.log, sshd.log"
+                       % (host["name"], timeout, host["dir"]))
+
+
+def stop_host(host: dict, timeout: float = 15) -> list:
+    """Kill everything of the host (like pulling the plug): its sshd with every session, its libvirtd,
+    its guests. Returns what is still alive afterwards (should be nothing)."""
+    sshd_pid = _read_pid(os.path.join(host["dir"], "ssh", "sshd.pid"))
+    libvirtd_pid = _read_pid(os.path.join(host["dir"], "libvirtd.pid"))
+    doomed = []
+    if _alive(sshd_pid) and "sshd" in _cmdline(sshd_pid):
+        doomed += _process_tree(sshd_pid)
+    if _alive(libvirtd_pid):
+        doomed += _process_tree(libvirtd_pid)
+    uid = host.get("uid")
+    if uid is None:
+        with contextlib.suppress(KeyError):
+            uid = pwd.getpwnam(host["user"]).pw_uid
+    for _ in range(3):  # sessions may fork while we kill; the user's processes are all this host's
+        _kill(doomed)
+        if uid is not None:
+            _kill(_user_pids(uid))
+        doomed = [pid for pid in doomed if _alive(pid)]
+    survivors = lambda: [pid for pid in doomed if _alive(pid)] + (_user_pids(uid) if uid is not None else [])  # noqa: E731
+    if not _wait_until(lambda: not survivors(), timeout):
+        _kill(survivors())
+        _wait_until(lambda: not survivors(), 5)
+    for path in (os.path.join(host["dir"], "ssh", "sshd.pid"), os.path.join(host["dir"], "libvirtd.pid")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return survivors()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def reboot_host(lab: dict, host: dict, down_seconds: float = REBOOT_DOWN_S) -> dict:
+    """Reboot a lab host: everything on it dies (guests included), it gets a new boot id, its
+    runtime directory is emptied, and its daemons start again."""
+    with _host_lock(host):
+        old_boot = _read_text(os.path.join(host["dir"], "boot_id"))
+        survivors = stop_host(host)
+        if survivors:
+            raise LabError("could not stop host %s for its reboot: processes %s survive" % (host["name"], survivors))
+        time.sleep(down_seconds)
+        new_boot = str(uuid.uuid4())
+        _write_atomic(os.path.join(host["dir"], "boot_id"), new_boot + "\n")
+        for marker in ("reboot-required", "reboot-request", "reboot-required.pkgs"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(host["dir"], "control", marker))
+        start_host(lab, host)
+    wait_host_ready(host)
+    return {"host": host["name"], "old_boot_id": old_boot, "boot_id": new_boot}
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Guests
+# ---------------------------------------------------------------------------------------------
+
+def guest_xml(lab: dict, guest: dict, virt_type: str) -> str:
+    cmdline = "console=ttyS0 quiet virtfleet.guest=%s virtfleet.workload=%s virtfleet.dirty_mib=%d" % (
+        guest["name"], guest["workload"], guest["dirty_mib"])
+    return """<domain type='{virt_type}'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <description>virtfleet lab {lab} guest, home host {home}</description>
+  <memory unit='MiB'>{memory}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <!-- qemu64 without svm: host/max CPUs crash QEMU here, and a named model keeps guests migratable -->
+  <cpu mode='custom' match='exact'>
+    <model fallback='allow'>qemu64</model>
+    <feature policy='disable' name='svm'/>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='{serial}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+""".format(virt_type=virt_type, name=guest["name"], uuid=guest["uuid"], lab=lab["name"], home=guest["home"],
+           memory=guest["memory_mib"], kernel=lab["image"]["kernel"], initrd=lab["image"]["initrd"],
+           cmdline=cmdline, serial=guest["serial_log"])
+
+
+def _virt_type(lab: dict, host: dict) -> str:
+    return "kvm" if lab["image"]["kvm_boots_linux"] and host["kvm"] else "qemu"
+
+
+def _connect(host: dict):
+    import libvirt  # noqa: PLC0415 - only the commands that talk to libvirt need it
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed
+    return libvirt.open(host["libvirt_uri"])
+
+
+def locate_guests(lab: dict) -> dict:
+    """guest -> {host, state} for every lab guest defined on any reachable lab host."""
+    found = {}
+    for host in lab["hosts"].values():
+        try:
+            conn = _connect(host)
+        except Exception:  # noqa: BLE001 - a host that is down holds no running guest
+            continue
+        try:
+            for dom in conn.listAllDomains(0):
+                name = dom.name()
+                if name not in lab["guests"]:
+                    continue
+                active = dom.isActive() == 1
+                # A running copy wins over an inactive definition left elsewhere.
+                if active or name not in found:
+                    found[name] = {"host": host["name"], "running": active}
+        finally:
+            conn.close()
+    return found
+
+
+def ensure_guests(lab: dict) -> list:
+    """Start every guest that runs nowhere (on the host that holds its definition, else at home).
+
+    Returns [(guest, start time)]. Hosts start their guests in parallel (QEMU start-up is slow)."""
+    located = locate_guests(lab)
+    per_host: dict[str, list] = {}
+    for guest in lab["guests"].values():
+        where = located.get(guest["name"])
+        if where and where["running"]:
+            continue
+        per_host.setdefault(where["host"] if where else guest["home"], []).append(guest)
+
+    def start_on(host_name):
+        host = lab["hosts"][host_name]
+        started = []
+        conn = _connect(host)
+        try:
+            for guest in per_host[host_name]:
+                dom = conn.defineXML(guest_xml(lab, guest, _virt_type(lab, host)))
+                since = time.time()
+                dom.create()
+                started.append((guest["name"], since))
+        finally:
+            conn.close()
+        return started
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(per_host))) as pool:
+        return [item for started in pool.map(start_on, sorted(per_host)) for item in started]
+
+
+# ---------------------------------------------------------------------------------------------
+# Heartbeats
+# ---------------------------------------------------------------------------------------------
+
+def heartbeat_path(lab: dict, guest: str) -> str:
+    return os.path.join(lab["state_dir"], "heartbeats", "%s.log" % guest)
+
+
+def read_heartbeats(lab: dict, guest: str, since: float = 0.0) -> list:
+    """[(host_time, seq, guest_boot)] as the agent timestamped them."""
+    records = []
+    with contextlib.suppress(FileNotFoundError), open(heartbeat_path(lab, guest)) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) == 3 and float(parts[0]) >= since:
+                records.append((float(parts[0]), int(parts[1]), parts[2]))
+    return records
+
+
+class HeartbeatFollower:
+    """Follows the serial logs of the lab's guests and timestamps each heartbeat line on arrival."""
+
+    def __init__(self, lab: dict):
+        self.lab = lab
+        self.offsets: dict[str, int] = {}
+        self.partial: dict[str, bytes] = {}
+        self.outputs: dict[str, object] = {}
+
+    def start_at_end(self):
+        """Old lines have no host time; a restarted agent only timestamps what comes next."""
+        for guest in self.lab["guests"].values():
+            with contextlib.suppress(OSError):
+                self.offsets[guest["name"]] = os.path.getsize(guest["serial_log"])
+
+    def poll(self, now: float) -> None:
+        for guest in self.lab["guests"].values():
+            name = guest["name"]
+            try:
+                size = os.path.getsize(guest["serial_log"])
+            except OSError:
+                continue
+            offset = self.offsets.get(name, 0)
+            if size < offset:  # truncated: start over
+                offset, self.partial[name] = 0, b""
+            if size == offset:
+                continue
+            with open(guest["serial_log"], "rb") as handle:
+                handle.seek(offset)
+                data = handle.read(size - offset)
+            self.offsets[name] = offset + len(data)
+            lines = (self.partial.get(name, b"") + data).split(b"\n")
+            self.partial[name] = lines.pop()
+            records = []
+            for line in lines:
+                parts = line.decode(errors="replace").strip().split()
+                if len(parts) == 4 and parts[0] == HEARTBEAT_PREFIX and parts[1] == name and parts[3].isdigit():
+                    records.append("%.3f %s %s\n" % (now, parts[3], parts[2]))
+            if records:
+                output = self.outputs.get(name)
+                if output is None:
+                    output = self.outputs[name] = open(heartbeat_path(self.lab, name), "a", buffering=1)
+                output.write("".join(records))
+
+
+def run_agent(lab: dict) -> None:
+    """The lab's root agent: heartbeat timestamps + reboots requested from inside hosts."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    follower = HeartbeatFollower(lab)
+    follower.start_at_end()
+    rebooting: dict[str, threading.Thread] = {}
+
+    def reboot_later(host):
+        try:
+            time.sleep(REBOOT_GRACE_S)
+            result = reboot_host(lab, host)
+            log("host %s rebooted on request: boot id %s" % (host["name"], result["boot_id"]))
+        except Exception as error:  # noqa: BLE001 - the agent must outlive one failed reboot
+            log("host %s: requested reboot failed: %s" % (host["name"], error))
+
+    next_request_check = 0.0
+    while not stop.is_set():
+        now = time.time()
+        follower.poll(now)
+        if now >= next_request_check:
+            next_request_check = now + 0.2
+            for host in lab["hosts"].values():
+                request = os.path.join(host["dir"], "control", "reboot-request")
+                if os.path.exists(request) and not (rebooting.get(host["name"]) and
+                                                    rebooting[host["name"]].is_alive()):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(request)
+                    thread = threading.Thread(target=reboot_later, args=(host,), daemon=True)
+                    rebooting[host["name"]] = thread
+                    thread.start()
+        stop.wait(HEARTBEAT_POLL_S)
+
+
+def ensure_agent(lab: dict) -> bool:
+    pid_path = os.path.join(lab["state_dir"], "agent.pid")
+    pid = _read_pid(pid_path)
+    if _alive(pid) and "virtfleet_lab" in _cmdline(pid):
+        return False
+    output = open(os.path.join(lab["state_dir"], "log", "agent.log"), "ab")
+    process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "agent", "--state-dir",
+                                lab["state_dir"]], stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                               start_new_session=True, cwd="/")
+    output.close()
+    _write_atomic(pid_path, "%d\n" % process.pid)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab creates users and runs sshd: run it as root")
+
+
+def check_prerequisites(lab: dict) -> list:
+    missing = sorted({package for program, package in REQUIRED_PROGRAMS.items()
+                      if not shutil.which(program) and not os.path.exists("/usr/sbin/" + program)})
+    if not os.path.exists(BUSYBOX):
+        missing.append("busybox-static")
+    if missing:
+        raise LabError("the lab needs Debian packages that are not installed: %s. Run `make deps` "
+                       "(scripts/install-deps installs the bindep.txt lab packages)" % " ".join(missing))
+    try:
+        import libvirt  # noqa: F401, PLC0415
+    except ImportError:
+        raise LabError("%s cannot import libvirt (libvirt-python): run the lab with the project's "
+                       ".venv/bin/python (`make deps` creates it)" % sys.executable)
+    notes = []
+    if not os.path.exists("/dev/kvm"):
+        notes.append("no /dev/kvm: every guest runs under TCG (software emulation)")
+    return notes
+
+
+def cmd_image(lab: dict, _args) -> dict:
+    image = build_image(lab["image_dir"])
+    return {"changed": image["changed"], "image": image}
+
+
+def cmd_up(lab: dict, args) -> dict:
+    began = time.monotonic()
+    _require_root()
+    notes = check_prerequisites(lab)
+    other = saved_lab(lab["state_dir"])
+    image = build_image(lab["image_dir"])
+    os.makedirs(lab["state_dir"], exist_ok=True)
+    with open(os.path.join(lab["state_dir"], ".lab-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if other and set(other["hosts"]) - set(lab["hosts"]):
+            raise LabError("the lab state %s holds hosts no longer in the topology (%s): bring the lab down "
+                           "first" % (lab["state_dir"], ", ".join(sorted(set(other["hosts"]) - set(lab["hosts"])))))
+        prepare(lab, image)
+        changed = ensure_agent(lab)
+        started_hosts = []
+        for host in lab["hosts"].values():
+            with _host_lock(host):
+                if start_host(lab, host):
+                    started_hosts.append(host["name"])
+        for host in lab["hosts"].values():
+            wait_host_ready(host)
+        started_guests = ensure_guests(lab)
+        deadline = time.time() + GUEST_BOOT_TIMEOUT_S
+        for name, since in started_guests:
+            while not read_heartbeats(lab, name, since):
+                if time.time() > deadline:
+                    raise LabError("guest %s started but printed no heartbeat within %d s: see %s and the "
+                                   "QEMU log under its host's cache dir" % (name, GUEST_BOOT_TIMEOUT_S,
+                                                                           lab["guests"][name]["serial_log"]))
+                time.sleep(0.1)
+    changed = changed or bool(started_hosts or started_guests)
+    result = status(lab)
+    result.update(changed=changed, started_hosts=started_hosts, started_guests=[g for g, _ in started_guests],
+                  seconds=round(time.monotonic() - began, 1), notes=notes)
+    return result
+
+
+def cmd_down(lab: dict, _args) -> dict:
+    """Stop and remove everything of the lab, then check that nothing is left."""
+    _require_root()
+    recorded = saved_lab(lab["state_dir"]) or {}
+    # The recorded lab knows what was created even if the topology changed since.
+    hosts = {**lab["hosts"], **recorded.get("hosts", {})}
+    clusters = {**lab["clusters"], **recorded.get("clusters", {})}
+    changed = False
+    agent_pid = _read_pid(os.path.join(lab["state_dir"], "agent.pid"))
+    if _alive(agent_pid) and "virtfleet_lab" in _cmdline(agent_pid):
+        _kill([agent_pid], signal.SIGTERM)
+        if not _wait_until(lambda: not _alive(agent_pid), 5):
+            _kill([agent_pid])
+        changed = True
+    problems = []
+    for host in hosts.values():
+        try:
+            entry = pwd.getpwnam(host["user"])
+        except KeyError:
+            entry = None
+        host = dict(host, uid=entry.pw_uid if entry else None)
+        if entry or os.path.isdir(host["dir"]):
+            survivors = stop_host(host)
+            if survivors:
+                problems.append("host %s: processes %s survive" % (host["name"], survivors))
+            changed = True
+        if entry:
+            if os.path.exists("/dev/kvm"):
+                subprocess.run(["setfacl", "-x", "u:%d" % entry.pw_uid, "/dev/kvm"], check=False,
+                               stderr=subprocess.DEVNULL)
+            subprocess.run(["userdel", host["user"]], check=False, stderr=subprocess.DEVNULL)
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(host["user"])
+                problems.append("user %s could not be removed" % host["user"])
+    for cluster in clusters.values():
+        with contextlib.suppress(KeyError):
+            grp.getgrnam(cluster["group"])
+            subprocess.run(["groupdel", cluster["group"]], check=False, stderr=subprocess.DEVNULL)
+            changed = True
+        # Storage outside the state dir: remove what the lab put there (and the dir if then empty).
+        for guest in list(lab["guests"].values()) + list(recorded.get("guests", {}).values()):
+            if guest["cluster"] == cluster["name"]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(guest["serial_log"])
+        with contextlib.suppress(OSError):
+            os.rmdir(cluster["storage"])
+    if os.path.isdir(lab["state_dir"]):
+        shutil.rmtree(lab["state_dir"])
+        changed = True
+    with contextlib.suppress(OSError):  # the common parent, once no lab is left in it
+        os.rmdir(os.path.dirname(lab["state_dir"]))
+    _drop_empty_kvm_acl()
+    for host in hosts.values():
+        for port in (LIBVIRT_PORT, SSH_PORT):
+            holder = _listener(host["address"], port)
+            if holder:
+                problems.append("%s:%d still has a listener: %s" % (host["address"], port, holder))
+    if problems:
+        raise LabError("lab %s is down but not clean: %s" % (lab["name"], "; ".join(problems)))
+    return {"changed": changed, "lab": lab["name"], "state_dir": lab["state_dir"], "clean": True}
+
+
+def _drop_empty_kvm_acl() -> None:
+    """Once no lab user has an entry left, give /dev/kvm back its plain permissions (no ACL)."""
+    if not os.path.exists("/dev/kvm"):
+        return
+    acl = subprocess.run(["getfacl", "-cp", "/dev/kvm"], capture_output=True, text=True).stdout
+    if not re.search(r"^(user|group):[^:]+:", acl, re.M):
+        subprocess.run(["setfacl", "-b", "/dev/kvm"], check=False)
+
+
+def status(lab: dict) -> dict:
+    recorded = saved_lab(lab["state_dir"])
+    if recorded is None:
+        return {"lab": lab["name"], "state_dir": lab["state_dir"], "up": False, "hosts": {}, "guests": {}}
+    located = locate_guests(recorded)
+    hosts = {}
+    for name, host in recorded["hosts"].items():
+        hosts[name] = {
+            "address": host["address"],
+            "cluster": host["cluster"],
+            "libvirt_uri": host["libvirt_uri"],
+            "user": host["user"],
+            "accelerator": "kvm" if _virt_type(recorded, host) == "kvm" else "tcg",
+            "kvm_device": host["kvm"] and os.path.exists("/dev/kvm"),
+            "libvirtd_running": _alive(_read_pid(os.path.join(host["dir"], "libvirtd.pid"))),
+            "sshd_running": _alive(_read_pid(os.path.join(host["dir"], "ssh", "sshd.pid"))),
+            "boot_id": _read_text(os.path.join(host["dir"], "boot_id")),
+            "pending_updates": _read_text(os.path.join(host["dir"], "control", "pending-updates")).splitlines(),
+            "reboot_required": os.path.exists(os.path.join(host["dir"], "control", "reboot-required")),
+        }
+    guests = {}
+    now = time.time()
+    for name, guest in recorded["guests"].items():
+        where = located.get(name, {})
+        beats = _last_heartbeat(recorded, name)
+        guests[name] = {"home": guest["home"], "host": where.get("host"), "running": where.get("running", False),
+                        "last_heartbeat_age_s": round(now - beats[0], 2) if beats else None,
+                        "last_seq": beats[1] if beats else None, "serial_log": guest["serial_log"]}
+    agent_pid = _read_pid(os.path.join(recorded["state_dir"], "agent.pid"))
+    accelerators = sorted({h["accelerator"] for h in hosts.values()})
+    return {"lab": recorded["name"], "state_dir": recorded["state_dir"], "up": True,
+            "inventory": os.path.join(recorded["state_dir"], "inventory.yml"),
+            "ssh_key": os.path.join(recorded["state_dir"], "ssh", "id_ed25519"),
+            "accelerator": "/".join(accelerators), "kvm_probe": recorded["image"]["kvm_probe"],
+            "agent_running": _alive(agent_pid), "hosts": hosts, "guests": guests,
+            "clusters": {c["name"]: c["hosts"] for c in recorded["clusters"].values()}}
+
+
+def _last_heartbeat(lab: dict, guest: str):
+    path = heartbeat_path(lab, guest)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 200))
+            lines = handle.read().decode().strip().splitlines()
+    except OSError:
+        return None
+    parts = lines[-1].split() if lines else []
+    return (float(parts[0]), int(parts[1])) if len(parts) == 3 else None
+
+
+def cmd_status(lab: dict, _args) -> dict:
+    return status(lab)
+
+
+def _recorded_host(lab: dict, name: str) -> tuple:
+    recorded = saved_lab(lab["state_dir"])
+    if recorded is None:
+        raise LabError("lab %s is not up (no %s/lab.json): run lab up first" % (lab["name"], lab["state_dir"]))
+    if name not in recorded["hosts"]:
+        raise LabError("lab %s has no host %r; its hosts: %s" % (lab["name"], name, ", ".join(recorded["hosts"])))
+    return recorded, recorded["hosts"][name]
+
+
+def cmd_reboot(lab: dict, args) -> dict:
+    _require_root()
+    recorded, host = _recorded_host(lab, args.host)
+    result = reboot_host(recorded, host)
+    return {"changed": True, **result}
+
+
+def cmd_patch(lab: dict, args) -> dict:
+    """Install the host's (simulated) pending updates: clears pending-updates, sets reboot-required."""
+    _recorded, host = _recorded_host(lab, args.host)
+    control = os.path.join(host["dir"], "control")
+    pending = _read_text(os.path.join(control, "pending-updates")).splitlines()
+    if not pending:
+        return {"changed": False, "host": host["name"], "patched": []}
+    _write_atomic(os.path.join(control, "reboot-required"), "*** System restart required ***\n")
+    os.unlink(os.path.join(control, "pending-updates"))
+    return {"changed": True, "host": host["name"], "patched": pending, "reboot_required": True}
+
+
+def _print_human(command: str, result: dict) -> None:
+    if command == "status" or command == "up":
+        if not result.get("up"):
+            print("lab %s is down (state dir %s)" % (result["lab"], result["state_dir"]))
+            return
+        print("lab %s: state %s, accelerator %s (%s), agent %s" % (
+            result["lab"], result["state_dir"], result["accelerator"], result["kvm_probe"],
+            "running" if result["agent_running"] else "NOT running"))
+        for name, host in result["hosts"].items():
+            print("  host %-8s %-12s %-8s libvirtd=%s sshd=%s %s pending=%d reboot_required=%s uri=%s" % (
+                name, host["address"], host["cluster"], "up" if host["libvirtd_running"] else "DOWN",
+                "up" if host["sshd_running"] else "DOWN", host["accelerator"], len(host["pending_updates"]),
+                host["reboot_required"], host["libvirt_uri"]))
+        for name, guest in result["guests"].items():
+            print("  guest %-7s on %-8s running=%s last heartbeat %ss ago (seq %s)" % (
+                name, guest["host"], guest["running"], guest["last_heartbeat_age_s"], guest["last_seq"]))
+        print("  inventory (static): %s" % result["inventory"])
+        if command == "up":
+            print("up in %.1f s; started hosts: %s; started guests: %s" % (
+                result["seconds"], ", ".join(result["started_hosts"]) or "none",
+                ", ".join(result["started_guests"]) or "none"))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_topology = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                    "inventories", "lab", "topology.yml")
+    for name, help_text in (("image", "build the cached guest kernel + initramfs"),
+                            ("up", "bring the lab up (idempotent)"),
+                            ("down", "stop the lab and remove all it created"),
+                            ("status", "show hosts, guests, heartbeats"),
+                            ("reboot", "reboot one lab host (waits until it is back)"),
+                            ("patch", "install one host's simulated pending updates (sets reboot-required)")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--json", action="store_true", help="print one JSON document")
+        command.add_argument("--topology", default=os.path.normpath(default_topology),
+                             help="lab topology file (default: inventories/lab/topology.yml)")
+        if name in ("reboot", "patch"):
+            command.add_argument("host")
+    agent = sub.add_parser("agent", help=argparse.SUPPRESS)
+    agent.add_argument("--state-dir", required=True)
+    agent.set_defaults(json=False)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "agent":
+            lab = saved_lab(args.state_dir)
+            if lab is None:
+                raise LabError("no lab recorded in %s" % args.state_dir)
+            run_agent(lab)
+            return 0
+        lab = load_lab(args.topology)
+        result = globals()["cmd_" + args.command](lab, args)
+    except LabError as error:
+        if args.json:
+            print(json.dumps({"failed": True, "msg": str(error)}))
+        print("virtfleet-lab: error: %s" % error, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(args.command, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
