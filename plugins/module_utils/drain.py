@@ -447,6 +447,8 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
             result["would_migrate"] = len(plan["moves"])
             result["would_shutdown"] = [a["guest"] for a in plan["unmovable"]
                                         if a["action"] == "shutdown"]
+            # Check mode reports what a real run would change.
+            result["changed"] = bool(result["would_migrate"] or result["would_shutdown"])
             return result
 
         by_name = view.hosts

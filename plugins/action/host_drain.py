@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of virtfleet.cluster.host_drain: runs the drain on the controller and prints
+each guest's progress while it runs, so a drain of many large guests never looks frozen.
+
+Same code as the module (``host_drain.run`` -> ``drain.drain_host``), plus a progress callback.
+When libvirt-python is missing on the controller, falls back to executing the module the
+normal way (no live progress).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible.module_utils.common.parameters import remove_values
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.modules import host_drain as module
+
+display = Display()
+
+# Print a guest's line again when its percentage moved this much, or after this many seconds.
+PERCENT_STEP = 10
+QUIET_SECONDS = 5.0
+
+
+class ProgressPrinter(object):
+    """Turns the stream of progress samples into a few readable lines per guest."""
+
+    def __init__(self, host, emit, clock=time.monotonic):
+        self.host = host
+        self.emit = emit
+        self.clock = clock
+        self.last = {}  # guest -> (phase, percent, iteration, time)
+
+    def __call__(self, sample):
+        now = self.clock()
+        percent = sample.percent
+        previous = self.last.get(sample.guest)
+        if previous is not None:
+            phase, last_percent, iteration, when = previous
+            if (sample.phase == phase and sample.memory_iteration == iteration
+                    and abs(percent - last_percent) < PERCENT_STEP
+                    and now - when < QUIET_SECONDS):
+                return
+        self.last[sample.guest] = (sample.phase, percent, sample.memory_iteration, now)
+        self.emit("%s drain: %s" % (self.host, sample))
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(module.ARGUMENT_SPEC)
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        if not mig.HAS_LIBVIRT:
+            display.warning("libvirt-python is missing on the controller: running host_drain"
+                            " as a plain module, without live progress")
+            result.update(self._execute_module(module_name="virtfleet.cluster.host_drain",
+                                               module_args=self._task.args,
+                                               task_vars=task_vars))
+            return result
+
+        validation, params = self.validate_argument_spec(argument_spec=module.ARGUMENT_SPEC)
+        check_mode = bool(self._task.check_mode)
+        printer = ProgressPrinter(params["host"], display.display)
+        outcome = module.run(validation.validated_parameters, check_mode=check_mode,
+                             progress=printer)
+        if not check_mode:
+            for line in _summary(outcome):
+                display.display("%s drain: %s" % (params["host"], line))
+        # URIs are no_log: scrub them from anything that might quote one (libvirt errors).
+        outcome = remove_values(outcome, validation._no_log_values)
+        result.update(outcome)
+        return result
+
+
+def _summary(outcome):
+    lines = []
+    for entry in outcome.get("migrations", []):
+        stats = entry.get("result") or {}
+        if entry["status"] == "migrated":
+            lines.append("%s -> %s: migrated, downtime %s ms, %s s"
+                         % (entry["guest"], entry["destination"], stats.get("downtime_ms"),
+                            stats.get("elapsed_s")))
+        else:
+            lines.append("%s: %s - %s" % (entry["guest"], entry["status"],
+                                          entry.get("error")))
+    return lines

@@ -1,0 +1,345 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: host_drain
+short_description: Empty a libvirt host by live-migrating its guests to the rest of its cluster
+version_added: "0.1.0"
+description:
+  - Reads every host of the cluster (capacity, running guests), plans where each guest of
+    O(host) goes with the collection's placement planner (capacity reserved cumulatively,
+    overcommit ratios, anti-affinity groups, hosts in maintenance excluded, CPU compatibility
+    asked to each destination's libvirt), and B(refuses before moving anything) when the
+    cluster cannot absorb the host's guests, naming the guests and the shortfall.
+  - Then live-migrates the guests, at most O(max_parallel) at once and at most
+    O(max_incoming_per_destination) into one host, in plan order (largest first by default),
+    with the same watchdogs as M(virtfleet.cluster.guest_migrate).
+  - The first failed migration stops new starts; migrations already running finish; the
+    result says where every guest is.
+  - At the end the host itself is asked for its running guests - there must be none (except
+    guests left on purpose with O(unmovable=leave)), otherwise the task fails. A host must
+    never be rebooted with guests on it.
+  - In check mode returns the full plan (guest -> destination, order) and touches nothing. The
+    real run builds its plan with the same deterministic planner from the same facts, so an
+    unchanged cluster gets the same plan.
+  - The action plugin of the same name runs the drain on the controller and prints each
+    guest's progress live (C(a1-g1 -> hv-a2 64% of 128 MiB)); this module file holds the
+    documentation and runs the same code without live display when executed directly.
+author:
+  - virtfleet maintainers
+requirements:
+  - libvirt-python on the controller
+attributes:
+  check_mode:
+    support: full
+    description: Returns the plan (and fails the same way a real run would refuse).
+  diff_mode:
+    support: none
+  action:
+    support: full
+    description: Runs on the controller; prints live progress per guest.
+options:
+  host:
+    description: Name of the host to drain; must be one of O(hosts).
+    type: str
+    required: true
+  hosts:
+    description:
+      - Every host of the cluster, the drained one included.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Host name (as in the inventory).
+        type: str
+        required: true
+      uri:
+        description: libvirt URI the controller uses for this host. Never printed.
+        type: str
+        required: true
+      in_maintenance:
+        description: The host is in maintenance - never a destination.
+        type: bool
+        default: false
+      migration_uri:
+        description: URI the source daemon uses to reach this host (peer-to-peer); defaults to O(hosts[].uri). Never printed.
+        type: str
+  max_parallel:
+    description: Migrations running at once (outgoing from the drained host). vdsm's default is 2.
+    type: int
+    default: 2
+  max_incoming_per_destination:
+    description: Migrations running at once into one destination host.
+    type: int
+    default: 1
+  order:
+    description: Order in which guests are placed and started.
+    type: str
+    choices: [largest_first, smallest_first, as_listed]
+    default: largest_first
+  unmovable:
+    description:
+      - What to do with a running guest that cannot live-migrate (host device passthrough, local
+        disks without O(migration.copy_storage), listed in O(unmovable_guests)).
+      - V(fail) refuses the drain before anything moves. V(shutdown) shuts it down cleanly
+        (ACPI; never forced - the drain fails if it does not stop within O(shutdown_timeout)).
+        V(leave) leaves it running and excludes it from the final check; the host must then
+        not be rebooted.
+    type: str
+    choices: [fail, shutdown, leave]
+    default: fail
+  unmovable_guests:
+    description: Guests the operator declares unmovable.
+    type: list
+    elements: str
+    default: []
+  anti_affinity_groups:
+    description: Groups of guests that must not share a host, as group name -> list of guest names.
+    type: dict
+    default: {}
+  memory_overcommit:
+    description: Usable memory of a host = total x this - O(memory_reserve_mib).
+    type: float
+    default: 1.0
+  cpu_overcommit:
+    description: Usable vCPUs of a host = CPUs x this.
+    type: float
+    default: 4.0
+  memory_reserve_mib:
+    description: Memory kept for the host itself.
+    type: int
+    default: 512
+  respect_free_memory:
+    description: Also require the memory the destination reports free (minus the reserve).
+    type: bool
+    default: true
+  cpu_check:
+    description: Ask each destination's libvirt whether it can run each guest's CPU model (compareHypervisorCPU).
+    type: bool
+    default: true
+  shared_storage_path:
+    description: The cluster's shared storage directory; guest disks outside it are local (need O(migration.copy_storage)).
+    type: str
+  shutdown_timeout:
+    description: Seconds to wait for a clean shutdown with O(unmovable=shutdown).
+    type: int
+    default: 300
+  migration:
+    description:
+      - Options of each migration, as in M(virtfleet.cluster.guest_migrate) (C(max_downtime_ms),
+        C(bandwidth_mib), C(auto_converge), C(postcopy), C(parallel_connections),
+        C(copy_storage), C(timeout), C(timeout_per_gib), C(stall_iterations), ...).
+    type: dict
+    default: {}
+seealso:
+  - module: virtfleet.cluster.guest_migrate
+  - module: virtfleet.cluster.hypervisor_facts
+"""
+
+EXAMPLES = r"""
+- name: List the cluster's hosts with their libvirt URIs (from the topology inventory)
+  ansible.builtin.set_fact:
+    cluster_hosts: >-
+      {{ cluster_hosts | default([]) + [{'name': item,
+                                         'uri': hostvars[item].virtfleet_libvirt_uri}] }}
+  loop: "{{ groups['cluster_' ~ virtfleet_cluster] }}"
+
+- name: Drain this host into the rest of its cluster
+  virtfleet.cluster.host_drain:
+    host: "{{ inventory_hostname }}"
+    hosts: "{{ cluster_hosts }}"
+  delegate_to: localhost
+
+- name: Same, written out, with tighter limits
+  virtfleet.cluster.host_drain:
+    host: hv-a1
+    hosts:
+      - {name: hv-a1, uri: "qemu+ssh://root@hv-a1/system"}
+      - {name: hv-a2, uri: "qemu+ssh://root@hv-a2/system"}
+      - {name: hv-a3, uri: "qemu+ssh://root@hv-a3/system", in_maintenance: true}
+    max_parallel: 1
+    anti_affinity_groups:
+      web: [web-1, web-2]
+    migration:
+      max_downtime_ms: 300
+      auto_converge: true
+  delegate_to: localhost
+
+- name: Show the plan only
+  virtfleet.cluster.host_drain:
+    host: hv-a1
+    hosts: "{{ cluster_hosts }}"
+  check_mode: true
+  delegate_to: localhost
+  register: plan
+"""
+
+RETURN = r"""
+host:
+  description: The drained host.
+  returned: always
+  type: str
+plan:
+  description: The placement plan.
+  returned: always
+  type: dict
+  contains:
+    ok:
+      description: Whether every guest can be placed.
+      type: bool
+    moves:
+      description: Planned moves in start order - guest, source, destination, memory_mib, vcpus, order.
+      type: list
+      elements: dict
+      sample: [{"guest": "a1-g1", "source": "hv-a1", "destination": "hv-a2", "memory_mib": 128, "vcpus": 1, "order": 1}]
+    unplaced:
+      description: Guests no host can take, with the reason per candidate host.
+      type: list
+    unmovable:
+      description: Guests that cannot live-migrate and the action taken (fail, shutdown, leave).
+      type: list
+    problems:
+      description: Why the plan is not ok, one line each.
+      type: list
+    unreachable_hosts:
+      description: Cluster hosts whose libvirt could not be read (left out of the plan), with why.
+      type: dict
+    excluded_in_maintenance:
+      description: Hosts not used as destinations because they are in maintenance.
+      type: list
+migrations:
+  description:
+    - One entry per planned move - guest, source, destination, status (migrated, failed,
+      not_started), running_on, start_index, started_s/ended_s (relative to the drain start),
+      result (the job statistics of M(virtfleet.cluster.guest_migrate)) or error.
+  returned: when not in check mode
+  type: list
+  elements: dict
+locations:
+  description: Where each guest of the host is after the task (guest -> host; null if unknown).
+  returned: when not in check mode, or on refusal
+  type: dict
+remaining_guests:
+  description: Guests the host still runs at the end (only guests left on purpose may be here).
+  returned: when the drain ran to the end
+  type: list
+shutdown:
+  description: Guests shut down under O(unmovable=shutdown) and whether they stopped.
+  returned: always
+  type: list
+left:
+  description: Guests left running under O(unmovable=leave).
+  returned: always
+  type: list
+would_migrate:
+  description: Number of migrations the drain would run.
+  returned: check mode
+  type: int
+elapsed_s:
+  description: Duration of the drain on the controller.
+  returned: when the drain ran to the end
+  type: float
+msg:
+  description: Summary, or why the drain was refused or failed.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+
+MIGRATION_KEYS = tuple(mig.MigrationOptions.FIELDS)
+
+ARGUMENT_SPEC = dict(
+    host=dict(type="str", required=True),
+    hosts=dict(type="list", elements="dict", required=True, options=dict(
+        name=dict(type="str", required=True),
+        uri=dict(type="str", required=True, no_log=True),
+        in_maintenance=dict(type="bool", default=False),
+        migration_uri=dict(type="str", no_log=True),
+    )),
+    max_parallel=dict(type="int", default=drain.DEFAULT_MAX_PARALLEL),
+    max_incoming_per_destination=dict(type="int", default=drain.DEFAULT_MAX_INCOMING),
+    order=dict(type="str", default="largest_first",
+               choices=["largest_first", "smallest_first", "as_listed"]),
+    unmovable=dict(type="str", default="fail", choices=["fail", "shutdown", "leave"]),
+    unmovable_guests=dict(type="list", elements="str", default=[]),
+    anti_affinity_groups=dict(type="dict", default={}),
+    memory_overcommit=dict(type="float", default=1.0),
+    cpu_overcommit=dict(type="float", default=4.0),
+    memory_reserve_mib=dict(type="int", default=512),
+    respect_free_memory=dict(type="bool", default=True),
+    cpu_check=dict(type="bool", default=True),
+    shared_storage_path=dict(type="str"),
+    shutdown_timeout=dict(type="int", default=drain.DEFAULT_SHUTDOWN_TIMEOUT),
+    migration=dict(type="dict", default={}),
+)
+
+DRAIN_KEYS = ("max_parallel", "max_incoming_per_destination", "order", "unmovable",
+              "unmovable_guests", "anti_affinity_groups", "memory_overcommit", "cpu_overcommit",
+              "memory_reserve_mib", "respect_free_memory", "cpu_check", "shared_storage_path",
+              "shutdown_timeout")
+
+
+def run(params, check_mode=False, progress=None):
+    """The drain on validated parameters; returns the result dict (``failed`` set on failure).
+    Shared by this module's main() and the action plugin (which passes ``progress``)."""
+    result = {"changed": False, "host": params["host"]}
+    unknown = sorted(set(params.get("migration") or {}) - set(MIGRATION_KEYS))
+    if unknown:
+        result.update(failed=True, msg="unknown migration option(s): %s (known: %s)"
+                      % (", ".join(unknown), ", ".join(MIGRATION_KEYS)))
+        return result
+    try:
+        options = drain.DrainOptions(migration=dict(params.get("migration") or {}),
+                                     **dict((k, params.get(k)) for k in DRAIN_KEYS))
+    except ValueError as exc:
+        result.update(failed=True, msg=str(exc))
+        return result
+    try:
+        report = drain.drain_host(params["host"], params["hosts"], options,
+                                  check_mode=check_mode, progress=progress)
+    except drain.DrainError as exc:
+        result.update(exc.result)
+        result.update(failed=True, msg=exc.message)
+        return result
+    except Exception as exc:  # libvirt facts errors and the like: say it, with the host
+        result.update(failed=True, msg="drain of %s failed before any migration result: %s"
+                      % (params["host"], exc))
+        return result
+    result.update(report)
+    if check_mode:
+        moves = report["plan"]["moves"]
+        result["msg"] = "would drain %s: %s" % (params["host"], ", ".join(
+            "%s -> %s" % (m["guest"], m["destination"]) for m in moves) or "no running guest")
+    else:
+        done = [m for m in report["migrations"] if m["status"] == "migrated"]
+        result["msg"] = "%s drained: %d guest(s) migrated in %s s%s" % (
+            params["host"], len(done), report.get("elapsed_s"),
+            (", left running: %s" % ", ".join(report["left"])) if report["left"] else "")
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not mig.HAS_LIBVIRT:
+        module.fail_json(msg="libvirt-python is required on the host running this module"
+                             " (the controller): %s" % mig.LIBVIRT_IMPORT_ERROR)
+    result = run(module.params, module.check_mode)
+    if result.get("failed"):
+        result.pop("failed")
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
