@@ -112,6 +112,47 @@ def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
     return result
 
 
+def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
+                        anti_affinity_groups=None, stop_allowed_guests=()):
+    """Capacity input of the proof from ``hypervisor_facts`` results.
+
+    cluster_members: cluster -> host names; facts: host -> the module's ``hypervisor`` dict
+    (a host without facts is left out: it cannot be a destination); marked: hosts in
+    maintenance (never destinations). Only running guests count. A guest that cannot move is
+    a failure of the proof unless stop_allowed_guests allows stopping it.
+    """
+    group_of = {}
+    for group, members in sorted((anti_affinity_groups or {}).items()):
+        for guest in members:
+            group_of.setdefault(guest, group)
+    capacity = {}
+    for cluster, members in cluster_members.items():
+        hosts, guests = [], []
+        for name in members:
+            host_facts = facts.get(name)
+            if not host_facts:
+                continue
+            hosts.append({"name": name, "memory_total_mib": int(host_facts["memory_total_mib"]),
+                          "cpus": int(host_facts["cpus"]),
+                          "memory_free_mib": host_facts.get("memory_free_mib"),
+                          "in_maintenance": name in marked, "cluster": cluster})
+            for guest in host_facts.get("guests") or []:
+                if not guest.get("active"):
+                    continue
+                movable = bool(guest.get("movable", True)) and guest["name"] not in unmovable_guests
+                reason = None
+                if not movable:
+                    reason = "; ".join(guest.get("migration_blockers") or []) or "declared unmovable"
+                guests.append({"name": guest["name"], "memory_mib": int(guest.get("memory_mib") or 0),
+                               "vcpus": int(guest.get("vcpus") or 1), "host": name,
+                               "anti_affinity_group": group_of.get(guest["name"]),
+                               "movable": movable, "unmovable_reason": reason,
+                               "unmovable_policy": ("shutdown" if guest["name"] in stop_allowed_guests
+                                                    else "fail")})
+        capacity[cluster] = {"hosts": hosts, "guests": guests}
+    return capacity
+
+
 def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
                      capacity=None, policy=None):
     """The whole plan.

@@ -49,6 +49,33 @@ options:
       - Cluster name to C(hosts) (placement HostCapacity fields) and C(guests) (placement Guest
         fields), covering every host of the cluster. Omit to skip the capacity proof.
     type: dict
+  facts:
+    description:
+      - Instead of O(capacity) - host name to the C(hypervisor) result of
+        M(virtfleet.cluster.hypervisor_facts), for every host of the clusters (with O(members)).
+    type: dict
+  members:
+    description: With O(facts) - cluster name to the names of all its hosts (also those not maintained).
+    type: dict
+  marked:
+    description: With O(facts) - hosts in maintenance (never destinations in the proof).
+    type: list
+    elements: str
+    default: []
+  unmovable_guests:
+    description: With O(facts) - guests the operator declares unmovable.
+    type: list
+    elements: str
+    default: []
+  stop_allowed_guests:
+    description: With O(facts) - guests that may be shut down when they cannot live-migrate.
+    type: list
+    elements: str
+    default: []
+  anti_affinity_groups:
+    description: With O(facts) - anti-affinity group name to guest names.
+    type: dict
+    default: {}
   policy:
     description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), ...).
     type: dict
@@ -119,7 +146,8 @@ ok:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import plan_maintenance
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import (
+    capacity_from_facts, plan_maintenance)
 
 
 def main():
@@ -133,14 +161,27 @@ def main():
                        choices=["given", "fewest_guests", "most_guests", "name"]),
             capacity=dict(type="dict"),
             policy=dict(type="dict", default={}),
+            facts=dict(type="dict"),
+            members=dict(type="dict"),
+            marked=dict(type="list", elements="str", default=[]),
+            unmovable_guests=dict(type="list", elements="str", default=[]),
+            anti_affinity_groups=dict(type="dict", default={}),
+            stop_allowed_guests=dict(type="list", elements="str", default=[]),
         ),
+        mutually_exclusive=[("capacity", "facts")],
+        required_together=[("facts", "members")],
         supports_check_mode=True,
     )
     params = module.params
     try:
+        capacity = params["capacity"]
+        if params["facts"] is not None:
+            capacity = capacity_from_facts(params["members"], params["facts"], params["marked"],
+                                           params["unmovable_guests"], params["anti_affinity_groups"],
+                                           params["stop_allowed_guests"])
         plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
                                 force=params["force"], order=params["order"],
-                                capacity=params["capacity"], policy=params["policy"])
+                                capacity=capacity, policy=params["policy"])
     except (ValueError, KeyError, TypeError) as exc:
         module.fail_json(msg="cannot plan the maintenance: %s" % exc)
     module.exit_json(changed=False, **plan)

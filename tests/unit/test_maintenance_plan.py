@@ -100,3 +100,36 @@ def test_missing_capacity_facts_is_not_a_proof():
                             capacity={"a": cap(["a1", "a2"], [])})
     assert not plan["ok"]
     assert plan["capacity"]["unchecked_clusters"] == ["b"]
+
+
+def test_capacity_from_hypervisor_facts():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    facts = {
+        "a1": {"memory_total_mib": 4096, "memory_free_mib": 3000, "cpus": 4, "guests": [
+            {"name": "g1", "active": True, "memory_mib": 128, "vcpus": 1, "movable": True},
+            {"name": "off", "active": False, "memory_mib": 512, "vcpus": 1, "movable": True},
+            {"name": "pci", "active": True, "memory_mib": 256, "vcpus": 2, "movable": False,
+             "migration_blockers": ["host device passthrough (1 hostdev)"]}]},
+        "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": []},
+    }
+    capacity = capacity_from_facts({"a": ["a1", "a2", "a3"]}, facts, marked=["a2"],
+                                   unmovable_guests=[], anti_affinity_groups={"web": ["g1"]})
+    hosts = {h["name"]: h for h in capacity["a"]["hosts"]}
+    assert set(hosts) == {"a1", "a2"} and hosts["a2"]["in_maintenance"]
+    guests = {g["name"]: g for g in capacity["a"]["guests"]}
+    assert set(guests) == {"g1", "pci"}
+    assert guests["g1"]["anti_affinity_group"] == "web"
+    assert not guests["pci"]["movable"] and "passthrough" in guests["pci"]["unmovable_reason"]
+    plan = plan_maintenance([host("a1")], "run-1", capacity=capacity)
+    assert not plan["ok"]  # pci cannot move and a2 is marked
+
+
+def test_stop_allowed_guest_does_not_fail_the_proof():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [
+                {"name": "pci", "active": True, "memory_mib": 256, "vcpus": 2, "movable": False}]},
+             "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": []}}
+    refused = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts({"a": ["a1", "a2"]}, facts))
+    allowed = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts(
+        {"a": ["a1", "a2"]}, facts, stop_allowed_guests=["pci"]))
+    assert not refused["ok"] and allowed["ok"]
