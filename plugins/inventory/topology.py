@@ -194,7 +194,7 @@ regions:
 
 import hashlib
 import inspect
-import os
+from collections.abc import Mapping
 import re
 
 from ansible.errors import AnsibleError, AnsibleParserError
@@ -264,7 +264,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
         document = self._load_document(path)
         options = {key: value for key, value in document.items() if key not in _TOPOLOGY_KEYS}
-        self.set_options(direct=options, var_options=self._vars)
+        try:
+            self.set_options(direct=options, var_options=self._vars)
+        except AnsibleError as error:
+            raise AnsibleParserError("invalid plugin option in topology file %s: %s" % (path, to_native(error)))
         entry = self._cache_lookup(path, fingerprint, cache)
         if entry is not None:
             layout = InventoryLayout.from_data(entry["layout"])
@@ -311,11 +314,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not document:
             raise AnsibleParserError("topology file %s is empty. Fix: start it with `plugin: %s` and `regions:`"
                                      % (path, self.NAME))
-        if not isinstance(document, dict):
-            raise AnsibleParserError(
-                "topology file %s must hold a mapping at the top, not %s. Fix: start it with `plugin: %s` and `regions:`"
-                % (path, type(document).__name__, self.NAME)
-            )
+        if not isinstance(document, Mapping):
+            raise AnsibleParserError("topology file %s must hold a mapping at the top, not %s. "
+                                     "Fix: start it with `plugin: %s` and `regions:`"
+                                     % (path, type(document).__name__, self.NAME))
         if document.get("plugin") not in PLUGIN_NAMES:
             raise AnsibleParserError("%s is not a topology file: 'plugin' is %r, expected %s"
                                      % (path, document.get("plugin"), " or ".join(PLUGIN_NAMES)))
@@ -337,8 +339,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             entry = self._cache[self.get_cache_key(path)]
         except KeyError:
             return None
-        if not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT or entry.get("fingerprint") != fingerprint:
-            return None  # written for another version of the file (or of this plugin)
+        if not isinstance(entry, Mapping) or entry.get("format") != _CACHE_FORMAT:
+            return None  # written by another version of this plugin
+        if entry.get("fingerprint") != fingerprint:
+            return None  # written for another version of the file
         return entry
 
     # -- populating -----------------------------------------------------------------------------

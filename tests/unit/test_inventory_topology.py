@@ -290,6 +290,12 @@ def test_empty_and_non_mapping_files(write):
     assert "is not a topology file" in parse_error(write("plugin: constructed\n"))
 
 
+def test_invalid_plugin_option_names_the_file(write):
+    path = write(small_topology(cache_timeout="soon"))
+    message = parse_error(path)
+    assert "invalid plugin option in topology file %s" % path in message and "cache_timeout" in message
+
+
 # -- end to end: ansible-inventory ------------------------------------------------------------
 
 def ansible_inventory(*args):
