@@ -307,10 +307,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         try:
             document = self.loader.load_from_file(path, **load_options)
         except AnsibleError as error:
-            raise AnsibleParserError(
-                "cannot load topology file %s: %s. Fix: make it valid YAML (check indentation and quoting)"
-                % (path, to_native(error.message if hasattr(error, "message") else error))
-            )
+            reason = to_native(getattr(error, "message", error)).rstrip(".")
+            # ansible-core 2.19 keeps the position in error.obj (an Origin); 2.17 puts it in the message.
+            line, column = getattr(error.obj, "line_num", None), getattr(error.obj, "col_num", None)
+            if line is not None:
+                reason += " (line %s, column %s)" % (line, column)
+            raise AnsibleParserError("cannot load topology file %s: %s. Fix: make it valid YAML "
+                                     "(check indentation and quoting there)" % (path, reason))
         if not document:
             raise AnsibleParserError("topology file %s is empty. Fix: start it with `plugin: %s` and `regions:`"
                                      % (path, self.NAME))

@@ -276,6 +276,7 @@ def test_invalid_yaml_names_the_file(write):
     path = write("plugin: virtfleet.cluster.topology\nregions:\n  - name: eu\n   zones: [\n")
     message = parse_error(path)
     assert path in message and "cannot load topology file" in message and "valid YAML" in message
+    assert "line 4" in message
 
 
 def test_unreadable_file(tmp_path):
