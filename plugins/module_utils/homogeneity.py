@@ -73,12 +73,13 @@ class Finding:
     values: Dict[str, str]
     why: str
     detail: str = ""
+    summary: str = ""  # replaces the "<attribute> differs on ..." opening when set
 
     @property
     def message(self) -> str:
         odd = ", ".join("%s=%s" % (h, self.values.get(h, "?")) for h in self.hosts)
         ref = ("the others have %s" % self.reference) if self.reference is not None else "no majority"
-        text = "%s differs on %s (%s)" % (self.attribute, odd, ref)
+        text = self.summary or "%s differs on %s (%s)" % (self.attribute, odd, ref)
         if self.detail:
             text += ": " + self.detail
         return "%s - breaks live migration because %s" % (text, self.why) if self.severity == "error" \
@@ -119,20 +120,34 @@ class HomogeneityReport:
                 result.setdefault(host, []).append(finding.attribute)
         return result
 
-    def format_table(self) -> List[str]:
-        """The table as aligned text lines, odd values marked with '!' (errors) or '~' (warnings)."""
+    def format_table(self, collapse_equal: bool = True) -> List[str]:
+        """The table as aligned text lines, odd values marked with '!' (errors) or '~' (warnings).
+
+        With `collapse_equal`, an attribute on which every host agrees takes one line
+        (`= value`), so the columns only carry what differs.
+        """
         marks: Dict[Tuple[str, str], str] = {}
         for finding in self.findings:
             for host in finding.hosts:
                 if marks.get((finding.attribute, host)) != "!":
                     marks[(finding.attribute, host)] = "!" if finding.severity == "error" else "~"
         header = ["attribute"] + self.hosts
-        rows = [header]
+        rows, same = [header], []
         for attribute, values in self.table.items():
+            distinct = set(values.values())
+            if collapse_equal and len(distinct) == 1 and len(values) == len(self.hosts) \
+                    and not any((attribute, h) in marks for h in self.hosts):
+                same.append((attribute, distinct.pop()))
+                continue
             rows.append([attribute] + ["%s%s" % (marks.get((attribute, h), ""), values.get(h, "-"))
                                        for h in self.hosts])
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+        width = max([widths[0]] + [len(a) for a, _v in same])
+        lines = ["%s  = %s" % (a.ljust(width), v) for a, v in same]
+        if len(rows) > 1 or not same:
+            widths[0] = width
+            lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+        return lines
 
     def to_dict(self) -> dict:
         return {
@@ -141,7 +156,8 @@ class HomogeneityReport:
             "table": self.table,
             "table_lines": self.format_table(),
             "errors": [f.to_dict() for f in self.errors],
-            "warnings": [f.to_dict() for f in self.warnings],
+            # Not "warnings": Ansible treats that result key as its own warning list.
+            "advisories": [f.to_dict() for f in self.warnings],
             "odd_hosts": self.odd_hosts,
             "baseline_cpu": self.baseline_cpu,
             "common_machine_types": self.common_machine_types,
@@ -270,9 +286,10 @@ class _Builder:
                                                 {h: str(v) for h, v in values.items()}, WHY[attribute], detail))
         return reference, odd
 
-    def finding(self, attribute, hosts, values, reference=None, severity="error", detail=""):
+    def finding(self, attribute, hosts, values, reference=None, severity="error", detail="", summary=""):
         self.report.findings.append(Finding(attribute, severity, sorted(hosts), reference,
-                                            {h: str(v) for h, v in values.items()}, WHY[attribute], detail))
+                                            {h: str(v) for h, v in values.items()}, WHY[attribute], detail,
+                                            summary))
 
 
 def compare_cluster(hosts: Sequence, cpu_oracle=None, version_skew: Optional[Mapping[str, str]] = None,
@@ -301,9 +318,9 @@ def compare_cluster(hosts: Sequence, cpu_oracle=None, version_skew: Optional[Map
     queried = [h for h in inputs if (h.declared_hypervisor or "kvm") in QUERYABLE_HYPERVISORS]
     failed = [h for h in queried if h.facts is None]
     if failed:
-        b.finding("facts", [h.name for h in failed],
-                  {h.name: (h.error or "not gathered") for h in failed},
-                  detail="; ".join("%s: %s" % (h.name, h.error or "no facts") for h in failed))
+        b.finding("facts", [h.name for h in failed], {h.name: "not gathered" for h in failed},
+                  summary="no facts from %s" % ", ".join(h.name for h in failed),
+                  detail="; ".join("%s: %s" % (h.name, h.error or "not gathered") for h in failed))
     facts = {h.name: h.facts for h in queried if h.facts is not None}
 
     if facts:
@@ -327,7 +344,8 @@ def compare_cluster(hosts: Sequence, cpu_oracle=None, version_skew: Optional[Map
         b.majority_check("storage", {h.name: _storage_label(h.storage) for h in inputs})
     else:
         b.row("storage", {h.name: _storage_label(h.storage) for h in inputs})
-    if any(f.get("shared_storage") for f in facts.values()):
+    # Only worth a row when some host has a pool at the path: then the others stand out.
+    if any(f.get("shared_storage") and f["shared_storage"]["pools"] for f in facts.values()):
         b.row("storage_pool", {n: (", ".join(f["shared_storage"]["pools"]) or "no pool at path")
                                if f.get("shared_storage") else "-" for n, f in facts.items()})
     return b.report

@@ -49,6 +49,12 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     return _SECRET_QUERY.sub(r"\1********", uri)
 
 
+def uri_password(uri: Optional[str]) -> Optional[str]:
+    """The password embedded in `user:password@host` of a URI, or None (to mask it in output)."""
+    match = re.match(r"^[a-z0-9+.-]+://[^/@:]*:([^/@]*)@", uri or "", re.IGNORECASE)
+    return match.group(1) if match and match.group(1) else None
+
+
 def _hint(message: str, uri: str) -> str:
     """Turns a libvirt connection error into the most likely fix."""
     text = message.lower()

@@ -60,8 +60,13 @@ def test_identical_hosts_pass_with_table_and_baseline():
     assert report.baseline_cpu["model"] == "Skylake-Server"
     assert report.common_machine_types == ["pc", "pc-i440fx-7.2", "pc-q35-7.2", "q35"]
     lines = report.format_table()
-    assert lines[0].split() == ["attribute", "h1", "h2", "h3"]
+    assert "arch                 = x86_64" in lines
+    # Only the host UUIDs differ: they alone get per-host columns.
+    assert lines[-2].split() == ["attribute", "h1", "h2", "h3"]
+    assert lines[-1].split() == ["host_uuid", "uuid-1", "uuid-2", "uuid-3"]
     assert not any("!" in line for line in lines)
+    full = report.format_table(collapse_equal=False)
+    assert full[0].split() == ["attribute", "h1", "h2", "h3"] and len(full) == len(report.table) + 1
 
 
 def test_odd_arch_names_the_host_and_why():
@@ -119,7 +124,8 @@ def test_missing_facts_of_a_queryable_host_fail_with_the_error():
     hosts[1].facts = None
     hosts[1].error = "cannot connect to qemu+tcp://127.0.1.12/session: Connection refused"
     finding = errors_by_attribute(compare_cluster(hosts))["facts"]
-    assert finding.hosts == ["h2"] and "Connection refused" in finding.message
+    assert finding.hosts == ["h2"]
+    assert finding.message.startswith("no facts from h2: h2: cannot connect to qemu+tcp://127.0.1.12/session")
 
 
 @pytest.mark.parametrize("level, versions, odd", [
@@ -269,7 +275,7 @@ def test_report_to_dict_carries_messages():
     assert data["ok"] is False
     assert data["errors"][0]["attribute"] == "arch"
     assert "h3=ppc64le" in data["errors"][0]["message"]
-    assert data["table_lines"][0].startswith("attribute")
+    assert "arch                 x86_64  x86_64  !ppc64le" in data["table_lines"]
 
 
 def test_dict_inputs_are_accepted():

@@ -153,3 +153,9 @@ def test_gather_from_libvirt_test_driver():
     assert facts["running_guest_count"] == 1
     assert facts["memory_allocated_mib"] == guest["memory_mib"]
     assert facts["storage_pools"][0]["name"] == "default-pool"
+
+
+def test_uri_password():
+    assert lf.uri_password("qemu+ssh://root:hunter2@hv1/system") == "hunter2"
+    assert lf.uri_password("qemu+ssh://root@hv1/system") is None
+    assert lf.uri_password("qemu:///system") is None

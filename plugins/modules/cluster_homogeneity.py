@@ -1,0 +1,319 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: cluster_homogeneity
+short_description: Check that the hosts of a cluster can live-migrate guests between each other
+version_added: "0.1.0"
+description:
+  - Reads every host of one cluster through libvirt (the same facts as
+    M(virtfleet.cluster.hypervisor_facts)), builds an attribute x host table and fails naming
+    the odd host, the attribute and why the difference breaks live migration.
+  - "Compared: declared hypervisor (the topology's) and the one libvirt reports, architecture,
+    KVM usable on all hosts or none, CPU vendor, a CPU model every host can run (libvirt's
+    C(baselineHypervisorCPU) over the hosts' host-model CPUs, checked on each host with
+    C(compareHypervisorCPU)), libvirt and QEMU versions within O(version_skew), a common machine
+    type, distinct host UUIDs and the same primary storage."
+  - The reference value of an attribute is the one most hosts share; on a tie every host is
+    named.
+  - Hosts whose hypervisor the collection cannot query (C(hyperv), C(vsphere), ...) are compared by
+    their declared type (and storage) only.
+  - "Runs on the controller (C(delegate_to: localhost), once per cluster); only reads."
+author:
+  - virtfleet maintainers
+requirements:
+  - libvirt-python on the controller
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+options:
+  hosts:
+    description: The hosts of one cluster.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Host name (inventory name).
+        type: str
+        required: true
+      uri:
+        description:
+          - libvirt URI of the host (its C(virtfleet_libvirt_uri)). Required for hypervisors the
+            collection queries (kvm, qemu, xen, lxc) unless O(hosts[].facts) is given.
+        type: str
+      hypervisor:
+        description: Hypervisor the topology declares for the host (C(virtfleet_hypervisor)).
+        type: str
+      storage:
+        description: "The cluster's primary storage as the topology declares it (C(virtfleet_storage)): C(name), C(type), C(path)."
+        type: dict
+      facts:
+        description:
+          - Facts already gathered by M(virtfleet.cluster.hypervisor_facts) (its C(hypervisor)
+            result). When given, the host is not contacted. Its CPU still enters the baseline;
+            the baseline is not double-checked on its daemon then (libvirt's baseline is built to
+            run on every CPU it was given).
+        type: dict
+  version_skew:
+    description:
+      - How far libvirt and QEMU versions may differ, per component. C(exact) - identical,
+        C(patch) - same major.minor, C(minor) - same major, C(major) - any.
+    type: dict
+    default: {libvirt: minor, qemu: minor}
+    suboptions:
+      libvirt:
+        description: Allowed libvirt skew.
+        type: str
+        choices: [exact, patch, minor, major]
+        default: minor
+      qemu:
+        description: Allowed QEMU skew.
+        type: str
+        choices: [exact, patch, minor, major]
+        default: minor
+  cpu_comparison:
+    description:
+      - C(libvirt) computes the baseline with libvirt and checks it on every host's own daemon.
+        C(features) compares model names and feature sets in Python (stricter, it knows no model
+        hierarchy); used automatically when no host could be contacted.
+    type: str
+    choices: [libvirt, features]
+    default: libvirt
+  storage_must_match:
+    description: Whether different declared primary storage fails the check.
+    type: bool
+    default: true
+  fail_on_mismatch:
+    description:
+      - Fail the task when the cluster is not homogeneous. With V(false) the result carries
+        C(ok=false) and the findings, for reports.
+    type: bool
+    default: true
+  username:
+    description: User name for libvirt authentication (SASL), for every host.
+    type: str
+  password:
+    description: Password for libvirt authentication (SASL), for every host. Never shown in output.
+    type: str
+  return_facts:
+    description: Also return each host's gathered facts (large).
+    type: bool
+    default: false
+seealso:
+  - module: virtfleet.cluster.hypervisor_facts
+"""
+
+EXAMPLES = r"""
+- name: Check one cluster built by the topology inventory plugin
+  virtfleet.cluster.cluster_homogeneity:
+    hosts: >-
+      {{ groups['cluster_lab_a'] | map('extract', hostvars)
+         | map('dict2items') | map('items2dict') | list
+         | json_query('[].{name: inventory_hostname, uri: virtfleet_libvirt_uri,
+                           hypervisor: virtfleet_hypervisor, storage: virtfleet_storage}') }}
+  delegate_to: localhost
+  run_once: true
+
+- name: Explicit hosts, relaxed version policy, report only
+  virtfleet.cluster.cluster_homogeneity:
+    hosts:
+      - {name: hv1, uri: "qemu+ssh://root@hv1/system", hypervisor: kvm, storage: {name: nfs1, type: shared, path: /srv/nfs1}}
+      - {name: hv2, uri: "qemu+ssh://root@hv2/system", hypervisor: kvm, storage: {name: nfs1, type: shared, path: /srv/nfs1}}
+    version_skew: {libvirt: major, qemu: minor}
+    fail_on_mismatch: false
+  delegate_to: localhost
+  register: homogeneity
+
+- name: Print the table
+  ansible.builtin.debug:
+    msg: "{{ homogeneity.table_lines }}"
+"""
+
+RETURN = r"""
+ok:
+  description: Whether the cluster passed (no error findings).
+  returned: always
+  type: bool
+hosts:
+  description: Host names, in the order given (the table's columns).
+  returned: always
+  type: list
+  elements: str
+table:
+  description: Attribute -> host -> value.
+  returned: always
+  type: dict
+  sample: {arch: {hv-a1: x86_64, hv-a2: x86_64}, kvm: {hv-a1: "yes", hv-a2: "yes"}}
+table_lines:
+  description: The table as aligned text; odd values are marked C(!) (error) or C(~) (warning).
+  returned: always
+  type: list
+  elements: str
+errors:
+  description:
+    - Findings that break live migration. Each has C(attribute), C(hosts) (the odd ones),
+      C(reference) (majority value or null on a tie), C(values), C(why), C(detail) and C(message).
+  returned: always
+  type: list
+  elements: dict
+advisories:
+  description:
+    - Warning-level findings, same keys as RV(errors) - differences that restrict some guests
+      only (host-model CPU, machine types not on every host).
+  returned: always
+  type: list
+  elements: dict
+odd_hosts:
+  description: Host -> attributes on which it is odd (errors only).
+  returned: always
+  type: dict
+baseline_cpu:
+  description:
+    - The CPU model every host can run - C(model), C(vendor), C(features), C(xml), C(virttype),
+      C(arch), C(vendor_neutral) (true when vendors differ and only a vendor-less baseline
+      exists, which still fails the check). Null without CPU facts or without any baseline.
+  returned: always
+  type: dict
+common_machine_types:
+  description: Machine types every queried host supports.
+  returned: always
+  type: list
+  elements: str
+host_facts:
+  description: Host -> gathered facts.
+  returned: when O(return_facts) is true
+  type: dict
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.homogeneity import (
+    QUERYABLE_HYPERVISORS, FeatureSetCpuOracle, HostInput, compare_cluster)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
+    HAS_LIBVIRT, LibvirtCpuOracle, LibvirtFactsError, gather_hypervisor_facts, open_connection,
+    uri_password)
+
+
+class _PartialLibvirtOracle(LibvirtCpuOracle):
+    """libvirt baseline; hosts given as precomputed facts have no connection to double-check
+    the baseline on. The feature-set comparison cannot judge a libvirt model either (it knows
+    no model hierarchy), so such hosts get no verdict rather than a false refusal."""
+
+    def compare(self, host, xml, arch, virttype):
+        if host not in self.connections:
+            return None
+        return LibvirtCpuOracle.compare(self, host, xml, arch, virttype)
+
+
+def _gather(host, username, password):
+    """(connection or None, facts or None, error or None) of one host."""
+    storage_path = (host.get("storage") or {}).get("path")
+    try:
+        conn = open_connection(host["uri"], username, password)
+    except LibvirtFactsError as exc:
+        return None, None, str(exc)
+    try:
+        return conn, gather_hypervisor_facts(host["uri"], storage_path, conn=conn), None
+    except LibvirtFactsError as exc:
+        conn.close()
+        return None, None, str(exc)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            hosts=dict(type="list", elements="dict", required=True, options=dict(
+                name=dict(type="str", required=True),
+                uri=dict(type="str"),
+                hypervisor=dict(type="str"),
+                storage=dict(type="dict"),
+                facts=dict(type="dict"),
+            )),
+            version_skew=dict(type="dict", default={"libvirt": "minor", "qemu": "minor"}, options=dict(
+                libvirt=dict(type="str", default="minor", choices=["exact", "patch", "minor", "major"]),
+                qemu=dict(type="str", default="minor", choices=["exact", "patch", "minor", "major"]),
+            )),
+            cpu_comparison=dict(type="str", default="libvirt", choices=["libvirt", "features"]),
+            storage_must_match=dict(type="bool", default=True),
+            fail_on_mismatch=dict(type="bool", default=True),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            return_facts=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    hosts = module.params["hosts"]
+    for host in hosts:
+        secret = uri_password(host.get("uri"))
+        if secret:
+            module.no_log_values.add(secret)
+
+    to_query = []
+    for host in hosts:
+        declared = host.get("hypervisor")
+        if host.get("facts") is None and (declared or "kvm") in QUERYABLE_HYPERVISORS:
+            if not host.get("uri"):
+                module.fail_json(msg="host %s (hypervisor %s) has no uri and no facts: set its "
+                                     "virtfleet_libvirt_uri" % (host["name"], declared or "undeclared"))
+            to_query.append(host)
+    if to_query and not HAS_LIBVIRT:
+        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the controller")
+
+    connections, gathered, errors = {}, {}, {}
+    if to_query:
+        # Hosts are independent; a slow or dead host should not serialize the others.
+        with ThreadPoolExecutor(max_workers=min(8, len(to_query))) as pool:
+            results = list(pool.map(lambda h: _gather(h, module.params["username"], module.params["password"]),
+                                    to_query))
+        for host, (conn, facts, error) in zip(to_query, results):
+            if conn is not None:
+                connections[host["name"]] = conn
+            if facts is not None:
+                gathered[host["name"]] = facts
+            if error:
+                errors[host["name"]] = error
+
+    try:
+        inputs = []
+        for host in hosts:
+            facts = host.get("facts") if host.get("facts") is not None else gathered.get(host["name"])
+            inputs.append(HostInput(host["name"], host.get("hypervisor"), host.get("storage"), facts,
+                                    errors.get(host["name"])))
+        fallback = FeatureSetCpuOracle({h.name: h.facts["cpu"]["xml"] for h in inputs
+                                        if h.facts and h.facts.get("cpu") and h.facts["cpu"].get("xml")})
+        if module.params["cpu_comparison"] == "libvirt" and connections:
+            oracle = _PartialLibvirtOracle(connections)
+        else:
+            oracle = fallback
+        report = compare_cluster(inputs, cpu_oracle=oracle, version_skew=module.params["version_skew"],
+                                 storage_must_match=module.params["storage_must_match"])
+    finally:
+        for conn in connections.values():
+            try:
+                conn.close()
+            except Exception:  # closing is best effort; the result is already computed
+                pass
+
+    result = dict(changed=False, **report.to_dict())
+    if module.params["return_facts"]:
+        result["host_facts"] = {h.name: h.facts for h in inputs if h.facts is not None}
+    if not report.ok and module.params["fail_on_mismatch"]:
+        module.fail_json(msg="cluster is not homogeneous for live migration: "
+                             + " | ".join(f.message for f in report.errors), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
