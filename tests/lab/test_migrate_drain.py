@@ -1,0 +1,264 @@
+"""Live migration and host drain against the real lab (session libvirtds, TCG Linux guests
+printing a heartbeat that the lab timestamps in host time).
+
+Every test leaves the lab as it found it: guests it moved are moved back home.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+
+pytestmark = pytest.mark.lab
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The lab runs a dozen TCG guests on a couple of cores: figures are generous on purpose.
+# Without a migration the heartbeat comes every ~0.15 s, gaps up to ~1 s are scheduling noise.
+MAX_HEARTBEAT_GAP_S = 3.0
+MAX_DOWNTIME_MS = 3000
+
+
+def host_uri(lab, host):
+    info = lab.hosts[host]
+    if isinstance(info, dict):
+        return info.get("libvirt_uri") or info.get("uri")
+    return getattr(info, "libvirt_uri", None) or getattr(info, "uri")
+
+
+def home_of(lab, guest):
+    home = lab.guests[guest]
+    return home if isinstance(home, str) else (home.get("home") or home.get("host"))
+
+
+def cluster_hosts(lab, cluster, in_maintenance=()):
+    return [{"name": h, "uri": host_uri(lab, h), "in_maintenance": h in in_maintenance}
+            for h in sorted(lab.clusters[cluster])]
+
+
+def guests_on(lab, host):
+    return sorted(g for g in lab.guests if lab.where(g) == host)
+
+
+def beats_between(lab, guest, start, end):
+    return [(b[0], b[1]) for b in lab.heartbeats(guest) if start <= b[0] <= end]
+
+
+def heartbeat_report(lab, guest, start, end):
+    """(largest gap in host time, heartbeats lost) over [start, end]."""
+    beats = beats_between(lab, guest, start, end)
+    assert len(beats) >= 2, "no heartbeat from %s between %s and %s" % (guest, start, end)
+    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:])]
+    lost = sum(b[1] - a[1] - 1 for a, b in zip(beats, beats[1:]) if b[1] > a[1])
+    return max(gaps), lost
+
+
+def move_home(lab, cluster):
+    """Put every guest of the cluster back on its home host (parallel, like a drain)."""
+    moves = []
+    for guest in sorted(lab.guests):
+        home = home_of(lab, guest)
+        if home not in lab.clusters[cluster]:
+            continue
+        now = lab.where(guest)
+        assert now is not None, "%s runs nowhere: the lab is damaged" % guest
+        if now != home:
+            moves.append({"guest": guest, "source": now, "destination": home})
+
+    def migrate_one(move):
+        return mig.migrate_guest(move["guest"], host_uri(lab, move["source"]),
+                                 host_uri(lab, move["destination"]),
+                                 source_name=move["source"], dest_name=move["destination"])
+    outcomes = dr.run_moves(moves, migrate_one, max_parallel=2, max_incoming_per_destination=2)
+    failed = [o for o in outcomes if o["status"] != "migrated"]
+    assert not failed, "could not restore the lab: %s" % failed
+
+
+@pytest.fixture
+def cluster_a(lab):
+    name = sorted(lab.clusters)[0]
+    move_home(lab, name)
+    yield name
+    move_home(lab, name)
+
+
+@pytest.fixture
+def cluster_b(lab):
+    name = sorted(lab.clusters)[-1]
+    move_home(lab, name)
+    yield name
+    move_home(lab, name)
+
+
+def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a):
+    source, destination = sorted(lab.clusters[cluster_a])[:2]
+    guest = guests_on(lab, source)[0]
+    samples = []
+    started = time.time()
+    result = mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                               mig.MigrationOptions(max_downtime_ms=300),
+                               progress=samples.append, source_name=source,
+                               dest_name=destination)
+    ended = time.time()
+    time.sleep(2)  # let the heartbeat go on after the switch-over
+
+    assert lab.where(guest) == destination
+    assert mig.locate_guest(guest, {source: host_uri(lab, source)})[source] == "absent"
+    gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
+    print("\n%s %s -> %s: downtime %s ms, libvirt total %s ms, setup %s ms, %s iterations, "
+          "%s transferred, wall %.2f s; largest heartbeat gap %.3f s, %d lost"
+          % (guest, source, destination, result["downtime_ms"], result["total_time_ms"],
+             result["setup_time_ms"], result["memory_iterations"],
+             mig.human_bytes(result["memory_transferred_bytes"]), ended - started, gap, lost))
+    assert result["downtime_ms"] is not None and 0 <= result["downtime_ms"] < MAX_DOWNTIME_MS
+    assert result["total_time_ms"] > 0 and result["memory_iterations"] >= 1
+    assert lost == 0
+    assert gap < MAX_HEARTBEAT_GAP_S
+    assert any(s.phase == "precopy" and s.data_total for s in samples)
+    assert samples[-1].phase == "completed"
+
+
+def run_evacuate(lab, host, tmp_path, *extra):
+    """Runs playbooks/evacuate_host.yml; returns (process, drain report saved by the play)."""
+    report = tmp_path / ("drain-%d.json" % time.monotonic_ns())
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    command = ["ansible-playbook", os.path.join(REPO, "playbooks", "evacuate_host.yml"),
+               "-i", str(lab.inventory), "-e", "evacuate_host=%s" % host,
+               "-e", "evacuate_max_incoming=2", "-e", "evacuate_result_file=%s" % report]
+    proc = subprocess.run(command + list(extra), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(report.read_text())
+
+
+def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, tmp_path):
+    source = sorted(lab.clusters[cluster_a])[0]
+    before = guests_on(lab, source)
+    assert len(before) >= 2
+    _proc, planned = run_evacuate(lab, source, tmp_path, "--check")
+    assert planned["changed"] and planned["check_mode"]
+    assert guests_on(lab, source) == before  # check mode moved nothing
+
+    started = time.time()
+    proc, done = run_evacuate(lab, source, tmp_path)
+    elapsed = time.time() - started
+
+    # Same plan, and the guests are where it said.
+    assert done["plan"]["moves"] == planned["plan"]["moves"]
+    for move in done["plan"]["moves"]:
+        assert lab.where(move["guest"]) == move["destination"], move
+    assert sorted(m["guest"] for m in done["plan"]["moves"]) == before
+    assert done["remaining_guests"] == [] and guests_on(lab, source) == []
+    # Live progress was printed while it ran.
+    assert "%s drain: " % source in proc.stdout and "% of" in proc.stdout
+    # In parallel: the migrations overlapped in time.
+    spans = sorted((m["started_s"], m["ended_s"]) for m in done["migrations"])
+    assert spans[1][0] < spans[0][1], spans
+    print("\ndrain of %s via ansible-playbook: %d guests in %.1f s (module %s s); %s"
+          % (source, len(before), elapsed, done["elapsed_s"], "; ".join(
+              "%s -> %s downtime %s ms" % (m["guest"], m["destination"],
+                                           m["result"]["downtime_ms"])
+              for m in done["migrations"])))
+
+
+def test_drain_that_cannot_fit_is_refused_with_nothing_moved(lab, cluster_a):
+    source = sorted(lab.clusters[cluster_a])[0]
+    before = dict((g, lab.where(g)) for g in lab.guests)
+    hosts = cluster_hosts(lab, cluster_a)
+    on_source = guests_on(lab, source)
+
+    # Overcommit ratio so small that no host has room for a 128 MiB guest.
+    with pytest.raises(dr.DrainError) as refused:
+        dr.drain_host(source, hosts, dr.DrainOptions(memory_overcommit=0.01, memory_reserve_mib=0))
+    message = refused.value.message
+    assert message.startswith("refusing to drain %s, nothing was moved" % source)
+    assert "MiB short" in message and all(g in message for g in on_source)
+
+    # Every other host in maintenance.
+    others = [h for h in lab.clusters[cluster_a] if h != source]
+    with pytest.raises(dr.DrainError) as refused:
+        dr.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others))
+    assert "in maintenance" in refused.value.message
+    assert refused.value.result["plan"]["excluded_in_maintenance"] == sorted(others)
+
+    # Check mode refuses the same way.
+    with pytest.raises(dr.DrainError):
+        dr.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others),
+                      check_mode=True)
+    assert dict((g, lab.where(g)) for g in lab.guests) == before
+
+
+def test_migration_aborted_by_timeout_leaves_the_guest_running_on_its_source(lab, cluster_a):
+    source, destination = sorted(lab.clusters[cluster_a])[:2]
+    guest = guests_on(lab, source)[0]
+    started = time.time()
+    # 1 MiB/s cannot move a booted Linux guest in 10 s: the timeout fires mid-transfer.
+    with pytest.raises(mig.MigrationError) as failed:
+        mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                          mig.MigrationOptions(bandwidth_mib=1, timeout=10),
+                          source_name=source, dest_name=destination)
+    ended = time.time()
+    error = failed.value
+    print("\n" + error.message)
+    assert error.reason == "timeout" and error.location == "source"
+    assert error.running_on == source
+    assert error.message.startswith("%s still running on %s: migration to %s aborted"
+                                    % (guest, source, destination))
+    time.sleep(2)
+    assert lab.where(guest) == source
+    where = mig.locate_guest(guest, {source: host_uri(lab, source),
+                                     destination: host_uri(lab, destination)})
+    assert where == {source: "running", destination: "absent"}
+    gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
+    assert lost == 0 and gap < MAX_HEARTBEAT_GAP_S
+
+
+def test_destination_dying_mid_migration_leaves_the_guest_running_on_its_source(lab, cluster_b):
+    hosts = sorted(lab.clusters[cluster_b])
+    source, destination = hosts[0], hosts[-1]
+    # Empty the destination first: its "reboot" kills whatever it runs.
+    dr.drain_host(destination, cluster_hosts(lab, cluster_b, in_maintenance=[source]),
+                  dr.DrainOptions(max_incoming_per_destination=2))
+    assert guests_on(lab, destination) == []
+    guest = guests_on(lab, source)[0]
+
+    transferring = threading.Event()
+
+    def progress(sample):
+        if sample.phase == "precopy" and sample.data_total:
+            transferring.set()
+
+    outcome = {}
+
+    def migrate():
+        try:
+            outcome["result"] = mig.migrate_guest(
+                guest, host_uri(lab, source), host_uri(lab, destination),
+                mig.MigrationOptions(bandwidth_mib=2), progress=progress,
+                source_name=source, dest_name=destination)
+        except mig.MigrationError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=migrate)
+    started = time.time()
+    worker.start()
+    assert transferring.wait(120), "the migration never started transferring"
+    lab.reboot(destination)  # kills the destination daemon and its incoming QEMU
+    worker.join(300)
+    ended = time.time()
+    assert not worker.is_alive()
+    assert "error" in outcome, "migration succeeded although the destination was rebooted"
+    error = outcome["error"]
+    print("\n" + error.message)
+    assert error.location == "source" and error.running_on == source
+    assert error.message.startswith("%s still running on %s" % (guest, source))
+    time.sleep(2)
+    assert lab.where(guest) == source
+    gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
+    assert lost == 0 and gap < MAX_HEARTBEAT_GAP_S
