@@ -138,7 +138,9 @@ def build_report(events):
                                            "hosts": list(members), "reason": None})
         elif kind == "plan":
             plan = {"waves": event.get("waves") or [], "skipped": event.get("skipped") or {},
-                    "drain_plans": event.get("drain_plans") or {}}
+                    "drain_plans": event.get("drain_plans") or {},
+                    "capacity_ok": (event.get("capacity") or {}).get("ok"),
+                    "capacity_problems": (event.get("capacity") or {}).get("problems") or []}
             for name, info in (event.get("clusters") or {}).items():
                 entry = clusters.setdefault(name, {"name": name, "status": "planned",
                                                    "hosts": [], "reason": None})
@@ -404,6 +406,18 @@ def render_markdown(report, svg_name="timeline.svg"):
         for index, wave in enumerate(report["plan"]["waves"]):
             out.append("%d. %s" % (index + 1, ", ".join(wave) or "-"))
         out.append("")
+        if report["plan"].get("capacity_ok") is not None:
+            out.append("Capacity proof: %s" % ("ok" if report["plan"]["capacity_ok"] else
+                                               "FAILED: " + "; ".join(report["plan"]["capacity_problems"])))
+            out.append("")
+        for host, drain in sorted(report["plan"]["drain_plans"].items()):
+            moves = ", ".join("%s -> %s" % (m.get("guest"), m.get("destination"))
+                              for m in drain.get("moves") or []) or "no guest to move"
+            problems = "; ".join(drain.get("problems") or [])
+            out.append("- drain plan of %s (as the cluster is now): %s%s" % (
+                host, moves, (" - REFUSED: " + problems) if problems else ""))
+        if report["plan"]["drain_plans"]:
+            out.append("")
     for cname in sorted(report["clusters"]):
         cluster = report["clusters"][cname]
         out += ["## Cluster %s: %s" % (cname, _status_word(cluster["status"])), ""]
@@ -484,6 +498,20 @@ def render_html(report):
         for wave in report["plan"]["waves"]:
             out.append("<li>%s</li>" % esc(", ".join(wave)))
         out.append("</ol>")
+        if report["plan"].get("capacity_ok") is not None:
+            out.append("<p>Capacity proof: %s</p>" % ("ok" if report["plan"]["capacity_ok"] else
+                                                       '<span class="failed">FAILED: %s</span>'
+                                                       % esc("; ".join(report["plan"]["capacity_problems"]))))
+        if report["plan"]["drain_plans"]:
+            out.append("<h3>Drain plans (as each cluster is now)</h3><ul>")
+            for host, drain in sorted(report["plan"]["drain_plans"].items()):
+                moves = ", ".join("%s &rarr; %s" % (esc(str(m.get("guest"))), esc(str(m.get("destination"))))
+                                  for m in drain.get("moves") or []) or "no guest to move"
+                problems = "; ".join(drain.get("problems") or [])
+                out.append("<li><b>%s</b>: %s%s</li>" % (esc(host), moves,
+                                                          ' <span class="failed">REFUSED: %s</span>' % esc(problems)
+                                                          if problems else ""))
+            out.append("</ul>")
     for cname in sorted(report["clusters"]):
         cluster = report["clusters"][cname]
         cls = ' class="failed"' if cluster["status"] in ("failed", "stopped") else ""

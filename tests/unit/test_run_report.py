@@ -149,3 +149,15 @@ def test_empty_log():
     assert report["totals"]["hosts_planned"] == 0
     rr.render_html(report)
     rr.render_markdown(report)
+
+
+def test_dry_run_plan_is_rendered():
+    events = [ev(0, "run_start", dry_run=True, clusters={"a": ["a1"]}),
+              ev(1, "plan", waves=[["a1"]], skipped={}, clusters={"a": {"max_unavailable": 1, "hosts": ["a1"]}},
+                 capacity={"ok": True, "problems": []},
+                 drain_plans={"a1": {"moves": [{"guest": "g1", "destination": "a2"}], "problems": []}}),
+              ev(2, "run_end", status="dry_run")]
+    report = rr.build_report(events)
+    assert report["run"]["dry_run"] and report["clusters"]["a"]["status"] == "dry_run"
+    assert "g1 -> a2" in rr.render_markdown(report)
+    assert "g1 &rarr; a2" in rr.render_html(report)
