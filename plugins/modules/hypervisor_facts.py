@@ -20,7 +20,8 @@ description:
     disks and what would stop it from live-migrating.
   - "Meant to run on the controller (C(delegate_to: localhost)) with the host's
     C(virtfleet_libvirt_uri); only reads, so check mode runs it the same way."
-  - A password embedded in O(uri) (C(user:password@host)) is masked in all output.
+  - A password embedded in O(uri) (C(user:password@host)) is masked in the module's output;
+    prefer O(password), since ad-hoc C(ansible -vvv) echoes task arguments before any module runs.
 author:
   - virtfleet maintainers
 requirements:
