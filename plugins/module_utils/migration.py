@@ -473,19 +473,40 @@ def locate_guest(guest, uris, connect=None):
 
 
 def _suggestion(options, reason):
+    """What the operator can change, for the error message."""
     if reason == "stalled":
         tips = []
         if not options.auto_converge:
             tips.append("enable auto_converge")
         if not options.postcopy:
-            tips.append("post-copy")
+            tips.append("allow post-copy")
         tips.append("raise max_downtime_ms" if options.max_downtime_ms else "set max_downtime_ms")
         if options.bandwidth_mib:
             tips.append("raise bandwidth_mib")
-        return "; " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
+        return "; try: " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
     if reason == "timeout":
         return "; raise timeout or timeout_per_gib, or use auto_converge / parallel_connections"
     return ""
+
+
+# libvirt/QEMU errors that have a known cause, with what to do about it.
+ERROR_HINTS = (
+    ("same host", "both hosts report the same host UUID: set host_uuid_source = \"machine-id\""
+                  " or a distinct host_uuid in libvirtd.conf"),
+    ("Postcopy is not supported", "QEMU needs userfaultfd for post-copy: a system daemon, or"
+                                  " vm.unprivileged_userfaultfd=1 for session daemons"),
+    ("client socket is closed", "the connection between the daemons broke: did the destination"
+                                " daemon or host go away?"),
+    ("Connection refused", "is libvirtd listening on the destination for the URI the source"
+                           " daemon uses (dest_migration_uri)?"),
+)
+
+
+def _hint_for(text):
+    for needle, hint in ERROR_HINTS:
+        if needle in text:
+            return hint
+    return None
 
 
 def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
@@ -675,8 +696,9 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
         text = _libvirt_message(exc) if exc is not None else "unknown error"
         if "same host" in text:
             reason = "same-host-uuid"
-            text += (" (both hosts report the same host UUID: set host_uuid_source ="
-                     " \"machine-id\" or a distinct host_uuid in libvirtd.conf)")
+        hint = _hint_for(text)
+        if hint:
+            text += " (%s)" % hint
         why = "migration to %s failed: %s" % (dest_name, text)
     raise _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started,
                    source_name, dest_name, reason, why + _suggestion(options, reason), fail,
