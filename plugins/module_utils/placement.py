@@ -346,6 +346,7 @@ def plan_drain(source: str, hosts: Sequence[HostCapacity], guests: Sequence[Gues
 class CapacityStep:
     host: str
     plan: Plan
+    step: int = 1  # 1-based index of the step (wave) the host was drained in
 
 
 @dataclass
@@ -363,37 +364,41 @@ class CapacityProof:
         return [step for step in self.steps if not step.plan.ok]
 
     def problems(self) -> List[str]:
-        return ["draining %s (step %d): %s" % (step.host, i + 1, problem)
-                for i, step in enumerate(self.steps) for problem in step.plan.problems()]
+        return ["draining %s (step %d): %s" % (step.host, step.step, problem)
+                for step in self.steps for problem in step.plan.problems()]
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "problems": self.problems(),
-                "steps": [{"host": s.host, "plan": s.plan.to_dict()} for s in self.steps]}
+                "steps": [{"step": s.step, "host": s.host, "plan": s.plan.to_dict()} for s in self.steps]}
 
 
-def prove_rolling_capacity(order: Sequence[str], hosts: Sequence[HostCapacity], guests: Sequence[Guest],
-                           policy: Optional[PlacementPolicy] = None,
+def prove_rolling_capacity(order: Sequence[Union[str, Sequence[str]]], hosts: Sequence[HostCapacity],
+                           guests: Sequence[Guest], policy: Optional[PlacementPolicy] = None,
                            cpu_check: Optional[CpuCheck] = None) -> CapacityProof:
     """Checks that for every host in `order`, the rest of its cluster can absorb its guests.
 
-    The drains are simulated in sequence: when host k is drained, the guests of hosts drained
-    before it are wherever their plans put them, and those hosts are back in service (empty,
-    usable as destinations). Guests that would be shut down or left in place stay on their
-    host. A step that fails does not stop the simulation: the guests it could place are moved,
+    `order` lists the steps of the maintenance: a host name, or a list of host names that are
+    in maintenance at the same time (a wave with max_unavailable > 1); hosts of one step are
+    never destinations for each other. The drains are simulated in sequence: when a step is
+    drained, guests of earlier steps are wherever their plans put them (memory, vCPUs, host
+    free memory and anti-affinity follow them), and hosts of earlier steps are back in service
+    (usable as destinations). Guests that would be shut down or left in place stay on their
+    host. A failing step does not stop the simulation: the guests it could place are moved,
     the rest stay, so later steps still report their own shortfalls.
     """
     policy = policy or PlacementPolicy()
     cluster = _Cluster(hosts, guests, policy)
-    unknown = [h for h in order if h not in cluster.states]
+    steps_hosts = [[step] if isinstance(step, str) else list(step) for step in order]
+    unknown = [h for step in steps_hosts for h in step if h not in cluster.states]
     if unknown:
         raise ValueError("hosts in the order but not in the cluster: %s" % ", ".join(unknown))
     steps = []
-    for host in order:
-        was_in_maintenance = host in cluster.in_maintenance
-        cluster.in_maintenance.add(host)
-        steps.append(CapacityStep(host, _drain(cluster, host, cpu_check)))
-        if not was_in_maintenance:
-            cluster.in_maintenance.discard(host)
+    for number, members in enumerate(steps_hosts, start=1):
+        newly_marked = [h for h in members if h not in cluster.in_maintenance]
+        cluster.in_maintenance.update(members)
+        for host in members:
+            steps.append(CapacityStep(host, _drain(cluster, host, cpu_check), number))
+        cluster.in_maintenance.difference_update(newly_marked)
     return CapacityProof(steps)
 
 

@@ -318,3 +318,36 @@ def test_plans_never_overcommit_or_break_anti_affinity(host_mem, guest_specs, ov
 def test_memory_loads():
     loads = memory_loads(hosts(("h1", 1000, 1), ("h2", 1000, 1)), [Guest("a", 250, 1, host="h1")])
     assert loads == {"h1": 0.25, "h2": 0.0}
+
+
+def test_capacity_proof_with_waves_keeps_a_whole_wave_out_of_service():
+    cluster = hosts(("h1", 2048, 8), ("h2", 2048, 8), ("h3", 2048, 8))
+    guests = [Guest("g1", 1024, 1, host="h1"), Guest("g2", 1024, 1, host="h2")]
+    # One at a time, g1 may go to h2 and back; with h1 and h2 out together both must fit on h3.
+    proof = prove_rolling_capacity([["h1", "h2"], "h3"], cluster, guests, NO_RESERVE)
+    assert proof.ok, proof.problems()
+    assert [(s.step, s.host) for s in proof.steps] == [(1, "h1"), (1, "h2"), (2, "h3")]
+    assert {m.guest: m.destination for s in proof.steps[:2] for m in s.plan.moves} == {"g1": "h3", "g2": "h3"}
+    # h3's two guests then go back to h1/h2, which are in service again.
+    assert {m.destination for m in proof.steps[2].plan.moves} == {"h1", "h2"}
+    too_big = [Guest("g1", 1536, 1, host="h1"), Guest("g2", 1024, 1, host="h2")]
+    failing = prove_rolling_capacity([["h1", "h2"], "h3"], cluster, too_big, NO_RESERVE)
+    assert failing.problems() == [
+        "draining h2 (step 1): g2 (1024 MiB, 1 vCPU) cannot be placed: h1: in maintenance; "
+        "h3: memory: needs 1024 MiB, 512 MiB left (total 2048 MiB x 1 - reserve 0 MiB - 1536 MiB allocated)"]
+
+
+def test_capacity_proof_tracks_host_free_memory_across_steps():
+    # Host-reported free memory follows the guests: after g1 lands on h2, h2 reports 512 MiB
+    # less free when h3 is drained. Re-planning from the original free figures would accept h2.
+    cluster = [HostCapacity("h1", 1024, 8, memory_free_mib=0), HostCapacity("h2", 8192, 8, memory_free_mib=1500),
+               HostCapacity("h3", 8192, 8, memory_free_mib=1500)]
+    guests = [Guest("g1", 512, 1, host="h1"), Guest("g3", 1024, 1, host="h3")]
+    policy = PlacementPolicy(memory_reserve_mib=0)
+    proof = prove_rolling_capacity(["h1", "h3"], cluster, guests, policy)
+    assert proof.steps[0].plan.moves[0].destination == "h2"
+    assert not proof.ok
+    reasons = proof.steps[1].plan.unplaced[0].per_host
+    assert "host reports 988 MiB free" in reasons["h2"]
+    assert "host reports 512 MiB free" in reasons["h1"]  # g1's memory came back to h1
+    assert plan_drain("h3", cluster, guests, policy).ok  # alone, h3 would drain fine
