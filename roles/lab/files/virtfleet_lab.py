@@ -230,16 +230,9 @@ def load_lab(topology_path: str) -> dict:
             raise LabError("lab_guest_workload of %s is %r: use heartbeat (default) or dirty" % (host, workload))
         for index in range(1, int(variables.get("lab_guests_per_host", 2)) + 1):
             guest = "%s-g%d" % (_short_name(host), index)
-            lab["guests"][guest] = {
-                "name": guest,
-                "home": host,
-                "cluster": cluster,
-                "memory_mib": int(variables.get("lab_guest_memory_mib", 128)),
-                "workload": workload,
-                "dirty_mib": int(variables.get("lab_guest_dirty_mib", 48)),
-                "uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/guest/%s" % (lab_name, guest))),
-                "serial_log": os.path.join(storage["path"], "%s.serial.log" % guest),
-            }
+            lab["guests"][guest] = _guest_record(lab, guest, host, cluster, storage["path"],
+                                                 int(variables.get("lab_guest_memory_mib", 128)), workload,
+                                                 int(variables.get("lab_guest_dirty_mib", 48)))
     addresses = [h["address"] for h in lab["hosts"].values()]
     if len(set(addresses)) != len(addresses):
         raise LabError("two lab hosts share an address in %s: every lab host needs its own" % topology_path)
@@ -248,6 +241,24 @@ def load_lab(topology_path: str) -> dict:
             raise LabError("lab host address %s is not a loopback address other than 127.0.0.1: the lab "
                            "listens on loopback only (use 127.0.1.N)" % address)
     return lab
+
+
+def _guest_record(lab: dict, name: str, home: str, cluster: str, storage: str, memory_mib: int, workload: str,
+                  dirty_mib: int, extra: bool = False) -> dict:
+    if not re.match(r"^[a-z0-9][a-z0-9-]{0,40}$", name):
+        raise LabError("guest name %r: use lowercase letters, digits and - (at most 41 characters)" % name)
+    return {
+        "name": name,
+        "home": home,
+        "cluster": cluster,
+        "memory_mib": memory_mib,
+        "workload": workload,
+        "dirty_mib": dirty_mib,
+        "uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/guest/%s" % (lab["name"], name))),
+        "serial_log": os.path.join(storage, "%s.serial.log" % name),
+        # Added by guest-add rather than by the topology: kept across `up`, removed by guest-remove.
+        "extra": extra,
+    }
 
 
 def saved_lab(state_dir: str) -> dict | None:
@@ -396,12 +407,16 @@ if [ "$workload" = dirty ]; then
     # Random seed: zero pages would be sent as zero markers and not stress migration.
     dd if=/dev/urandom of=/dirty/seed bs=1M count=4 2>/dev/null
     (
+        shift=0
         while :; do
-            offset=0
+            # Every pass shifts the data by 2 MiB, so each page really changes content (a page
+            # rewritten with the same bytes looks clean to QEMU's dirty-rate sampling).
+            offset=$shift
             while [ $offset -lt $dirty_mib ]; do
                 dd if=/dirty/seed of=/dirty/pages bs=1M seek=$offset conv=notrunc 2>/dev/null
                 offset=$((offset + 4))
             done
+            shift=$((2 - shift))
         done
     ) &
 fi
@@ -730,17 +745,21 @@ def prepare(lab: dict, image: dict) -> None:
                             ("u:%d:rw" % uid) if host["kvm"] else ("u:%d" % uid), "/dev/kvm"],
                            check=False, stderr=subprocess.DEVNULL)
     for guest in lab["guests"].values():
-        # Created by root ahead of time, group-writable: whichever host runs the guest (its user
-        # differs per host) can append to the one serial log across migrations.
-        path = guest["serial_log"]
-        if not os.path.exists(path):
-            with open(path, "a"):
-                pass
-        os.chown(path, 0, lab["clusters"][guest["cluster"]]["gid"])
-        os.chmod(path, 0o664)
+        _create_serial_log(lab, guest)
     lab["image"] = {key: image[key] for key in ("kernel", "initrd", "kernel_version", "kvm_boots_linux", "kvm_probe")}
     _write_atomic(os.path.join(state, "lab.json"), json.dumps(lab, indent=2, sort_keys=True) + "\n")
     _write_atomic(os.path.join(state, "inventory.yml"), static_inventory(lab))
+
+
+def _create_serial_log(lab: dict, guest: dict) -> None:
+    """Created by root ahead of time, group-writable: whichever host runs the guest (its user
+    differs per host) can append to the one serial log across migrations."""
+    path = guest["serial_log"]
+    if not os.path.exists(path):
+        with open(path, "a"):
+            pass
+    os.chown(path, 0, lab["clusters"][guest["cluster"]]["gid"])
+    os.chmod(path, 0o664)
 
 
 def static_inventory(lab: dict) -> str:
@@ -1054,36 +1073,65 @@ def read_heartbeats(lab: dict, guest: str, since: float = 0.0) -> list:
 
 
 class HeartbeatFollower:
-    """Follows the serial logs of the lab's guests and timestamps each heartbeat line on arrival."""
+    """Follows the serial logs of the lab's guests and timestamps each heartbeat line on arrival.
+
+    A serial log is followed by inode: a guest removed and added again under the same name has a
+    new log, which is read from its start."""
 
     def __init__(self, lab: dict):
         self.lab = lab
-        self.offsets: dict[str, int] = {}
+        self.positions: dict[str, list] = {}  # guest -> [inode, offset]
         self.partial: dict[str, bytes] = {}
         self.outputs: dict[str, object] = {}
 
-    def start_at_end(self):
-        """Old lines have no host time; a restarted agent only timestamps what comes next."""
+    def _offsets_path(self) -> str:
+        return os.path.join(self.lab["state_dir"], "heartbeats", ".offsets.json")
+
+    def resume(self):
+        """Continue where the previous agent stopped (it saved its positions), so replacing the
+        agent loses no heartbeat line; without them, old lines have no host time: skip them."""
+        try:
+            with open(self._offsets_path()) as handle:
+                saved = json.load(handle)
+        except (OSError, ValueError):
+            saved = {}
         for guest in self.lab["guests"].values():
             with contextlib.suppress(OSError):
-                self.offsets[guest["name"]] = os.path.getsize(guest["serial_log"])
+                info = os.stat(guest["serial_log"])
+                position = saved.get(guest["name"])
+                if not (isinstance(position, list) and position[0] == info.st_ino):
+                    position = [info.st_ino, info.st_size]
+                self.positions[guest["name"]] = position
+
+    def save(self):
+        _write_atomic(self._offsets_path(), json.dumps(self.positions))
+
+    def _output(self, name: str):
+        output = self.outputs.get(name)
+        if output is not None and os.fstat(output.fileno()).st_nlink == 0:  # removed (guest-remove)
+            output.close()
+            output = None
+        if output is None:
+            output = self.outputs[name] = open(heartbeat_path(self.lab, name), "a", buffering=1)
+        return output
 
     def poll(self, now: float) -> None:
-        for guest in self.lab["guests"].values():
+        for guest in list(self.lab["guests"].values()):
             name = guest["name"]
             try:
-                size = os.path.getsize(guest["serial_log"])
+                info = os.stat(guest["serial_log"])
             except OSError:
                 continue
-            offset = self.offsets.get(name, 0)
-            if size < offset:  # truncated: start over
+            inode, offset = self.positions.get(name, (info.st_ino, 0))
+            if inode != info.st_ino or info.st_size < offset:  # a new or truncated log: from its start
                 offset, self.partial[name] = 0, b""
-            if size == offset:
+            if info.st_size == offset:
+                self.positions[name] = [info.st_ino, offset]
                 continue
             with open(guest["serial_log"], "rb") as handle:
                 handle.seek(offset)
-                data = handle.read(size - offset)
-            self.offsets[name] = offset + len(data)
+                data = handle.read(info.st_size - offset)
+            self.positions[name] = [info.st_ino, offset + len(data)]
             lines = (self.partial.get(name, b"") + data).split(b"\n")
             self.partial[name] = lines.pop()
             records = []
@@ -1092,10 +1140,7 @@ class HeartbeatFollower:
                 if len(parts) == 4 and parts[0] == HEARTBEAT_PREFIX and parts[1] == name and parts[3].isdigit():
                     records.append("%.3f %s %s\n" % (now, parts[3], parts[2]))
             if records:
-                output = self.outputs.get(name)
-                if output is None:
-                    output = self.outputs[name] = open(heartbeat_path(self.lab, name), "a", buffering=1)
-                output.write("".join(records))
+                self._output(name).write("".join(records))
 
 
 def run_agent(lab: dict) -> None:
@@ -1104,7 +1149,7 @@ def run_agent(lab: dict) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     follower = HeartbeatFollower(lab)
-    follower.start_at_end()
+    follower.resume()
     rebooting: dict[str, threading.Thread] = {}
 
     def reboot_later(host):
@@ -1115,12 +1160,17 @@ def run_agent(lab: dict) -> None:
         except Exception as error:  # noqa: BLE001 - the agent must outlive one failed reboot
             log("host %s: requested reboot failed: %s" % (host["name"], error))
 
+    lab_json = os.path.join(lab["state_dir"], "lab.json")
+    lab_json_mtime = _mtime(lab_json)
     next_request_check = 0.0
     while not stop.is_set():
         now = time.time()
         follower.poll(now)
         if now >= next_request_check:
             next_request_check = now + 0.2
+            if _mtime(lab_json) != lab_json_mtime:  # guests added or removed (guest-add, guest-remove, up)
+                lab_json_mtime = _mtime(lab_json)
+                follower.lab["guests"] = (saved_lab(lab["state_dir"]) or lab)["guests"]
             for host in lab["hosts"].values():
                 request = os.path.join(host["dir"], "control", "reboot-request")
                 if os.path.exists(request) and not (rebooting.get(host["name"]) and
@@ -1131,19 +1181,39 @@ def run_agent(lab: dict) -> None:
                     rebooting[host["name"]] = thread
                     thread.start()
         stop.wait(HEARTBEAT_POLL_S)
+    follower.poll(time.time())
+    follower.save()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _program_digest() -> str:
+    with open(os.path.abspath(__file__), "rb") as handle:
+        return uuid.uuid5(LAB_UUID_NAMESPACE, handle.read().decode(errors="replace")).hex[:12]
 
 
 def ensure_agent(lab: dict) -> bool:
+    """Start the agent unless it runs; replace it when this program changed since it started."""
     pid_path = os.path.join(lab["state_dir"], "agent.pid")
     pid = _read_pid(pid_path)
-    if _alive(pid) and "virtfleet_lab" in _cmdline(pid):
+    running = _alive(pid) and "virtfleet_lab" in _cmdline(pid)
+    if running and _read_text(pid_path).split()[1:] == [_program_digest()]:
         return False
+    if running:
+        _kill([pid], signal.SIGTERM)
+        if not _wait_until(lambda: not _alive(pid), 10):
+            _kill([pid])
     output = open(os.path.join(lab["state_dir"], "log", "agent.log"), "ab")
     process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "agent", "--state-dir",
                                 lab["state_dir"]], stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                                start_new_session=True, cwd="/")
     output.close()
-    _write_atomic(pid_path, "%d\n" % process.pid)
+    _write_atomic(pid_path, "%d %s\n" % (process.pid, _program_digest()))
     return True
 
 
@@ -1192,6 +1262,9 @@ def cmd_up(lab: dict, args) -> dict:
         if other and set(other["hosts"]) - set(lab["hosts"]):
             raise LabError("the lab state %s holds hosts no longer in the topology (%s): bring the lab down "
                            "first" % (lab["state_dir"], ", ".join(sorted(set(other["hosts"]) - set(lab["hosts"])))))
+        for name, guest in ((other or {}).get("guests") or {}).items():
+            if guest.get("extra") and guest["home"] in lab["hosts"] and name not in lab["guests"]:
+                lab["guests"][name] = guest
         prepare(lab, image)
         changed = ensure_agent(lab)
         started_hosts = []
@@ -1202,14 +1275,8 @@ def cmd_up(lab: dict, args) -> dict:
         for host in lab["hosts"].values():
             wait_host_ready(host)
         started_guests = ensure_guests(lab)
-        deadline = time.time() + GUEST_BOOT_TIMEOUT_S
         for name, since in started_guests:
-            while not read_heartbeats(lab, name, since):
-                if time.time() > deadline:
-                    raise LabError("guest %s started but printed no heartbeat within %d s: see %s and the "
-                                   "QEMU log under its host's cache dir" % (name, GUEST_BOOT_TIMEOUT_S,
-                                                                           lab["guests"][name]["serial_log"]))
-                time.sleep(0.1)
+            _wait_first_heartbeat(lab, name, since)
     changed = changed or bool(started_hosts or started_guests)
     result = status(lab)
     result.update(changed=changed, started_hosts=started_hosts, started_guests=[g for g, _ in started_guests],
@@ -1370,6 +1437,63 @@ def cmd_patch(lab: dict, args) -> dict:
     return {"changed": True, "host": host["name"], "patched": pending, "reboot_required": True}
 
 
+def _wait_first_heartbeat(lab: dict, name: str, since: float) -> None:
+    deadline = time.time() + GUEST_BOOT_TIMEOUT_S
+    while not read_heartbeats(lab, name, since):
+        if time.time() > deadline:
+            raise LabError("guest %s started but printed no heartbeat within %d s: see %s and the QEMU log "
+                           "under its host's cache dir" % (name, GUEST_BOOT_TIMEOUT_S,
+                                                          lab["guests"][name]["serial_log"]))
+        time.sleep(0.1)
+
+
+def cmd_guest_add(lab: dict, args) -> dict:
+    """Add a guest to a running lab (e.g. one with the dirty workload); kept until guest-remove or down."""
+    _require_root()
+    recorded, host = _recorded_host(lab, args.host)
+    if args.name in recorded["guests"]:
+        raise LabError("lab %s already has a guest %s" % (lab["name"], args.name))
+    cluster = recorded["clusters"][host["cluster"]]
+    guest = _guest_record(recorded, args.name, host["name"], cluster["name"], cluster["storage"], args.memory_mib,
+                          args.workload, args.dirty_mib, extra=True)
+    _create_serial_log(recorded, guest)
+    recorded["guests"][guest["name"]] = guest
+    _write_atomic(os.path.join(recorded["state_dir"], "lab.json"), json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    conn = _connect(host)
+    try:
+        dom = conn.defineXML(guest_xml(recorded, guest, _virt_type(recorded, host)))
+        since = time.time()
+        dom.create()
+    finally:
+        conn.close()
+    _wait_first_heartbeat(recorded, guest["name"], since)
+    return {"changed": True, "guest": guest}
+
+
+def cmd_guest_remove(lab: dict, args) -> dict:
+    """Destroy and undefine a guest wherever it is, and forget it (serial log and heartbeats too)."""
+    _require_root()
+    recorded = saved_lab(lab["state_dir"])
+    if recorded is None or args.name not in recorded["guests"]:
+        return {"changed": False, "guest": args.name}
+    located = locate_guests(recorded).get(args.name)
+    if located:
+        conn = _connect(recorded["hosts"][located["host"]])
+        try:
+            dom = conn.lookupByName(args.name)
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        finally:
+            conn.close()
+    guest = recorded["guests"].pop(args.name)
+    _write_atomic(os.path.join(recorded["state_dir"], "lab.json"), json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+    for path in (guest["serial_log"], heartbeat_path(recorded, args.name)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return {"changed": True, "guest": args.name}
+
+
 def _print_human(command: str, result: dict) -> None:
     if command == "status" or command == "up":
         if not result.get("up"):
@@ -1405,13 +1529,23 @@ def main(argv=None) -> int:
                             ("down", "stop the lab and remove all it created"),
                             ("status", "show hosts, guests, heartbeats"),
                             ("reboot", "reboot one lab host (waits until it is back)"),
-                            ("patch", "install one host's simulated pending updates (sets reboot-required)")):
+                            ("patch", "install one host's simulated pending updates (sets reboot-required)"),
+                            ("guest-add", "add a guest to the running lab (e.g. --workload dirty)"),
+                            ("guest-remove", "destroy, undefine and forget a guest")):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("--json", action="store_true", help="print one JSON document")
         command.add_argument("--topology", default=os.path.normpath(default_topology),
                              help="lab topology file (default: inventories/lab/topology.yml)")
         if name in ("reboot", "patch"):
             command.add_argument("host")
+        if name in ("guest-add", "guest-remove"):
+            command.add_argument("name", help="guest name")
+        if name == "guest-add":
+            command.add_argument("--host", required=True, help="lab host that starts it")
+            command.add_argument("--workload", choices=("heartbeat", "dirty"), default="heartbeat",
+                                 help="dirty: also rewrite --dirty-mib MiB of memory in a loop")
+            command.add_argument("--memory-mib", type=int, default=128)
+            command.add_argument("--dirty-mib", type=int, default=48)
     agent = sub.add_parser("agent", help=argparse.SUPPRESS)
     agent.add_argument("--state-dir", required=True)
     agent.set_defaults(json=False)
@@ -1424,7 +1558,7 @@ def main(argv=None) -> int:
             run_agent(lab)
             return 0
         lab = load_lab(args.topology)
-        result = globals()["cmd_" + args.command](lab, args)
+        result = globals()["cmd_" + args.command.replace("-", "_")](lab, args)
     except LabError as error:
         if args.json:
             print(json.dumps({"failed": True, "msg": str(error)}))
