@@ -151,11 +151,6 @@ class Topology:
                 yield cluster, host
 
 
-def is_topology_document(data: Any) -> bool:
-    """True when ``data`` is a mapping whose ``plugin`` names this inventory plugin."""
-    return isinstance(data, Mapping) and data.get("plugin") in PLUGIN_NAMES
-
-
 def default_libvirt_uri(hypervisor: str, address: str) -> str | None:
     """URI the controller uses for a host that declares none (None: the hypervisor has no default)."""
     scheme = LIBVIRT_URI_SCHEMES.get(hypervisor)
