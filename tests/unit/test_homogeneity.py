@@ -282,3 +282,41 @@ def test_dict_inputs_are_accepted():
     hosts = [{"name": h.name, "declared_hypervisor": "kvm", "storage": SHARED, "facts": h.facts}
              for h in cluster()]
     assert compare_cluster(hosts).ok
+
+
+# --- the module, through Ansible (precomputed facts / declared-only hosts: no daemon) ------------
+
+def run_module(args):
+    import json
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(["ansible", "localhost", "-m", "virtfleet.cluster.cluster_homogeneity",
+                           "-a", json.dumps(args)], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    # Ad-hoc output: "localhost | FAILED! => {json}".
+    header, body = proc.stdout.split("=> ", 1)
+    return dict(json.loads(body), failed="FAILED!" in header)
+
+
+def test_module_fails_naming_host_attribute_and_reason():
+    hosts = [{"name": h.name, "hypervisor": "kvm", "storage": SHARED, "facts": h.facts}
+             for h in cluster(h2={"arch": "aarch64"})]
+    result = run_module({"hosts": hosts})
+    assert result["failed"] is True
+    assert result["msg"].startswith("cluster is not homogeneous for live migration: arch differs on h2=aarch64")
+    assert "cannot change CPU architecture" in result["msg"]
+    assert result["odd_hosts"] == {"h2": ["arch"]}
+    assert result["baseline_cpu"]["model"] == "Skylake-Server"
+
+
+def test_module_report_only_and_declared_only_hosts():
+    hosts = [{"name": "hv1", "hypervisor": "hyperv", "storage": SHARED},
+             {"name": "hv2", "hypervisor": "vsphere", "storage": SHARED}]
+    result = run_module({"hosts": hosts, "fail_on_mismatch": False})
+    assert result["failed"] is False
+    assert result["ok"] is False
+    assert list(result["table"]) == ["hypervisor_declared", "storage"]
+    assert result["errors"][0]["hosts"] == ["hv1", "hv2"]  # a tie: both named

@@ -159,3 +159,36 @@ def test_uri_password():
     assert lf.uri_password("qemu+ssh://root:hunter2@hv1/system") == "hunter2"
     assert lf.uri_password("qemu+ssh://root@hv1/system") is None
     assert lf.uri_password("qemu:///system") is None
+
+
+# --- the module, through Ansible (libvirt's in-process test driver, no daemon) -------------------
+
+def run_adhoc(module, args):
+    import json
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_NOCOLOR="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(["ansible", "localhost", "-m", module, "-a", json.dumps(args), "-v"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    # Ad-hoc output: "localhost | SUCCESS => {json}".
+    result = json.loads(proc.stdout.split("=> ", 1)[1])
+    return proc, result
+
+
+def test_hypervisor_facts_module_returns_facts_and_ansible_facts():
+    proc, result = run_adhoc("virtfleet.cluster.hypervisor_facts", {"uri": "test:///default"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["changed"] is False
+    assert [g["name"] for g in result["hypervisor"]["guests"]] == ["test"]
+    assert result["ansible_facts"]["virtfleet_hypervisor"]["driver"] == "TEST"
+
+
+def test_hypervisor_facts_module_never_shows_the_uri_password():
+    proc, result = run_adhoc("virtfleet.cluster.hypervisor_facts",
+                             {"uri": "qemu+tcp://admin:Sup3rSecret@127.0.0.1:1/session"})
+    assert proc.returncode != 0 and "localhost | FAILED!" in proc.stdout
+    assert result["msg"].startswith("cannot connect to qemu+tcp://admin:********@127.0.0.1:1/session")
+    assert "Sup3rSecret" not in proc.stdout
