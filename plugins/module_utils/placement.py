@@ -419,8 +419,9 @@ def plan_rebalance(hosts: Sequence[HostCapacity], guests: Sequence[Guest],
 
     Greedy: while the spread between the most and least loaded host exceeds `threshold`
     (a fraction, 0.10 = ten percentage points), move the one guest from the most loaded host
-    that leaves the smallest spread, to the least loaded host that can take it; stop when no
-    single move makes the spread smaller. Hosts in maintenance neither give nor take guests;
+    (or, when none of its guests can usefully move, the next most loaded) that leaves the
+    smallest spread, to the least loaded host that can take it; stop when no single move makes
+    the spread smaller. Hosts in maintenance neither give nor take guests;
     unmovable guests stay. Moves are returned in the order to run them.
     """
     policy = policy or PlacementPolicy()
@@ -444,23 +445,29 @@ def plan_rebalance(hosts: Sequence[HostCapacity], guests: Sequence[Guest],
             break
         best = None
         by_load = sorted(active, key=lambda n: (load(n), n))
-        source = by_load[-1]
-        for destination in by_load[:-1]:
-            for guest in _ordered([g for g in cluster.guests_on(source) if g.movable], policy.order):
-                if _cpu_refusal(cpu_check, guest, active[destination].host):
-                    continue
-                if active[destination].refusal(guest, policy):
-                    continue
-                after = spread({source: -guest.memory_mib, destination: guest.memory_mib})
-                if after < current - 1e-9 and (best is None or after < best[0] - 1e-9):
-                    best = (after, guest, destination)
+        # Most loaded source first; if its guests cannot move (unmovable, too big, constraints),
+        # a less loaded source may still lift the least loaded host and shrink the spread.
+        for source in reversed(by_load):
+            for destination in by_load:
+                if load(destination) >= load(source):
+                    break
+                for guest in _ordered([g for g in cluster.guests_on(source) if g.movable], policy.order):
+                    if _cpu_refusal(cpu_check, guest, active[destination].host):
+                        continue
+                    if active[destination].refusal(guest, policy):
+                        continue
+                    after = spread({source: -guest.memory_mib, destination: guest.memory_mib})
+                    if after < current - 1e-9 and (best is None or after < best[0] - 1e-9):
+                        best = (after, guest, source, destination)
+                if best is not None:
+                    # The least loaded host that can take a useful guest wins; trying hosts
+                    # that are already fuller would only shift the imbalance around.
+                    break
             if best is not None:
-                # The least loaded host that can take a useful guest wins; trying hosts that
-                # are already fuller would only shift the imbalance around.
                 break
         if best is None:
             break
-        _after, guest, destination = best
+        _after, guest, source, destination = best
         moves.append(Move(guest.name, source, destination, guest.memory_mib, guest.vcpus))
         cluster.move(guest, destination)
     return moves

@@ -351,3 +351,11 @@ def test_capacity_proof_tracks_host_free_memory_across_steps():
     assert "host reports 988 MiB free" in reasons["h2"]
     assert "host reports 512 MiB free" in reasons["h1"]  # g1's memory came back to h1
     assert plan_drain("h3", cluster, guests, policy).ok  # alone, h3 would drain fine
+
+
+def test_rebalance_uses_a_less_loaded_source_when_the_top_host_is_stuck():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8), ("h3", 8192, 8))
+    guests = [Guest("pinned", 6144, 1, host="h1", movable=False),
+              Guest("b1", 1024, 1, host="h2"), Guest("b2", 1024, 1, host="h2"), Guest("b3", 1024, 1, host="h2")]
+    moves = plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.05)
+    assert [(m.guest, m.source, m.destination) for m in moves] == [("b1", "h2", "h3")]
