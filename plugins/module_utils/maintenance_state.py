@@ -77,14 +77,50 @@ def _read_json(path):
         raise StateError("state file %s is not valid JSON (%s); inspect it by hand" % (path, exc))
 
 
+def _group_shared(directory):
+    """True when directory is group-writable: the hosts of a cluster may log in as different
+    users sharing a group (the lab does), so the state must stay writable for the group."""
+    try:
+        return bool(os.stat(directory).st_mode & 0o020)
+    except OSError:
+        return False
+
+
+def _file_mode(directory):
+    return 0o664 if _group_shared(directory) else 0o644
+
+
+def make_state_dirs(path):
+    """Create path (and path/marks) inheriting group write access from the nearest existing
+    parent; the umask would otherwise take it away."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    shared = _group_shared(current)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            continue
+        if shared:
+            os.chmod(directory, os.stat(directory).st_mode | 0o070)
+
+
 def _temp_path(directory, final_name):
     return os.path.join(directory, ".%s.%s.%d.tmp" % (final_name, uuid.uuid4().hex, os.getpid()))
 
 
 def _write_temp(directory, final_name, data):
     tmp = _temp_path(directory, final_name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    mode = _file_mode(directory)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchmod(fd, mode)  # past the umask
         os.write(fd, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         os.fsync(fd)
     finally:
@@ -131,8 +167,16 @@ def _unlink_quietly(path):
 
 def _append_history(directory, record):
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(os.path.join(directory, HISTORY_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    path = os.path.join(directory, HISTORY_FILE)
+    created = not os.path.exists(path)
+    mode = _file_mode(directory)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
     try:
+        if created:
+            try:
+                os.fchmod(fd, mode)
+            except OSError:
+                pass  # created by somebody else in between: their mode stands
         os.write(fd, line)  # one write with O_APPEND: lines of concurrent writers never interleave
     finally:
         os.close(fd)
@@ -171,7 +215,7 @@ class ClusterState(object):
     # ----------------------------------------------------------------- helpers
     def ensure_dirs(self):
         if not self.check_mode:
-            os.makedirs(os.path.join(self.path, MARKS_DIR), exist_ok=True)
+            make_state_dirs(os.path.join(self.path, MARKS_DIR))
 
     def _lock_path(self):
         return os.path.join(self.path, LOCK_FILE)

@@ -182,3 +182,29 @@ def test_no_temporary_files_left(state):
     state.mark("run-1", "h1", holder("run-1"), window_name=state.window()["name"])
     leftovers = [n for root, _, names in os.walk(state.path) for n in names if n.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_state_stays_writable_for_a_shared_group(tmp_path):
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    os.chmod(str(storage), 0o2775)
+    old = os.umask(0o022)
+    try:
+        state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
+        state.acquire_lock(holder("run-1"))
+        state.open_window("run-1")
+    finally:
+        os.umask(old)
+    for path in (state.path, os.path.join(state.path, ms.MARKS_DIR)):
+        assert os.stat(path).st_mode & 0o070 == 0o070
+    for name in (ms.LOCK_FILE, ms.WINDOW_FILE, ms.HISTORY_FILE):
+        assert os.stat(os.path.join(state.path, name)).st_mode & 0o060 == 0o060
+
+
+def test_private_storage_stays_private(tmp_path):
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    os.chmod(str(storage), 0o755)
+    state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
+    state.acquire_lock(holder("run-1"))
+    assert os.stat(os.path.join(state.path, ms.LOCK_FILE)).st_mode & 0o022 == 0
