@@ -328,10 +328,14 @@ def compare_cluster(hosts: Sequence, cpu_oracle=None, version_skew: Optional[Map
         b.row("hypervisor_reported", reported)
         mismatched = [n for n in facts if not _declared_matches(declared[n], reported[n])]
         if mismatched:
-            b.finding("hypervisor_reported", mismatched, {n: "declared %s, libvirt reports %s%s" % (
+            values = {n: "declared %s, libvirt reports %s%s" % (
                 declared[n], reported[n],
                 (" (%s)" % facts[n]["kvm_error"]) if facts[n].get("kvm_error") and declared[n] == "kvm" else "")
-                for n in mismatched})
+                for n in mismatched}
+            # Not a majority question: each such host contradicts its own declaration.
+            b.finding("hypervisor_reported", mismatched, values,
+                      summary="hypervisor not as declared on " + ", ".join(
+                          "%s (%s)" % (n, values[n]) for n in sorted(mismatched)))
 
         b.majority_check("arch", {n: f.get("arch") for n, f in facts.items()})
         b.majority_check("kvm", {n: ("yes" if f.get("kvm_usable") else "no") for n, f in facts.items()})

@@ -214,5 +214,5 @@ def test_assert_homogeneity_fails_clearly_on_a_host_without_kvm(hetero_lab):
     assert "cluster het-a: NOT HOMOGENEOUS" in out
     # hv-a3's daemon has no /dev/kvm: it is the odd host, for KVM and for the declared type.
     assert "kvm differs on hv-a3=no (the others have yes)" in out
-    assert "hypervisor_reported differs on hv-a3=declared kvm, libvirt reports qemu" in out
+    assert "hypervisor not as declared on hv-a3 (declared kvm, libvirt reports qemu" in out
     assert "a KVM guest cannot start on a host without usable KVM" in out

@@ -93,7 +93,8 @@ def test_kvm_on_some_hosts_only_fails_and_declared_kvm_without_kvm_fails():
     found = errors_by_attribute(report)
     assert found["kvm"].hosts == ["h2"]
     assert found["hypervisor_reported"].hosts == ["h2"]
-    assert "declared kvm, libvirt reports qemu (Permission denied on /dev/kvm)" in found["hypervisor_reported"].message
+    assert found["hypervisor_reported"].message.startswith(
+        "hypervisor not as declared on h2 (declared kvm, libvirt reports qemu (Permission denied on /dev/kvm))")
 
 
 def test_declared_qemu_on_kvm_capable_host_is_fine():
