@@ -271,6 +271,11 @@ def parse_domain(xml: str, shared_storage_path: Optional[str] = None) -> dict:
     if local:
         notes.append("local disks need block migration: %s" % ", ".join(local))
     cpu_mode = cpu.get("mode", "custom") if cpu is not None else None
+    # A custom CPU model is the one kind a destination can be asked about beforehand
+    # (compareHypervisorCPU); host-model/host-passthrough depend on where the guest started.
+    cpu_xml = (ET.tostring(cpu, encoding="unicode").strip()
+               if cpu is not None and cpu_mode == "custom" and cpu.find("model") is not None else None)
+    os_type = root.find("os/type")
     if cpu_mode == "host-passthrough":
         notes.append("host-passthrough CPU: only migrates to hosts with an identical CPU")
     return {
@@ -281,8 +286,11 @@ def parse_domain(xml: str, shared_storage_path: Optional[str] = None) -> dict:
         "max_memory_mib": (_kib_to_mib(max_memory.text.strip(), max_memory.get("unit", "KiB"))
                            if max_memory is not None else None),
         "vcpus": vcpus,
+        "arch": os_type.get("arch") if os_type is not None else None,
+        "machine": os_type.get("machine") if os_type is not None else None,
         "cpu_mode": cpu_mode,
         "cpu_model": _text(cpu, "model"),
+        "cpu_xml": cpu_xml,
         "disks": disks,
         "local_disks": bool(local),
         "migration_blockers": blockers,

@@ -163,8 +163,9 @@ hypervisor:
     guests:
       description:
         - Every guest, running or not, sorted by name. Keys C(name), C(uuid), C(state), C(active),
-          C(persistent), C(autostart), C(domain_type), C(memory_mib), C(max_memory_mib), C(vcpus),
-          C(cpu_mode), C(cpu_model), C(disks) (C(target), C(device), C(type), C(path), C(readonly),
+          C(persistent), C(autostart), C(domain_type), C(arch), C(machine), C(memory_mib),
+          C(max_memory_mib), C(vcpus), C(cpu_mode), C(cpu_model), C(cpu_xml) (the C(<cpu>) element
+          of a custom-model guest, for compareHypervisorCPU on a destination; null otherwise), C(disks) (C(target), C(device), C(type), C(path), C(readonly),
           C(shared)), C(local_disks), C(movable), C(migration_blockers), C(migration_notes).
       returned: when O(gather_guests) is true
       type: list

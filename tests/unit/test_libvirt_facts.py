@@ -38,6 +38,7 @@ DOMAIN = """<domain type='kvm'>
   <name>web1</name><uuid>aaaaaaaa-0000-0000-0000-000000000001</uuid>
   <memory unit='GiB'>4</memory><currentMemory unit='KiB'>2097152</currentMemory>
   <vcpu placement='static' current='2'>4</vcpu>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
   <cpu mode='custom' match='exact'><model fallback='forbid'>Haswell-noTSX</model></cpu>
   <devices>
     <disk type='file' device='disk'><source file='/srv/shared/web1.qcow2'/><target dev='vda'/></disk>
@@ -78,6 +79,8 @@ def test_parse_domain_disks_and_sharing():
     assert (guest["name"], guest["domain_type"], guest["memory_mib"], guest["max_memory_mib"], guest["vcpus"]) == \
         ("web1", "kvm", 2048, 4096, 2)
     assert (guest["cpu_mode"], guest["cpu_model"]) == ("custom", "Haswell-noTSX")
+    assert guest["cpu_xml"] == "<cpu mode=\"custom\" match=\"exact\"><model fallback=\"forbid\">Haswell-noTSX</model></cpu>"
+    assert (guest["arch"], guest["machine"]) == ("x86_64", "pc-q35-7.2")
     assert [(d["target"], d["path"], d["shared"]) for d in guest["disks"]] == [
         ("vda", "/srv/shared/web1.qcow2", True),
         ("vdb", "/var/lib/libvirt/images/scratch.img", False),
@@ -97,6 +100,13 @@ def test_parse_domain_without_shared_path_marks_file_disks_unknown():
 def test_shared_path_prefix_is_a_directory_boundary():
     xml = DOMAIN.replace("/srv/shared/web1.qcow2", "/srv/shared-not/web1.qcow2")
     assert lf.parse_domain(xml, "/srv/shared")["disks"][0]["shared"] is False
+
+
+def test_host_model_guest_has_no_cpu_xml_to_compare():
+    xml = DOMAIN.replace("<cpu mode='custom' match='exact'><model fallback='forbid'>Haswell-noTSX</model></cpu>",
+                         "<cpu mode='host-model'/>")
+    guest = lf.parse_domain(xml)
+    assert (guest["cpu_mode"], guest["cpu_xml"]) == ("host-model", None)
 
 
 def test_hostdev_makes_a_guest_unmovable():
