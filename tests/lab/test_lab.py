@@ -4,6 +4,7 @@ heartbeat, reboots and simulated patching, the dirtying workload, and a clean la
 The last test takes the lab down and up again through the playbooks, so it stays last in this
 file (the lab is up again afterwards for the test files that follow).
 """
+import importlib.util
 import json
 import os
 import re
@@ -12,10 +13,13 @@ import sys
 import time
 
 import pytest
-
-pytestmark = pytest.mark.lab
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_spec = importlib.util.spec_from_file_location("virtfleet_lab", os.path.join(REPO, "roles", "lab", "files",
+                                                                             "virtfleet_lab.py"))
+labprog = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(labprog)
 # A dozen TCG guests share two cores with everything else: heartbeats come every ~0.1-0.2 s,
 # and scheduling alone makes gaps of up to about a second.
 MAX_MIGRATION_GAP_S = 3.0
@@ -39,6 +43,93 @@ def virsh(uri, *args, check=True):
     return result
 
 
+# -- the lab program's reading of topologies (no lab needed) ------------------------------------
+
+def test_default_lab_description():
+    lab = labprog.load_lab(os.path.join(REPO, "inventories", "lab", "topology.yml"))
+    assert lab["name"] == "lab" and lab["state_dir"] == "/var/lib/virtfleet-lab/lab"
+    assert {c: h["hosts"] for c, h in lab["clusters"].items()} == {
+        "lab-a": ["hv-a1", "hv-a2", "hv-a3"], "lab-b": ["hv-b1", "hv-b2", "hv-b3"]}
+    assert lab["hosts"]["hv-b2"]["address"] == "127.0.1.22"
+    assert lab["hosts"]["hv-b2"]["libvirt_uri"] == "qemu+tcp://127.0.1.22/session"
+    assert lab["hosts"]["hv-b2"]["user"] == "vf-lab-hv-b2"
+    assert len({h["host_uuid"] for h in lab["hosts"].values()}) == 6
+    assert sorted(lab["guests"]) == sorted("%s-g%d" % (h[3:], n) for h in lab["hosts"] for n in (1, 2))
+    assert lab["guests"]["a3-g2"]["home"] == "hv-a3"
+    assert lab["guests"]["a3-g2"]["serial_log"] == "/var/lib/virtfleet-lab/lab/storage/lab-a/a3-g2.serial.log"
+    assert all(g["memory_mib"] == 128 and g["workload"] == "heartbeat" for g in lab["guests"].values())
+
+
+def test_other_labs_do_not_collide_with_the_default_one():
+    labs = [labprog.load_lab(os.path.join(REPO, "inventories", name, "topology.yml"))
+            for name in ("lab", "lab-dev", "lab-hetero")]
+    for kind in ("address", "user", "dir"):
+        values = [h[kind] for lab in labs for h in lab["hosts"].values()]
+        assert len(values) == len(set(values)), kind
+    assert len({lab["state_dir"] for lab in labs}) == 3
+    hetero = labs[2]["hosts"]
+    assert [name for name, h in sorted(hetero.items()) if not h["kvm"]] == ["hv-a3"]
+
+
+def _topology_variant(tmp_path, edit):
+    with open(os.path.join(REPO, "inventories", "lab", "topology.yml")) as handle:
+        document = yaml.safe_load(handle)
+    edit(document)
+    path = tmp_path / "topology.yml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def _first_host(document):
+    return document["regions"][0]["zones"][0]["pods"][0]["clusters"][0]["hosts"][0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["vars"].pop("lab_name"), "sets no lab_name"),
+    (lambda d: _first_host(d).update(address="192.0.2.10", libvirt_uri="qemu+tcp://192.0.2.10/session"),
+     "not a loopback address"),
+    (lambda d: _first_host(d).update(libvirt_uri="qemu+ssh://root@127.0.1.11/system"),
+     "must declare `libvirt_uri: qemu+tcp://127.0.1.11/session`"),
+    (lambda d: d["vars"].update(lab_name="a-lab-name-far-too-long-for-users"), "not a valid Linux user name"),
+    (lambda d: d["vars"].update(lab_guest_workload="mine"), "use heartbeat (default) or dirty"),
+    (lambda d: _first_host(d).update(address="127.0.1.12", libvirt_uri="qemu+tcp://127.0.1.12/session"),
+     "share an address"),
+])
+def test_bad_lab_topologies_are_refused_with_the_fix(tmp_path, edit, message):
+    with pytest.raises(labprog.LabError, match=re.escape(message)):
+        labprog.load_lab(_topology_variant(tmp_path, edit))
+
+
+def test_guest_definition_is_migratable_and_logs_to_shared_storage():
+    lab = labprog.load_lab(os.path.join(REPO, "inventories", "lab", "topology.yml"))
+    lab["image"] = {"kernel": "/k", "initrd": "/i"}
+    xml = labprog.guest_xml(lab, lab["guests"]["b1-g2"], "qemu")
+    assert "<domain type='qemu'>" in xml and "<memory unit='MiB'>128</memory>" in xml
+    assert "<model fallback='allow'>qemu64</model>" in xml and "<feature policy='disable' name='svm'/>" in xml
+    assert "<source path='/var/lib/virtfleet-lab/lab/storage/lab-b/b1-g2.serial.log' append='on'/>" in xml
+    assert "virtfleet.guest=b1-g2" in xml
+
+
+def test_heartbeat_follower_timestamps_complete_lines_and_follows_a_new_log(tmp_path):
+    serial = tmp_path / "g1.serial.log"
+    serial.write_bytes(b"[    0.1] kernel noise\nvirtfleet-heartbeat g1 b00t 0\nvirtfleet-heartbeat g1 b00t 1\nvirtf")
+    (tmp_path / "heartbeats").mkdir()
+    lab = {"state_dir": str(tmp_path), "guests": {"g1": {"name": "g1", "serial_log": str(serial)}}}
+    follower = labprog.HeartbeatFollower(lab)
+    follower.poll(100.0)
+    with open(serial, "ab") as handle:
+        handle.write(b"leet-heartbeat g1 b00t 2\n")
+    follower.poll(100.5)
+    assert [(t, seq) for t, seq, _ in labprog.read_heartbeats(lab, "g1")] == [(100.0, 0), (100.0, 1), (100.5, 2)]
+    serial.unlink()  # guest removed and added again: a new log, read from its start
+    serial.write_bytes(b"virtfleet-heartbeat g1 n3w 0\n")
+    follower.poll(200.0)
+    assert labprog.read_heartbeats(lab, "g1", since=150) == [(200.0, 0, "n3w")]
+
+
+# -- the running lab -------------------------------------------------------------------------
+
+@pytest.mark.lab
 def test_every_host_answers_over_ssh_and_libvirt_with_its_own_identity(lab):
     uuids = {}
     for name, host in sorted(lab.hosts.items()):
@@ -54,6 +145,7 @@ def test_every_host_answers_over_ssh_and_libvirt_with_its_own_identity(lab):
     assert len(set(uuids.values())) == len(uuids), "host UUIDs are not distinct: %s" % uuids
 
 
+@pytest.mark.lab
 def test_lab_listens_on_loopback_only(lab):
     users = {h.user for h in lab.hosts.values()}
     recorded = json.load(open(os.path.join(lab.state_dir, "lab.json")))
@@ -77,6 +169,7 @@ def test_lab_listens_on_loopback_only(lab):
         assert "%s:16509" % host.address in seen and "%s:22" % host.address in seen, seen
 
 
+@pytest.mark.lab
 def test_ansible_reaches_every_host_through_the_lab_inventory(lab):
     result = run_ansible("ansible", "-i", lab.inventory, "all", "-o", "-m", "ansible.builtin.command",
                          "-a", "virsh -q hostname")
@@ -85,6 +178,7 @@ def test_ansible_reaches_every_host_through_the_lab_inventory(lab):
         assert re.search(r"^%s \| CHANGED \| rc=0 \| \(stdout\) %s$" % (name, name), result.stdout, re.M), result.stdout
 
 
+@pytest.mark.lab
 def test_live_migration_with_plain_libvirt_keeps_the_heartbeat(lab):
     cluster = sorted(lab.clusters)[0]
     source, destination = sorted(lab.clusters[cluster])[:2]
@@ -108,6 +202,7 @@ def test_live_migration_with_plain_libvirt_keeps_the_heartbeat(lab):
     assert report["max_gap_s"] < MAX_MIGRATION_GAP_S, report
 
 
+@pytest.mark.lab
 def test_reboot_changes_the_boot_id_once_and_the_daemon_answers_again(lab):
     host = sorted(lab.clusters[sorted(lab.clusters)[-1]])[-1]
     guests = sorted(g for g, where in lab.placement().items() if where == host)
@@ -125,6 +220,7 @@ def test_reboot_changes_the_boot_id_once_and_the_daemon_answers_again(lab):
     assert sorted(started) == guests
 
 
+@pytest.mark.lab
 def test_ansible_patches_and_reboots_a_lab_host_with_the_inventory_commands(lab, tmp_path):
     host = sorted(lab.clusters[sorted(lab.clusters)[0]])[-1]
     playbook = tmp_path / "patch_reboot.yml"
@@ -158,6 +254,7 @@ def test_ansible_patches_and_reboots_a_lab_host_with_the_inventory_commands(lab,
     assert found["pending_before"], "a fresh lab host has pending updates"
 
 
+@pytest.mark.lab
 def test_dirty_workload_guest_dirties_memory_and_keeps_its_heartbeat(lab):
     host = sorted(lab.clusters[sorted(lab.clusters)[0]])[0]
     name = "dirty-test"
@@ -205,6 +302,7 @@ def _lab_residue(lab):
     return residue
 
 
+@pytest.mark.lab
 def test_lab_down_leaves_nothing_and_lab_up_comes_back_via_the_playbooks(lab):
     """Last test of the file: down, check for residue, up again (timed), up once more (no change)."""
     topology = "lab_topology=%s" % lab.topology

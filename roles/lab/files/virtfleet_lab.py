@@ -321,6 +321,12 @@ def _alive(pid: int | None) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def _runs(pid: int | None, program: str) -> bool:
+    """The recorded PID is alive and still that program (after a machine restart a stale PID
+    file may name an unrelated process)."""
+    return _alive(pid) and program in _cmdline(pid).split(" ", 1)[0]
+
+
 def _read_pid(path: str) -> int | None:
     try:
         with open(path) as handle:
@@ -829,7 +835,7 @@ def start_host(lab: dict, host: dict) -> bool:
     sshd_pid_path = os.path.join(directory, "ssh", "sshd.pid")
     libvirtd_pid = _read_pid(libvirtd_pid_path)
     sshd_pid = _read_pid(sshd_pid_path)
-    if not _alive(libvirtd_pid):
+    if not _runs(libvirtd_pid, "libvirtd"):
         holder = _listener(host["address"], LIBVIRT_PORT)
         if holder:
             raise LabError("lab host %s: libvirt port %s:%d is already in use (%s) but not by this lab's "
@@ -852,7 +858,7 @@ def start_host(lab: dict, host: dict) -> bool:
         output.close()
         _write_atomic(libvirtd_pid_path, "%d\n" % process.pid)
         started = True
-    if not _alive(sshd_pid):
+    if not _runs(sshd_pid, "sshd"):
         holder = _listener(host["address"], SSH_PORT)
         if holder:
             raise LabError("lab host %s: ssh port %s:%d is already in use (%s) but not by this lab's sshd" %
@@ -886,9 +892,9 @@ def stop_host(host: dict, timeout: float = 15) -> list:
     sshd_pid = _read_pid(os.path.join(host["dir"], "ssh", "sshd.pid"))
     libvirtd_pid = _read_pid(os.path.join(host["dir"], "libvirtd.pid"))
     doomed = []
-    if _alive(sshd_pid) and "sshd" in _cmdline(sshd_pid):
+    if _runs(sshd_pid, "sshd"):
         doomed += _process_tree(sshd_pid)
-    if _alive(libvirtd_pid):
+    if _runs(libvirtd_pid, "libvirtd"):
         doomed += _process_tree(libvirtd_pid)
     uid = host.get("uid")
     if uid is None:
@@ -1369,8 +1375,8 @@ def status(lab: dict) -> dict:
             "user": host["user"],
             "accelerator": "kvm" if _virt_type(recorded, host) == "kvm" else "tcg",
             "kvm_device": host["kvm"] and os.path.exists("/dev/kvm"),
-            "libvirtd_running": _alive(_read_pid(os.path.join(host["dir"], "libvirtd.pid"))),
-            "sshd_running": _alive(_read_pid(os.path.join(host["dir"], "ssh", "sshd.pid"))),
+            "libvirtd_running": _runs(_read_pid(os.path.join(host["dir"], "libvirtd.pid")), "libvirtd"),
+            "sshd_running": _runs(_read_pid(os.path.join(host["dir"], "ssh", "sshd.pid")), "sshd"),
             "boot_id": _read_text(os.path.join(host["dir"], "boot_id")),
             "pending_updates": _read_text(os.path.join(host["dir"], "control", "pending-updates")).splitlines(),
             "reboot_required": os.path.exists(os.path.join(host["dir"], "control", "reboot-required")),
