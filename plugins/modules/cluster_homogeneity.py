@@ -114,13 +114,23 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Check one cluster built by the topology inventory plugin
+# Every cluster of a topology inventory, with a readable table: the collection's playbook
+#   ansible-playbook -i inventories/lab virtfleet.cluster.assert_homogeneity
+
+- name: Describe the hosts of cluster lab-a (topology inventory variables)
+  ansible.builtin.set_fact:
+    lab_a_hosts: >-
+      {{ lab_a_hosts | default([]) + [{
+           'name': item,
+           'uri': hostvars[item].virtfleet_libvirt_uri,
+           'hypervisor': hostvars[item].virtfleet_hypervisor,
+           'storage': hostvars[item].virtfleet_storage}] }}
+  loop: "{{ groups['cluster_lab_a'] }}"
+  run_once: true
+
+- name: Check that lab-a's hosts can live-migrate guests between each other
   virtfleet.cluster.cluster_homogeneity:
-    hosts: >-
-      {{ groups['cluster_lab_a'] | map('extract', hostvars)
-         | map('dict2items') | map('items2dict') | list
-         | json_query('[].{name: inventory_hostname, uri: virtfleet_libvirt_uri,
-                           hypervisor: virtfleet_hypervisor, storage: virtfleet_storage}') }}
+    hosts: "{{ lab_a_hosts }}"
   delegate_to: localhost
   run_once: true
 
@@ -136,7 +146,7 @@ EXAMPLES = r"""
 
 - name: Print the table
   ansible.builtin.debug:
-    msg: "{{ homogeneity.table_lines }}"
+    msg: "{{ homogeneity.table_lines + (homogeneity.errors | map(attribute='message') | list) }}"
 """
 
 RETURN = r"""
