@@ -385,7 +385,11 @@ def _check_machine_types(b: _Builder, facts):
     b.row("machine_types", {n: "%d (%d common)" % (len(s), len(common)) for n, s in sets.items()})
     if not common:
         # The odd hosts are those without which a common machine type would exist.
-        odd = [n for n in sets if set.intersection(*(s for m, s in sets.items() if m != n) or [set()])]
+        odd = []
+        for name in sets:
+            others = [s for m, s in sets.items() if m != name]
+            if others and set.intersection(*others):
+                odd.append(name)
         odd = odd if odd and len(odd) < len(sets) else list(sets)
         b.finding("machine_types", odd, {n: "%d types" % len(sets[n]) for n in sets},
                   detail="no machine type is available on every host")

@@ -321,3 +321,13 @@ def test_module_report_only_and_declared_only_hosts():
     assert result["ok"] is False
     assert list(result["table"]) == ["hypervisor_declared", "storage"]
     assert result["errors"][0]["hosts"] == ["hv1", "hv2"]  # a tie: both named
+
+
+def test_single_host_without_machine_types_fails_without_crashing():
+    report = compare_cluster(cluster(1, h1={"machine_types": []}))
+    assert errors_by_attribute(report)["machine_types"].hosts == ["h1"]
+
+
+def test_two_disjoint_machine_type_sets_name_both_hosts():
+    report = compare_cluster(cluster(2, h1={"machine_types": ["a"]}, h2={"machine_types": ["b"]}))
+    assert errors_by_attribute(report)["machine_types"].hosts == ["h1", "h2"]
