@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import errno
 import fcntl
 import glob
 import grp
@@ -818,7 +817,11 @@ def _libvirt_answers(host: dict) -> bool:
 
 
 def _check_ports_free(host: dict) -> None:
-    for port, what in ((LIBVIRT_PORT, "libvirt"), (SSH_PORT, "ssh")):
+    """Before creating anything: the ports of a host whose daemons are not running must be free."""
+    for port, what, pid_file, program in ((LIBVIRT_PORT, "libvirt", "libvirtd.pid", "libvirtd"),
+                                          (SSH_PORT, "ssh", os.path.join("ssh", "sshd.pid"), "sshd")):
+        if _runs(_read_pid(os.path.join(host["dir"], pid_file)), program):
+            continue  # ours
         holder = _listener(host["address"], port)
         if holder:
             raise LabError("lab host %s: %s port %s:%d is already in use (%s). Another lab on the same "
@@ -1271,6 +1274,8 @@ def cmd_up(lab: dict, args) -> dict:
         for name, guest in ((other or {}).get("guests") or {}).items():
             if guest.get("extra") and guest["home"] in lab["hosts"] and name not in lab["guests"]:
                 lab["guests"][name] = guest
+        for host in lab["hosts"].values():
+            _check_ports_free(host)
         prepare(lab, image)
         changed = ensure_agent(lab)
         started_hosts = []
