@@ -252,7 +252,10 @@ class StallDetector(object):
     fast as it is sent) from a slow one that still makes progress: every sample that lowers
     the low-water mark of the remaining data resets the count, whatever the wall clock says.
     Samples without an iteration counter (the job is still being set up, or QEMU does not
-    report it) are ignored. Pure: feed it job statistics dicts.
+    report it) are ignored, and so are samples with nothing remaining: QEMU reports 0 for an
+    instant at a pass boundary, before the dirty bitmap is synced (seen on the lab), and a 0
+    low mark could never be beaten again - every later pass would count as "no progress".
+    A real 0 ends the migration anyway. Pure: feed it job statistics dicts.
     """
 
     def __init__(self, limit=DEFAULT_STALL_ITERATIONS):
@@ -273,7 +276,7 @@ class StallDetector(object):
         """Feed one ``jobStats()`` sample; return True once the migration is stalled."""
         iteration = stats.get("memory_iteration")
         remaining = stats.get("data_remaining")
-        if iteration is None or remaining is None or not stats.get("data_total"):
+        if iteration is None or not remaining or not stats.get("data_total"):
             return self.stalled
         self.iteration = iteration
         if self.low_mark is None or remaining < self.low_mark:
