@@ -85,8 +85,8 @@ def static_inventory(topology: dict) -> dict:
     return {"all": {"children": top}}
 
 
-def run_inventory(path: str) -> tuple[float, int, bytes]:
-    """One `ansible-inventory --list`: (seconds, peak RSS in KiB, output)."""
+def run_inventory(path: str) -> tuple[float, float, int, bytes]:
+    """One `ansible-inventory --list`: (wall seconds, CPU seconds, peak RSS in KiB, output)."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
     command = [os.path.join(REPO, ".venv", "bin", "ansible-inventory"), "-i", path, "--list"]
     with tempfile.TemporaryFile() as output:
@@ -101,7 +101,7 @@ def run_inventory(path: str) -> tuple[float, int, bytes]:
         if process.returncode != 0 or b"WARNING" in errors or b"ERROR" in errors:
             raise SystemExit("ansible-inventory failed on %s:\n%s" % (path, errors.decode(errors="replace")))
         output.seek(0)
-        return elapsed, usage.ru_maxrss, output.read()
+        return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, output.read()
 
 
 def comparable(listing: bytes) -> dict:
@@ -133,20 +133,24 @@ def main() -> None:
               % (hosts, os.path.getsize(ours), os.path.getsize(static)))
 
         times = {"topology": [], "static": []}
+        cpu = {"topology": [], "static": []}
         peaks = {"topology": [], "static": []}
         listings = {}
         for _ in range(args.repeat):
             for name, path in (("topology", ours), ("static", static)):
-                elapsed, peak, listing = run_inventory(path)
+                elapsed, cpu_seconds, peak, listing = run_inventory(path)
                 times[name].append(elapsed)
+                cpu[name].append(cpu_seconds)
                 peaks[name].append(peak)
                 listings[name] = listing
         same = comparable(listings["topology"]) == comparable(listings["static"])
         print("same --list output (apart from inventory_file/inventory_dir): %s" % ("yes" if same else "NO"))
         for name in ("topology", "static"):
-            print("%-8s median %.3f s  (runs: %s)  peak RSS %.1f MiB"
+            # CPU time is printed too: it barely moves when the machine is busy, wall time does.
+            print("%-8s median %.3f s  (runs: %s)  median CPU %.3f s  peak RSS %.1f MiB"
                   % (name, statistics.median(times[name]), " ".join("%.3f" % t for t in times[name]),
-                     max(peaks[name]) / 1024))
+                     statistics.median(cpu[name]), max(peaks[name]) / 1024))
+        print("cpu_ratio=%.3f" % (statistics.median(cpu["topology"]) / statistics.median(cpu["static"])))
         print("memory=%.2f" % (max(peaks["topology"]) / max(peaks["static"])))
         if args.keep:
             print("files kept in %s" % workdir)
