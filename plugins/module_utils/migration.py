@@ -578,7 +578,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
     state, _reason = dom.state()
     if not dom.isActive():
         raise fail("%s not migrated: it is not running on %s (live migration moves running"
-                   " guests only)" % (guest, source_name), "not-running", "nowhere")
+                   " guests only)" % (guest, source_name), "not-running", "unknown")
     was_running = state == VIR_DOMAIN_RUNNING
 
     # libvirt refuses to migrate between hosts with the same host UUID (cloned machines);
@@ -590,7 +590,8 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
                    " host_uuid_source = \"machine-id\" or a distinct host_uuid in libvirtd.conf)"
                    % (guest, source_name, source_name, dest_name, src_host_uuid),
                    "same-host-uuid", "source", source_name)
-    if _lookup(dst_conn, uuid) is not None and dst_conn.lookupByUUIDString(uuid).isActive():
+    already = _lookup(dst_conn, uuid)
+    if already is not None and already.isActive():
         raise fail("%s is already running on %s too; refusing to migrate (resolve by hand)"
                    % (guest, dest_name), "already-on-destination", "both", None)
 
