@@ -292,3 +292,17 @@ def test_stalled_migration_is_aborted_by_iterations_and_the_guest_keeps_running(
         assert lost == 0 and gap < MAX_HEARTBEAT_GAP_S
     finally:
         lab.remove_guest(guest)
+
+
+def test_same_host_uuid_is_refused_with_a_clear_reason(lab):
+    """Two daemons with one host UUID (cloned hosts) cannot migrate to each other; pointing the
+    destination at the source's own daemon shows the same refusal without breaking the lab."""
+    host = sorted(lab.hosts)[0]
+    guest = guests_on(lab, host)[0]
+    with pytest.raises(mig.MigrationError) as refused:
+        mig.migrate_guest(guest, host_uri(lab, host), host_uri(lab, host),
+                          source_name=host, dest_name="%s-clone" % host)
+    error = refused.value
+    assert error.reason == "same-host-uuid" and error.running_on == host
+    assert "report the same host UUID" in error.message and "machine-id" in error.message
+    assert lab.where(guest) == host
