@@ -164,8 +164,37 @@ class MigrationOptions(object):
     def as_dict(self):
         return dict((name, getattr(self, name)) for name in self.FIELDS)
 
-    def validate(self):
+    # Value types, checked here because host_drain passes its free-form `migration` dict
+    # without an argument spec: a string such as "100" must be refused clearly, not crash.
+    _INTEGERS = ("max_downtime_ms", "bandwidth_mib", "auto_converge_initial",
+                 "auto_converge_increment", "postcopy_after_iterations", "parallel_connections",
+                 "timeout", "timeout_per_gib", "min_timeout", "stall_iterations")
+    _BOOLEANS = ("live", "peer2peer", "persist_dest", "undefine_source", "auto_converge",
+                 "postcopy", "copy_storage")
+
+    def _type_problems(self):
         problems = []
+        for name in self._INTEGERS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                problems.append("%s must be a whole number (got %r)" % (name, value))
+        for name in self._BOOLEANS:
+            if not isinstance(getattr(self, name), bool):
+                problems.append("%s must be true or false (got %r)" % (name, getattr(self, name)))
+        if isinstance(self.poll_interval, bool) or not isinstance(self.poll_interval, (int, float)):
+            problems.append("poll_interval must be a number (got %r)" % (self.poll_interval,))
+        if self.migrate_uri is not None and not isinstance(self.migrate_uri, str):
+            problems.append("migrate_uri must be a string")
+        if self.migrate_disks is not None and not (
+                isinstance(self.migrate_disks, (list, tuple))
+                and all(isinstance(disk, str) for disk in self.migrate_disks)):
+            problems.append("migrate_disks must be a list of disk target names")
+        return problems
+
+    def validate(self):
+        problems = self._type_problems()
+        if problems:
+            raise ValueError("invalid migration options: " + "; ".join(problems))
         if not self.peer2peer:
             # migrateToURI3 without PEER2PEER needs a destination *connection* from the client
             # (managed direct migration); this module only drives the peer-to-peer kind.
@@ -249,13 +278,18 @@ class StallDetector(object):
     """Stall = ``limit`` memory iterations passed without a new low of ``data_remaining``.
 
     This is how vdsm tells a migration that will never converge (the guest dirties memory as
-    fast as it is sent) from a slow one that still makes progress: every sample that lowers
-    the low-water mark of the remaining data resets the count, whatever the wall clock says.
-    Samples without an iteration counter (the job is still being set up, or QEMU does not
-    report it) are ignored, and so are samples with nothing remaining: QEMU reports 0 for an
-    instant at a pass boundary, before the dirty bitmap is synced (seen on the lab), and a 0
-    low mark could never be beaten again - every later pass would count as "no progress".
-    A real 0 ends the migration anyway. Pure: feed it job statistics dicts.
+    fast as it is sent) from a slow one that still makes progress: a new low-water mark of the
+    remaining data resets the count, whatever the wall clock says.
+
+    Which samples count: only the first one seen of each pass (memory iteration). Within a
+    pass, data_remaining falls towards 0 as the pass's pages are sent and jumps back up when
+    the next pass syncs the dirty bitmap; where a sample happens to land near the end of a
+    pass is chance. On the lab a never-converging guest showed end-of-pass values from 6 MiB
+    down to 20 KiB (and exactly 0 at a boundary): such a low can never be beaten again, so a
+    slowly converging migration would be aborted. The start of a pass is the dirty set the
+    guest produced during the previous pass - the quantity that must shrink for the migration
+    to converge. Samples without counters (job still in setup) or with 0 remaining (a real 0
+    ends the migration anyway) are ignored. Pure: feed it job statistics dicts.
     """
 
     def __init__(self, limit=DEFAULT_STALL_ITERATIONS):
@@ -278,6 +312,8 @@ class StallDetector(object):
         remaining = stats.get("data_remaining")
         if iteration is None or not remaining or not stats.get("data_total"):
             return self.stalled
+        if self.iteration is not None and iteration <= self.iteration:
+            return self.stalled  # later in a pass already seen: not comparable, see above
         self.iteration = iteration
         if self.low_mark is None or remaining < self.low_mark:
             self.low_mark = remaining
@@ -663,7 +699,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
                 pass  # too early or not possible: fall through to the watchdogs
         if stalled:
             abort_reason = ("stalled", "aborted after %d iterations without progress"
-                            " (remaining data stuck around %s)"
+                            " (each pass starts again with about %s to send)"
                             % (stall.iterations_without_progress, human_bytes(stall.low_mark)))
         elif timed_out:
             abort_reason = ("timeout", "aborted after the %d s timeout (%s of guest memory)"
