@@ -1,0 +1,167 @@
+"""Rolling maintenance on real lab hosts.
+
+* The molecule scenario ``rolling_maintenance`` (its own lab, created and destroyed by
+  molecule) maintains a whole lab and checks it from the outside.
+* On the default lab (the ``lab`` fixture): a dry run changes nothing; a run is refused while
+  another run holds a cluster's lock; a failure leaves the state as specified and a re-run
+  resumes (and moves the guests back home).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, ".collections"))
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms  # noqa: E402
+
+PLAYBOOK = os.path.join(REPO, "playbooks", "rolling_maintenance.yml")
+LAB_HOOKS = os.path.join(REPO, "roles", "rolling_maintenance", "examples", "lab_hooks.yml")
+VENV_BIN = os.path.dirname(sys.executable)
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
+    env.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    return env
+
+
+def run_maintenance(lab, tmp_path, timeout=900, **extra_vars):
+    """Runs playbooks/rolling_maintenance.yml on the lab; returns (rc, output, report or None)."""
+    reports = tmp_path / ("reports-%d" % time.time_ns())
+    extra = dict(extra_vars, rolling_maintenance_reports_dir=str(reports))
+    command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", lab.inventory, PLAYBOOK,
+               "-e", "@" + LAB_HOOKS, "-e", json.dumps(extra)]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    runs = sorted(glob.glob(str(reports / "*" / "report.json")))
+    report = json.load(open(runs[-1])) if runs else None
+    return result.returncode, output, report
+
+
+def storage_of(lab, cluster):
+    recorded = json.load(open(os.path.join(lab.state_dir, "lab.json")))
+    return recorded["clusters"][cluster]["storage"]
+
+
+def state_files(lab):
+    """Every file of every cluster's shared maintenance state, with its content."""
+    files = {}
+    for cluster in lab.clusters:
+        for path in glob.glob(os.path.join(ms.state_dir(storage_of(lab, cluster)), "**"), recursive=True):
+            if os.path.isfile(path):
+                files[path] = open(path).read()
+    return files
+
+
+def pending_updates(lab, host):
+    return lab.ssh(host, "%s pending-updates" % lab.host_tool).stdout
+
+
+# --------------------------------------------------------------------------- molecule
+def test_molecule_scenario_maintains_a_whole_lab():
+    """create (its own lab) -> prepare -> converge (the role) -> verify -> destroy."""
+    started = time.time()
+    result = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", "rolling_maintenance"],
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1800)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    assert "verify: Executed: Successful" in output.replace("\x1b", "") or "verify" in output
+    print("molecule test -s rolling_maintenance: %.0f s" % (time.time() - started))
+
+
+# --------------------------------------------------------------------------- default lab
+def test_dry_run_changes_nothing(lab, tmp_path):
+    before = {"boot": {h: lab.boot_id(h) for h in lab.hosts}, "placement": lab.placement(),
+              "state": state_files(lab), "pending": {h: pending_updates(lab, h) for h in lab.hosts}}
+    rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_dry_run=True,
+                                         rolling_maintenance_force=True)
+    assert rc == 0, output[-6000:]
+    after = {"boot": {h: lab.boot_id(h) for h in lab.hosts}, "placement": lab.placement(),
+             "state": state_files(lab), "pending": {h: pending_updates(lab, h) for h in lab.hosts}}
+    assert after == before
+    assert report["run"]["status"] == "dry_run" and report["run"]["dry_run"]
+    waves = report["plan"]["waves"]
+    assert sorted(h for wave in waves for h in wave) == sorted(lab.hosts)
+    for wave in waves:  # at most max_unavailable hosts of a cluster per wave, clusters side by side
+        for cluster in lab.clusters:
+            in_wave = [h for h in wave if lab.hosts[h].cluster == cluster]
+            assert len(in_wave) <= report["clusters"][cluster]["max_unavailable"]
+        assert len({lab.hosts[h].cluster for h in wave}) == len([c for c in lab.clusters
+                                                                 if set(lab.clusters[c]) & set(wave)])
+    assert set(report["plan"]["drain_plans"]) == set(lab.hosts)
+    assert all(plan["moves"] for plan in report["plan"]["drain_plans"].values())
+    assert report["totals"]["migrations"] == 0
+
+
+def test_second_run_is_refused_while_a_cluster_is_locked(lab, tmp_path):
+    cluster = sorted(lab.clusters)[-1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    holder = ms.default_holder("other-run-4711", {"controller": "awx-node-2", "user": "ops"})
+    state.acquire_lock(holder)
+    try:
+        boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
+        rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_clusters=[cluster],
+                                             rolling_maintenance_force=True)
+        assert rc != 0
+        assert "other-run-4711" in output and "rolling_maintenance_force_unlock" in output
+        assert report["run"]["status"] == "refused"
+        assert "other-run-4711" in report["run"]["message"]
+        # Nothing changed: the holder still holds the lock, no host marked or rebooted.
+        assert state.lock()["holder"]["run_id"] == "other-run-4711"
+        assert state.marks() == {}
+        assert {h: lab.boot_id(h) for h in lab.clusters[cluster]} == boots
+    finally:
+        state.release_lock("other-run-4711")
+
+
+def test_failure_leaves_the_host_marked_and_a_rerun_resumes(lab, tmp_path):
+    cluster = sorted(lab.clusters)[-1]
+    first, second = lab.clusters[cluster][0], lab.clusters[cluster][1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    home = {g: h for g, h in lab.placement().items() if lab.hosts[lab.guests[g]].cluster == cluster}
+    boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
+
+    # Run 1: the patch step fails on the first host (after its drain).
+    rc, output, report = run_maintenance(
+        lab, tmp_path, rolling_maintenance_hosts=[first, second], rolling_maintenance_force=True,
+        rolling_maintenance_new_window=True,
+        rolling_maintenance_patch_command="{{ 'false' if inventory_hostname == '%s' else lab_patch_command }}" % first)
+    assert rc != 0, output[-6000:]
+    hosts = report["hosts"]
+    assert hosts[first]["status"] == "failed" and hosts[first]["failed_phase"] == "patch"
+    assert hosts[second]["status"] == "skipped" and "cluster stopped" in hosts[second]["reason"]
+    assert report["clusters"][cluster]["status"] == "stopped"
+    assert state.lock() is None                       # released
+    marks = state.marks()
+    assert list(marks) == [first] and marks[first]["phase"] == "drained"   # stays marked
+    assert {h: lab.boot_id(h) for h in lab.clusters[cluster]} == boots     # nobody rebooted
+    placement = lab.placement()
+    assert all(placement[g] not in (None, first) for g in home)            # all running, none on it
+    assert all(report["guests"][g]["location"] == placement[g] for g in home)  # the report knows
+    window = state.window()["name"]
+
+    # Run 2: resume. The marked host is finished from its phase; guests go back home.
+    rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=[first],
+                                         rolling_maintenance_move_back=True)
+    assert rc == 0, output[-6000:]
+    assert report["hosts"][first]["status"] == "done"
+    assert report["hosts"][first]["resumed_phase"] == "drained"
+    assert report["hosts"][first]["boot_id_before"] == boots[first]
+    assert lab.boot_id(first) != boots[first] and lab.boot_id(second) == boots[second]
+    assert state.lock() is None and state.marks() == {}
+    assert state.window()["name"] == window and first in state.window()["hosts_done"]
+    assert all(lab.where(g) == h for g, h in home.items())
+    moved_back = [m for m in report["migrations"] if m["purpose"] == "move_back"]
+    assert moved_back and all(m["status"] == "ok" for m in moved_back)
