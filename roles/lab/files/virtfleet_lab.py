@@ -352,8 +352,11 @@ def _kill(pids, sig=signal.SIGKILL) -> None:
             os.kill(pid, sig)
 
 
-def _user_pids(uid: int) -> list:
-    return [pid for pid, _ppid, p_uid, state, _cmd in _processes() if p_uid == uid and state != "Z"]
+def _user_pids(uid: int, program: str | None = None) -> list:
+    """Live processes of a user (optionally only those whose command starts with program)."""
+    return [pid for pid, _ppid, p_uid, state, cmd in _processes()
+            if p_uid == uid and state != "Z" and (program is None or os.path.basename(cmd.split(" ", 1)[0])
+                                                  .startswith(program))]
 
 
 def _wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
@@ -844,13 +847,18 @@ def start_host(lab: dict, host: dict) -> bool:
             raise LabError("lab host %s: libvirt port %s:%d is already in use (%s) but not by this lab's "
                            "daemon. Another lab on the same addresses? Bring it down or give this lab other "
                            "addresses" % (host["name"], host["address"], LIBVIRT_PORT, holder))
-        stale = _user_pids(host["uid"])
-        if stale:  # leftovers of a daemon that died: a fresh boot starts clean
+        # libvirtd died but the host did not reboot: its guests (QEMU processes) live on, and the
+        # new daemon reconnects to them through the runtime directory, as after a daemon restart
+        # on a real host. Any other leftover process of the host user goes.
+        guests = set(_user_pids(host["uid"], "qemu-system"))
+        stale = [pid for pid in _user_pids(host["uid"]) if pid not in guests]
+        if stale:
             _kill(stale)
-            _wait_until(lambda: not _user_pids(host["uid"]), 10)
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.listdir(env["XDG_RUNTIME_DIR"]):
-                shutil.rmtree(os.path.join(env["XDG_RUNTIME_DIR"], entry), ignore_errors=True)
+            _wait_until(lambda: not (set(_user_pids(host["uid"])) - guests), 10)
+        if not guests:  # nothing survives from before: start as after a boot, with an empty /run
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.listdir(env["XDG_RUNTIME_DIR"]):
+                    shutil.rmtree(os.path.join(env["XDG_RUNTIME_DIR"], entry), ignore_errors=True)
         output = open(os.path.join(directory, "log", "libvirtd.out"), "ab")
         cluster_gid = lab["clusters"][host["cluster"]]["gid"]
         drop_privileges = ["setpriv", "--reuid=%d" % host["uid"], "--regid=%d" % host["gid"],
@@ -1310,12 +1318,15 @@ def cmd_down(lab: dict, _args) -> dict:
             _kill([agent_pid])
         changed = True
     problems = []
+    lab_uids = set()
     for host in hosts.values():
         try:
             entry = pwd.getpwnam(host["user"])
         except KeyError:
             entry = None
         host = dict(host, uid=entry.pw_uid if entry else None)
+        if entry:
+            lab_uids.add(entry.pw_uid)
         if entry or os.path.isdir(host["dir"]):
             survivors = stop_host(host)
             if survivors:
@@ -1347,11 +1358,12 @@ def cmd_down(lab: dict, _args) -> dict:
     with contextlib.suppress(OSError):  # the common parent, once no lab is left in it
         os.rmdir(os.path.dirname(lab["state_dir"]))
     _drop_empty_kvm_acl()
-    for host in hosts.values():
-        for port in (LIBVIRT_PORT, SSH_PORT):
-            holder = _listener(host["address"], port)
-            if holder:
-                problems.append("%s:%d still has a listener: %s" % (host["address"], port, holder))
+    # Nothing of the lab may be left: no process of its users, none started from its state dir
+    # (its sshds). Listeners of other programs on the same addresses are not the lab's business.
+    leftovers = ["%d (%s)" % (pid, cmd[:80]) for pid, _ppid, uid, state, cmd in _processes()
+                 if state != "Z" and (uid in lab_uids or lab["state_dir"] + "/" in cmd)]
+    if leftovers:
+        problems.append("processes left: %s" % ", ".join(leftovers))
     if problems:
         raise LabError("lab %s is down but not clean: %s" % (lab["name"], "; ".join(problems)))
     return {"changed": changed, "lab": lab["name"], "state_dir": lab["state_dir"], "clean": True}
@@ -1520,7 +1532,7 @@ def _print_human(command: str, result: dict) -> None:
                 host["reboot_required"], host["libvirt_uri"]))
         for name, guest in result["guests"].items():
             print("  guest %-7s on %-8s running=%s last heartbeat %ss ago (seq %s)" % (
-                name, guest["host"], guest["running"], guest["last_heartbeat_age_s"], guest["last_seq"]))
+                name, guest["host"] or "nowhere", guest["running"], guest["last_heartbeat_age_s"], guest["last_seq"]))
         print("  inventory (static): %s" % result["inventory"])
         if command == "up":
             print("up in %.1f s; started hosts: %s; started guests: %s" % (
