@@ -262,12 +262,12 @@ def test_destination_dying_mid_migration_leaves_the_guest_running_on_its_source(
 
 
 def test_stalled_migration_is_aborted_by_iterations_and_the_guest_keeps_running(lab, cluster_a):
-    """A guest rewriting 48 MiB in a loop, a 10 MiB/s link and a 10 ms downtime target: the
+    """A guest rewriting 24 MiB in a loop, a 10 MiB/s link and a 10 ms downtime target: the
     migration can never converge. The watchdog counts passes without a new low of the
     remaining data and aborts; the guest goes on running on its source."""
     source, destination = sorted(lab.clusters[cluster_a])[:2]
     guest = "vf-stall-probe"
-    lab.add_guest(guest, source, workload="dirty", dirty_mib=48)
+    lab.add_guest(guest, source, workload="dirty", dirty_mib=24)
     try:
         samples = []
         started = time.time()
