@@ -15,8 +15,8 @@ description:
   - Moves a running guest from one libvirt host to another with a peer-to-peer live migration
     (C(virDomainMigrateToURI3)), watching the job while it runs.
   - Sets the maximum downtime once the job exists (libvirt has no parameter for it), reports
-    progress, aborts a migration that stalls (O(stall_iterations) memory passes without a new
-    low of the data still to send) or exceeds its timeout (by default scaled by the guest's
+    progress, aborts a migration that stalls (O(stall_iterations) memory passes that each start
+    with no less data to send than the best pass so far) or exceeds its timeout (by default scaled by the guest's
     memory, 800 s per GiB like Nova, at least O(min_timeout)).
   - On any failure the job is aborted, a guest left paused on the source is resumed there, and
     the task fails with a message saying which host runs the guest now and why. The module
@@ -137,9 +137,10 @@ options:
   stall_iterations:
     description:
       - Memory passes without a new low of the remaining data after which the migration counts
-        as stalled and is aborted (or switched to post-copy with O(postcopy)). Wall-clock time
-        without change is deliberately not a criterion - slow but progressing migrations
-        continue.
+        as stalled and is aborted (or switched to post-copy with O(postcopy)). The data left at
+        the start of each pass is compared - what the guest dirtied during the previous pass.
+        Wall-clock time without change is deliberately not a criterion - slow but progressing
+        migrations continue.
     type: int
     default: 10
 notes:
