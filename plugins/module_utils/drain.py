@@ -26,7 +26,6 @@ __metaclass__ = type
 
 import threading
 import time
-import xml.etree.ElementTree as ET
 
 try:
     import queue
@@ -124,27 +123,11 @@ class ClusterHost(object):
 
 
 # --------------------------------------------------------------------------- gathering
-# Facts come from the shared gatherer (libvirt_facts.gather_hypervisor_facts) and CPU
-# comparison from its LibvirtCpuOracle. Adapter kept here: the facts carry the guest's CPU mode
-# and model but not the CPU element to compare, so it is read from the domain XML below.
+# Facts come from the shared gatherer (libvirt_facts.gather_hypervisor_facts: capacity, guests,
+# migration blockers, custom CPU element) and CPU comparison from its LibvirtCpuOracle.
 
 
-def _guest_cpu_xml(conn, name):
-    """The guest's <cpu> element when it is a custom model (the only kind a comparison can
-    judge: host-model/host-passthrough depend on the host they start on)."""
-    try:
-        root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
-    except Exception:
-        return None, None
-    cpu = root.find("cpu")
-    os_type = root.find("os/type")
-    arch = os_type.get("arch") if os_type is not None else None
-    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("model") is None:
-        return None, arch
-    return ET.tostring(cpu).decode(), arch
-
-
-def _guest_from_facts(conn, facts, host_name, options):
+def _guest_from_facts(facts, host_name, options):
     name = facts["name"]
     movable, why = True, None
     if name in options.unmovable_guests:
@@ -159,13 +142,13 @@ def _guest_from_facts(conn, facts, host_name, options):
         if name in members:
             group = group_name
             break
-    cpu_xml, arch = (_guest_cpu_xml(conn, name) if options.cpu_check else (None, None))
     # Reserve what the guest may grow to (its maximum), not what the balloon shows now.
     memory = max(facts.get("max_memory_mib") or 0, facts.get("memory_mib") or 0)
     return Guest(name=name, memory_mib=int(memory), vcpus=int(facts.get("vcpus") or 1),
                  host=host_name, anti_affinity_group=group, movable=movable,
                  unmovable_reason=why,
-                 cpu={"xml": cpu_xml, "arch": arch, "virttype": facts.get("domain_type")})
+                 cpu={"xml": facts.get("cpu_xml"), "arch": facts.get("arch"),
+                      "virttype": facts.get("domain_type")})
 
 
 def gather_host(conn, host, options):
@@ -176,7 +159,7 @@ def gather_host(conn, host, options):
     capacity = HostCapacity(name=host.name, memory_total_mib=int(facts["memory_total_mib"]),
                             cpus=int(facts["cpus"]), memory_free_mib=facts.get("memory_free_mib"),
                             in_maintenance=host.in_maintenance, cpu=host.name)
-    guests = [_guest_from_facts(conn, g, host.name, options)
+    guests = [_guest_from_facts(g, host.name, options)
               for g in facts.get("guests", []) if g.get("active")]
     return capacity, guests
 

@@ -306,3 +306,22 @@ def test_same_host_uuid_is_refused_with_a_clear_reason(lab):
     assert error.reason == "same-host-uuid" and error.running_on == host
     assert "report the same host UUID" in error.message and "machine-id" in error.message
     assert lab.where(guest) == host
+
+
+def test_cpu_check_asks_each_destination_and_names_missing_features(lab, cluster_a):
+    """The planner's CPU predicate is the destination's own compareHypervisorCPU: the lab
+    guests' CPU passes; a CPU model the host cannot provide is refused with the features."""
+    source, destination = sorted(lab.clusters[cluster_a])[:2]
+    view = dr.gather_cluster(source, [dr.ClusterHost(h["name"], h["uri"])
+                                      for h in cluster_hosts(lab, cluster_a)], dr.DrainOptions())
+    try:
+        guest = [g for g in view.guests if g.host == source][0]
+        target = [c for c in view.capacities if c.name == destination][0]
+        assert guest.cpu["xml"] and view.cpu_check(guest, target) is None
+        alien = dr.Guest("alien", 128, 1, source, cpu=dict(
+            guest.cpu, xml="<cpu mode='custom' match='exact'><model fallback='forbid'>"
+                           "Icelake-Server</model></cpu>"))
+        refusal = view.cpu_check(alien, target)
+        assert refusal and "avx512" in refusal
+    finally:
+        view.close()
