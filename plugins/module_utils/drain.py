@@ -474,8 +474,11 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
         result["locations"] = _locations(view.guests_on(source), outcomes)
         result["elapsed_s"] = round(time.monotonic() - began, 3)
         if unexpected:
-            raise DrainError("%s still runs %s after the drain: do not reboot it"
-                             % (source, ", ".join(unexpected)), result)
+            why = ["%s: %s" % (item["guest"], item["error"]) for item in result["shutdown"]
+                   if not item["ok"]]
+            raise DrainError("%s still runs %s after the drain: do not reboot it%s"
+                             % (source, ", ".join(unexpected),
+                                " (%s)" % "; ".join(why) if why else ""), result)
         return result
     finally:
         view.close()

@@ -325,3 +325,35 @@ def test_cpu_check_asks_each_destination_and_names_missing_features(lab, cluster
         assert refusal and "avx512" in refusal
     finally:
         view.close()
+
+
+def test_unmovable_guests_are_left_or_shut_down_cleanly_never_forced(lab, cluster_a):
+    source = sorted(lab.clusters[cluster_a])[0]
+    movable, pinned = guests_on(lab, source)[:2]
+    hosts = cluster_hosts(lab, cluster_a)
+
+    # Default policy: refuse before moving anything.
+    with pytest.raises(dr.DrainError) as refused:
+        dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned]))
+    assert "%s cannot live-migrate (declared unmovable)" % pinned in refused.value.message
+    assert lab.where(movable) == source
+
+    # leave: the others move, the pinned guest keeps running; the host is not empty and says so.
+    result = dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned],
+                                                          unmovable="leave"))
+    assert result["left"] == [pinned] and result["remaining_guests"] == [pinned]
+    assert lab.where(pinned) == source and lab.where(movable) != source
+
+    # shutdown: a clean ACPI request only. This lab guest ignores it, so the drain fails after
+    # the timeout and the guest is still running: nothing was forced off.
+    with pytest.raises(dr.DrainError) as failed:
+        dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned],
+                                                     unmovable="shutdown", shutdown_timeout=5))
+    print("\n" + failed.value.message)
+    shutdown = failed.value.result["shutdown"]
+    if shutdown[0]["ok"]:  # a guest that honours ACPI stopped cleanly: start it again
+        lab.up()
+    else:
+        assert "not forced" in shutdown[0]["error"]
+        assert "do not reboot it" in failed.value.message
+        assert lab.where(pinned) == source
