@@ -171,11 +171,11 @@ def test_lab_listens_on_loopback_only(lab):
 
 @pytest.mark.lab
 def test_ansible_reaches_every_host_through_the_lab_inventory(lab):
-    result = run_ansible("ansible", "-i", lab.inventory, "all", "-o", "-m", "ansible.builtin.command",
+    result = run_ansible("ansible", "-i", lab.inventory, "all", "-m", "ansible.builtin.command",
                          "-a", "virsh -q hostname")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     for name in lab.hosts:
-        assert re.search(r"^%s \| CHANGED \| rc=0 \| \(stdout\) %s$" % (name, name), result.stdout, re.M), result.stdout
+        assert re.search(r"^%s \| CHANGED \| rc=0 >>\n%s$" % (name, name), result.stdout, re.M), result.stdout
 
 
 @pytest.mark.lab
