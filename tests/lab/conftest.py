@@ -83,6 +83,11 @@ class Lab:
         self.last_up = self.run("up")
         return self.last_up
 
+    @property
+    def accelerator(self) -> str:
+        """"tcg" or "kvm": how the lab's guests run (KVM only where a Linux guest boots under it)."""
+        return (self.last_up or self.status())["accelerator"]
+
     def down(self) -> dict:
         return self.run("down")
 
