@@ -495,8 +495,8 @@ def summary_lines(result):
     """Human summary of a drain report, one line per guest."""
     lines = []
     for move in result.get("plan", {}).get("moves", []):
-        lines.append("%d. %s (%d MiB) -> %s" % (move["order"], move["guest"],
-                                                 move["memory_mib"], move["destination"]))
+        lines.append("%d. %s (%d MiB) -> %s"
+                     % (move["order"], move["guest"], move["memory_mib"], move["destination"]))
     for outcome in result.get("migrations", []):
         res = outcome.get("result") or {}
         if outcome["status"] == "migrated":

@@ -718,9 +718,8 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
     if worker.is_alive():
         # abortJob did not end migrateToURI3 in time: say so rather than guess.
         raise fail("%s: migration to %s did not end %d s after abortJob(); check both hosts"
-                   " by hand (the guest was not stopped)" % (guest, dest_name,
-                                                            ABORT_GRACE_SECONDS),
-                   "abort-hung", "unknown", None, last)
+                   " by hand (the guest was not stopped)"
+                   % (guest, dest_name, ABORT_GRACE_SECONDS), "abort-hung", "unknown", None, last)
 
     if outcome.get("ok"):
         return _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed,
@@ -750,8 +749,8 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
     """migrateToURI3 returned: check the guest runs on the destination and not on the source,
     then read the completed job statistics."""
     try:
-        dst_active, dst_state, _ = _guest_state(dst_conn, uuid)
-        src_active, _, _ = _guest_state(src_conn, uuid)
+        dst_active, dst_state, _dst_reason = _guest_state(dst_conn, uuid)
+        src_active = _guest_state(src_conn, uuid)[0]
     except Exception as exc:
         raise fail("%s: migration to %s reported success but its location could not be"
                    " verified: %s" % (guest, dest_name, _libvirt_message(exc)),

@@ -35,7 +35,7 @@ description:
   - The first migration after a libvirt daemon starts is slower (several seconds of setup on
     the lab); the timeout minimum accounts for it.
 author:
-  - virtfleet maintainers
+  - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
 attributes:
@@ -44,6 +44,7 @@ attributes:
     description: Reports where the guest is and whether it would be migrated; moves nothing.
   diff_mode:
     support: none
+    description: Nothing to diff - the result says where the guests are.
 options:
   guest:
     description: Name of the guest (libvirt domain) to migrate.

@@ -32,7 +32,7 @@ description:
     guest's progress live (C(a1-g1 -> hv-a2 64% of 128 MiB)); this module file holds the
     documentation and runs the same code without live display when executed directly.
 author:
-  - virtfleet maintainers
+  - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
 attributes:
@@ -41,6 +41,7 @@ attributes:
     description: Returns the plan (and fails the same way a real run would refuse).
   diff_mode:
     support: none
+    description: Nothing to diff - the result says where the guests are.
   action:
     support: full
     description: Runs on the controller; prints live progress per guest.
@@ -87,7 +88,7 @@ options:
   unmovable:
     description:
       - What to do with a running guest that cannot live-migrate (host device passthrough, local
-        disks without O(migration.copy_storage), listed in O(unmovable_guests)).
+        disks without C(copy_storage) in O(migration), listed in O(unmovable_guests)).
       - V(fail) refuses the drain before anything moves. V(shutdown) shuts it down cleanly
         (ACPI; never forced - the drain fails if it does not stop within O(shutdown_timeout)).
         V(leave) leaves it running and excludes it from the final check; the host must then
@@ -125,7 +126,7 @@ options:
     type: bool
     default: true
   shared_storage_path:
-    description: The cluster's shared storage directory; guest disks outside it are local (need O(migration.copy_storage)).
+    description: The cluster's shared storage directory; guest disks outside it are local (need C(copy_storage) in O(migration)).
     type: str
   shutdown_timeout:
     description: Seconds to wait for a clean shutdown with O(unmovable=shutdown).

@@ -109,7 +109,7 @@ def test_progress_callbacks_are_serialized():
         seen.append(sample)
         inside.pop()
     call = d._serialized(progress)
-    threads = [threading.Thread(target=lambda: [call(i) for i in range(50)]) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: [call(i) for i in range(50)]) for _thread in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -140,7 +140,7 @@ def test_plan_orders_largest_first_and_numbers_the_moves():
 
 def test_plan_is_deterministic():
     guests = [Guest("g%d" % i, 128 * (1 + i % 3), 1, "hv-1") for i in range(6)]
-    plans = [d.plan_host_drain(view(HOSTS, guests), d.DrainOptions()) for _ in range(3)]
+    plans = [d.plan_host_drain(view(HOSTS, guests), d.DrainOptions()) for _run in range(3)]
     assert plans[0] == plans[1] == plans[2]
 
 

@@ -39,7 +39,7 @@ def test_prints_every_ten_percent_each_pass_and_the_end():
 def test_a_quiet_guest_still_shows_life_every_few_seconds():
     lines, clock = [], Clock()
     printer = ProgressPrinter("hv-a1", lines.append, clock)
-    for _ in range(60):  # 30 s stuck at 50 %
+    for _sample in range(60):  # 30 s stuck at 50 %
         clock.now += 0.5
         printer(sample("big", 50))
     assert 5 <= len(lines) <= 7
