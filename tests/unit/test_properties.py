@@ -19,7 +19,6 @@ import io
 import json
 import os
 import string
-import sys
 import contextlib
 
 import pytest
