@@ -49,6 +49,18 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     return _SECRET_QUERY.sub(r"\1********", uri)
 
 
+def uri_secrets(uri: Optional[str]) -> List[str]:
+    """Every secret a URI carries: the password of `user:password@host` and the values of
+    secret-looking query parameters (`apikey=`, `secretkey=`, `*pass*`, `*token*`), so a
+    module can mask them wherever Ansible prints arguments or results (`-vvv` too)."""
+    secrets = [uri_password(uri)]
+    query = (uri or "").partition("?")[2]
+    for name, _sep, value in (part.partition("=") for part in query.split("&")):
+        if re.search(r"pass|secret|token|key", name, re.IGNORECASE):
+            secrets.append(value)
+    return [secret for secret in secrets if secret]
+
+
 def uri_password(uri: Optional[str]) -> Optional[str]:
     """The password embedded in `user:password@host` of a URI, or None (to mask it in output)."""
     match = re.match(r"^[a-z0-9+.-]+://[^/@:]*:([^/@]*)@", uri or "", re.IGNORECASE)

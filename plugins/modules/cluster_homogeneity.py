@@ -213,7 +213,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.homogeneity impo
     QUERYABLE_HYPERVISORS, FeatureSetCpuOracle, HostInput, compare_cluster)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
     HAS_LIBVIRT, LibvirtCpuOracle, LibvirtFactsError, gather_hypervisor_facts, open_connection,
-    uri_password)
+    uri_secrets)
 
 
 class _PartialLibvirtOracle(LibvirtCpuOracle):
@@ -266,9 +266,8 @@ def main():
     )
     hosts = module.params["hosts"]
     for host in hosts:
-        secret = uri_password(host.get("uri"))
-        if secret:
-            module.no_log_values.add(secret)
+        # The URI's password and secret query values (apikey=, secretkey=, ...): never shown.
+        module.no_log_values.update(uri_secrets(host.get("uri")))
 
     to_query = []
     for host in hosts:

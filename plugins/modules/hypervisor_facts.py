@@ -20,7 +20,8 @@ description:
     disks and what would stop it from live-migrating.
   - "Meant to run on the controller (C(delegate_to: localhost)) with the host's
     C(virtfleet_libvirt_uri); only reads, so check mode runs it the same way."
-  - A password embedded in O(uri) (C(user:password@host)) is masked in the module's output;
+  - A password embedded in O(uri) (C(user:password@host)) and the values of secret-looking query
+    parameters (C(apikey=), C(secretkey=), C(*pass*), C(*token*)) are masked in the module's output;
     prefer O(password), since ad-hoc C(ansible -vvv) echoes task arguments before any module runs.
 author:
   - virtfleet maintainers
@@ -191,7 +192,7 @@ hypervisor:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
-    HAS_LIBVIRT, LibvirtFactsError, gather_hypervisor_facts, uri_password)
+    HAS_LIBVIRT, LibvirtFactsError, gather_hypervisor_facts, uri_secrets)
 
 
 def main():
@@ -205,10 +206,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    secret = uri_password(module.params["uri"])
-    if secret:
-        # Masks the password wherever Ansible prints module arguments or results.
-        module.no_log_values.add(secret)
+    # Masks the URI's password and secret query values (apikey=, secretkey=, ...) wherever
+    # Ansible prints module arguments or results.
+    module.no_log_values.update(uri_secrets(module.params["uri"]))
     if not HAS_LIBVIRT:
         module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the machine running "
                              "this module; install them on the controller")

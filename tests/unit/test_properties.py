@@ -35,6 +35,7 @@ from ansible.parsing.dataloader import DataLoader  # noqa: E402
 from ansible.plugins.loader import inventory_loader  # noqa: E402
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import placement  # noqa: E402
 
@@ -474,3 +475,22 @@ def test_drain_plans_never_overfill_a_host_nor_use_one_in_maintenance(cluster):
             groups.count(g) > 1 for g in (x.anti_affinity_group for x in guests if x.host == name)), groups
     if plan["ok"]:
         assert not plan["unplaced"]
+
+
+secret_text = st.text(alphabet=string.ascii_letters + string.digits + "._-~", min_size=6, max_size=16)
+
+
+@FAST
+@given(password=secret_text, apikey=secret_text, secretkey=secret_text,
+       scheme=st.sampled_from(["qemu+tls", "qemu+ssh", "qemu+tcp"]))
+def test_every_secret_of_a_uri_is_masked_and_redacted(password, apikey, secretkey, scheme):
+    """What the facts modules add to no_log and what redact_uri shows: a URI's password and
+    CloudStack-style apikey/secretkey query values never survive."""
+    uri = "%s://admin:%s@hv-1.example/system?apikey=%s&keyfile=/k&secretkey=%s&no_verify=1" % (
+        scheme, password, apikey, secretkey)
+    plain = uri.replace(password, "").replace(apikey, "").replace(secretkey, "")
+    hypothesis.assume(not any(secret in plain for secret in (password, apikey, secretkey)))
+    assert {password, apikey, secretkey} <= set(libvirt_facts.uri_secrets(uri))
+    redacted = libvirt_facts.redact_uri(uri)
+    assert not any(secret in redacted for secret in (password, apikey, secretkey)), redacted
+    assert redacted.startswith("%s://admin:********@hv-1.example/system?" % scheme)
