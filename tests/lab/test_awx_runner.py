@@ -26,9 +26,17 @@ JOB_ID = 4242  # AWX's job id: runner's ident and awx_job_id
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
+class _VarsLoader(yaml.SafeLoader):
+    """Reads playbooks/vars/awx.yml; `!unsafe` marks values Ansible must not template, which
+    is what reaches AWX: the plain string."""
+
+
+_VarsLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def awx_extra_vars(cluster: str) -> dict:
     """Extra variables as AWX composes them for a job of the rolling maintenance template."""
-    awx = yaml.safe_load(open(AWX_VARS))
+    awx = yaml.load(open(AWX_VARS), Loader=_VarsLoader)
     # Job template extra_vars: the site's hooks (here the lab's) and the run id naming the job.
     extra = dict(yaml.safe_load(open(LAB_HOOKS)), **awx["awx_rolling_maintenance_extra_vars"])
     # Survey answers: multiplechoice as the chosen string, integer as a number, multiselect as a

@@ -43,8 +43,9 @@ def trusted(item):
 
 
 def render(value, **overrides):
-    """Template a value of the playbook the way Ansible does, with vars/awx.yml loaded."""
-    variables = trusted(yaml.safe_load(open(AWX_VARS)))
+    """Template a value of the playbook the way Ansible does, with vars/awx.yml loaded as
+    vars_files are (templates trusted, `!unsafe` values left alone)."""
+    variables = DataLoader().load_from_file(AWX_VARS, trusted_as_template=True)
     variables.update(overrides)
     return Templar(loader=DataLoader(), variables=variables).template(trusted(value))
 
@@ -137,3 +138,50 @@ def test_job_templates_name_playbooks_of_the_project(playbook):
     named = [t["awx.awx.job_template"]["playbook"] for t in task_args("awx.awx.job_template")]
     assert "playbooks/" + playbook in named
     assert os.path.isfile(os.path.join(REPO, "playbooks", playbook))
+
+
+class _ApiReached(Exception):
+    """Raised instead of the first HTTP request: the module accepted its arguments."""
+
+
+OMIT = "__virtfleet_test_omit__"
+
+
+@pytest.mark.parametrize("index", range(len([t for t in yaml.safe_load(open(PLAYBOOK))[0]["tasks"]
+                                             if any(k.startswith("awx.awx.") for k in t)])))
+def test_awx_modules_accept_the_arguments_the_playbook_gives_them(index, monkeypatch):
+    """Each awx.awx task's arguments, templated, pass the module's own argument validation.
+
+    The module runs in-process up to its first request to AWX, which is intercepted: wrong
+    option names, types or choices fail here as they would against a real AWX.
+    """
+    import importlib
+    import io
+    import contextlib
+    import json
+    from ansible.module_utils import basic
+    from ansible_collections.awx.awx.plugins.module_utils import controller_api
+
+    play = yaml.safe_load(open(PLAYBOOK))[0]
+    task = [t for t in play["tasks"] if any(k.startswith("awx.awx.") for k in t)][index]
+    module_name = next(k for k in task if k.startswith("awx.awx."))
+    args = dict(play["module_defaults"]["group/awx.awx.controller"], **task[module_name])
+    rendered = render(args, awx_clusters=CLUSTERS, omit=OMIT, awx_project_scm_url="https://git.invalid/vf.git",
+                      awx_execution_environment_image="registry.invalid/virtfleet-ee:0.1.0",
+                      awx_machine_credential="hypervisors")
+    rendered = {k: v for k, v in rendered.items() if v != OMIT}
+    if "extra_vars" in rendered:  # reaches AWX as the template, for AWX's job to fill in
+        assert rendered["extra_vars"]["rolling_maintenance_run_id"] == "awx-{{ awx_job_id }}"
+    # An address that resolves; the request to it is intercepted before any connection.
+    rendered.update(controller_host="https://127.0.0.1:9", controller_oauthtoken="token")
+
+    def intercept(self, method, endpoint, *a, **kw):
+        raise _ApiReached("%s %s" % (method, endpoint))
+    monkeypatch.setattr(controller_api.ControllerAPIModule, "make_request", intercept)
+    module = importlib.import_module("ansible_collections.awx.awx.plugins.modules." + module_name.split(".")[-1])
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": rendered}).encode())
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises((_ApiReached, SystemExit)) as outcome:
+        module.main()
+    assert outcome.type is _ApiReached, "%s refused its arguments: %s" % (module_name, out.getvalue())
