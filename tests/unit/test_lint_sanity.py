@@ -41,7 +41,7 @@ DOC_TYPES = [("module", plugin_names("modules")), ("inventory", plugin_names("in
              ("role", documented_roles())]
 
 
-@pytest.mark.parametrize("plugin_type,names", DOC_TYPES, ids=[kind for kind, _ in DOC_TYPES])
+@pytest.mark.parametrize("plugin_type,names", DOC_TYPES, ids=[kind for kind, _names in DOC_TYPES])
 def test_ansible_doc_renders_every_plugin(plugin_type, names):
     assert names, "no %s found" % plugin_type
     # Text, as an operator reads it: every name rendered, nothing warned about.
@@ -94,6 +94,6 @@ def test_sanity_ignores_carry_a_reason():
         for number, line in enumerate(open(path), 1):
             if not line.strip() or line.startswith("#"):
                 continue
-            entry, _, reason = line.partition("#")
+            entry, _hash, reason = line.partition("#")
             assert reason.strip(), "%s:%d: no reason given" % (path, number)
             assert os.path.exists(os.path.join(REPO, entry.split()[0])), "%s:%d: no such file" % (path, number)
