@@ -16,7 +16,8 @@ plan               ``waves`` (list of host lists), ``skipped`` (host -> reason),
                    ``clusters`` (name -> {max_unavailable, hosts}), ``drain_plans`` (dry run)
 host_start         a host enters maintenance (marked): ``wave``, ``resumed_phase``
 phase              ``phase`` (drain, verify_empty, patch, reboot, verify, canary),
-                   ``state`` (start/end/failed), ``details``
+                   ``state`` (start/end/failed/skipped), ``details``; an end event may carry
+                   ``start`` (then no start event is needed)
 migration          ``guest``, ``source``, ``destination``, ``purpose`` (drain, canary,
                    move_back, rebalance), ``started``, ``ended``, ``time_ms``, ``downtime_ms``,
                    ``status`` (ok/failed), ``message``
@@ -167,7 +168,10 @@ def build_report(events):
             if event.get("state") == "start":
                 open_phases[key] = ts
             else:
+                # An end event may carry its own start (one event per phase).
                 start = open_phases.pop(key, ts)
+                if event.get("start") is not None:
+                    start = event["start"]
                 entry["phases"].append({"phase": event.get("phase"), "start": start, "end": ts,
                                         "state": event.get("state"),
                                         "details": event.get("details")})

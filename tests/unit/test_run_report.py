@@ -161,3 +161,12 @@ def test_dry_run_plan_is_rendered():
     assert report["run"]["dry_run"] and report["clusters"]["a"]["status"] == "dry_run"
     assert "g1 -> a2" in rr.render_markdown(report)
     assert "g1 &rarr; a2" in rr.render_html(report)
+
+
+def test_end_event_with_its_own_start():
+    events = [ev(0, "run_start", clusters={"a": ["a1"]}),
+              ev(5, "phase", cluster="a", host="a1", phase="patch", state="end", start=T0 + 2),
+              ev(9, "phase", cluster="a", host="a1", phase="reboot", state="failed", start=T0 + 6)]
+    phases = rr.build_report(events)["hosts"]["a1"]["phases"]
+    assert [(p["phase"], p["end"] - p["start"], p["state"]) for p in phases] == [
+        ("patch", 3.0, "end"), ("reboot", 3.0, "failed")]
