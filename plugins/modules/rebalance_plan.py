@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rebalance_plan
+short_description: Plan live migrations that even out memory load across a cluster
+description:
+  - Builds the cluster's capacity from M(virtfleet.cluster.hypervisor_facts) results and runs
+    the collection's rebalance planner (C(placement.plan_rebalance)) - while the spread between
+    the most and the least loaded host (allocated guest memory / host memory) exceeds
+    O(threshold), move the guest that narrows it most from the most loaded host to the least
+    loaded host that can take it.
+  - Hosts in maintenance (O(marked)) neither give nor take guests; guests that cannot
+    live-migrate stay.
+  - Pure computation on the controller; moves nothing (the playbook C(playbooks/rebalance.yml)
+    runs the moves with M(virtfleet.cluster.guest_migrate)).
+version_added: 0.1.0
+author: virtfleet maintainers
+options:
+  facts:
+    description: Host name to the C(hypervisor) result of M(virtfleet.cluster.hypervisor_facts), for every host of the cluster.
+    type: dict
+    required: true
+  cluster:
+    description: Name of the cluster (in messages).
+    type: str
+    default: cluster
+  marked:
+    description: Hosts in maintenance.
+    type: list
+    elements: str
+    default: []
+  threshold:
+    description: Spread of memory load (a fraction, 0.10 = ten percentage points) below which nothing moves.
+    type: float
+    default: 0.10
+  max_moves:
+    description: At most this many moves (0 - no limit).
+    type: int
+    default: 0
+  unmovable_guests:
+    description: Guests that must stay where they are.
+    type: list
+    elements: str
+    default: []
+  anti_affinity_groups:
+    description: Anti-affinity group name to guest names.
+    type: dict
+    default: {}
+  policy:
+    description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), C(respect_free_memory)).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Plan the moves that even out cluster kvm-prod
+  virtfleet.cluster.rebalance_plan:
+    cluster: kvm-prod
+    facts: "{{ facts_by_host }}"
+    threshold: 0.15
+  delegate_to: localhost
+  register: rebalance
+"""
+
+RETURN = r"""
+moves:
+  description: Moves in the order to run them - C(guest), C(source), C(destination), C(memory_mib), C(vcpus).
+  returned: always
+  type: list
+  elements: dict
+loads_before:
+  description: Host to memory load (allocated / total) now.
+  returned: always
+  type: dict
+loads_after:
+  description: Host to memory load once the moves are done.
+  returned: always
+  type: dict
+spread_before:
+  description: Most minus least loaded host, now.
+  returned: always
+  type: float
+spread_after:
+  description: Most minus least loaded host after the moves.
+  returned: always
+  type: float
+"""
+
+import dataclasses
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+    PlacementPolicy, capacity_from_dicts, memory_loads, plan_rebalance)
+
+
+def _spread(loads, marked):
+    values = [v for h, v in loads.items() if h not in marked]
+    return round(max(values) - min(values), 4) if values else 0.0
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            facts=dict(type="dict", required=True),
+            cluster=dict(type="str", default="cluster"),
+            marked=dict(type="list", elements="str", default=[]),
+            threshold=dict(type="float", default=0.10),
+            max_moves=dict(type="int", default=0),
+            unmovable_guests=dict(type="list", elements="str", default=[]),
+            anti_affinity_groups=dict(type="dict", default={}),
+            policy=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        policy = PlacementPolicy(**params["policy"])
+        data = capacity_from_facts({params["cluster"]: sorted(params["facts"])}, params["facts"],
+                                   params["marked"], params["unmovable_guests"],
+                                   params["anti_affinity_groups"])[params["cluster"]]
+        hosts, guests = capacity_from_dicts(data["hosts"], data["guests"])
+        moves = plan_rebalance(hosts, guests, policy, threshold=params["threshold"],
+                               max_moves=params["max_moves"] or None)
+    except (ValueError, KeyError, TypeError) as exc:
+        module.fail_json(msg="cannot plan the rebalance of %s: %s" % (params["cluster"], exc))
+    before = memory_loads(hosts, guests)
+    where = {m.guest: m.destination for m in moves}
+    after = memory_loads(hosts, [dataclasses.replace(g, host=where.get(g.name, g.host)) for g in guests])
+    module.exit_json(changed=False, moves=[dataclasses.asdict(m) for m in moves],
+                     loads_before={h: round(v, 4) for h, v in before.items()},
+                     loads_after={h: round(v, 4) for h, v in after.items()},
+                     spread_before=_spread(before, params["marked"]),
+                     spread_after=_spread(after, params["marked"]))
+
+
+if __name__ == "__main__":
+    main()
