@@ -107,7 +107,7 @@ def max_concurrent(intervals):
     # at t were not in maintenance together.
     points.sort(key=lambda p: (p[0], p[1]))
     best = current = 0
-    for _, delta in points:
+    for _instant, delta in points:
         current += delta
         best = max(best, current)
     return best
@@ -375,9 +375,9 @@ def render_svg(report, width=900):
     legend_x = label_w
     legend_y = height - 10
     for name, colour in PHASE_COLOURS.items():
+        values = (legend_x, legend_y - 9, colour, legend_x + 13, legend_y, name)
         parts.append('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>'
-                     '<text x="%d" y="%d">%s</text>' % (legend_x, legend_y - 9, colour,
-                                                         legend_x + 13, legend_y, name))
+                     '<text x="%d" y="%d">%s</text>' % values)
         legend_x += 13 + 7 * len(name) + 12
     parts.append("</svg>")
     return "\n".join(parts)
@@ -394,8 +394,8 @@ def render_markdown(report, svg_name="timeline.svg"):
     out.append("- status: **%s**%s" % (run["status"], " (dry run: nothing was changed)" if run["dry_run"] else ""))
     if run["message"]:
         out.append("- message: %s" % run["message"])
-    out.append("- started %s, ended %s (%s s)" % (_fmt_time(run["started"]), _fmt_time(run["ended"]),
-                                                 totals["duration_s"]))
+    out.append("- started %s, ended %s (%s s)"
+               % (_fmt_time(run["started"]), _fmt_time(run["ended"]), totals["duration_s"]))
     out.append("- hosts patched: %d, skipped: %d, failed: %d (of %d)"
                % (totals["hosts_patched"], totals["hosts_skipped"], totals["hosts_failed"],
                   totals["hosts_planned"]))
@@ -457,9 +457,9 @@ def render_markdown(report, svg_name="timeline.svg"):
                 "| --- | --- | --- | --- | --- |"]
         for name in sorted(report["guests"]):
             g = report["guests"][name]
-            out.append("| %s | %s | %d | %s | %s |" % (name, g["location"] or "?", g["migrations"],
-                                                     _fmt_ms(g["total_downtime_ms"]),
-                                                     _fmt_ms(g["worst_downtime_ms"])))
+            row = (name, g["location"] or "?", g["migrations"], _fmt_ms(g["total_downtime_ms"]),
+                   _fmt_ms(g["worst_downtime_ms"]))
+            out.append("| %s | %s | %d | %s | %s |" % row)
         out.append("")
     return "\n".join(out)
 
@@ -485,15 +485,16 @@ def render_html(report):
     if run["message"]:
         out.append('<p class="failed">%s</p>' % esc(run["message"]))
     out.append("<div>")
+    worst_text = _fmt_ms(totals["worst_downtime_ms"])
+    if totals["worst_downtime_guest"]:
+        worst_text += " (%s)" % totals["worst_downtime_guest"]
     for label, value in (("hosts patched", totals["hosts_patched"]),
                          ("hosts skipped", totals["hosts_skipped"]),
                          ("hosts failed", totals["hosts_failed"]),
                          ("guests moved", totals["guests_moved"]),
                          ("live migrations", totals["migrations"]),
                          ("total guest downtime", _fmt_ms(totals["total_downtime_ms"])),
-                         ("worst guest downtime", "%s%s" % (_fmt_ms(totals["worst_downtime_ms"]),
-                                                           " (%s)" % totals["worst_downtime_guest"]
-                                                           if totals["worst_downtime_guest"] else ""))):
+                         ("worst guest downtime", worst_text)):
         out.append('<span class="kpi"><b>%s</b>%s</span>' % (esc(str(value)), esc(label)))
     out.append("</div>")
     out.append(render_svg(report))
@@ -503,18 +504,18 @@ def render_html(report):
             out.append("<li>%s</li>" % esc(", ".join(wave)))
         out.append("</ol>")
         if report["plan"].get("capacity_ok") is not None:
-            out.append("<p>Capacity proof: %s</p>" % ("ok" if report["plan"]["capacity_ok"] else
-                                                       '<span class="failed">FAILED: %s</span>'
-                                                       % esc("; ".join(report["plan"]["capacity_problems"]))))
+            verdict = "ok"
+            if not report["plan"]["capacity_ok"]:
+                verdict = '<span class="failed">FAILED: %s</span>' % esc("; ".join(report["plan"]["capacity_problems"]))
+            out.append("<p>Capacity proof: %s</p>" % verdict)
         if report["plan"]["drain_plans"]:
             out.append("<h3>Drain plans (as each cluster is now)</h3><ul>")
             for host, drain in sorted(report["plan"]["drain_plans"].items()):
                 moves = ", ".join("%s &rarr; %s" % (esc(str(m.get("guest"))), esc(str(m.get("destination"))))
                                   for m in drain.get("moves") or []) or "no guest to move"
                 problems = "; ".join(drain.get("problems") or [])
-                out.append("<li><b>%s</b>: %s%s</li>" % (esc(host), moves,
-                                                          ' <span class="failed">REFUSED: %s</span>' % esc(problems)
-                                                          if problems else ""))
+                refused = ' <span class="failed">REFUSED: %s</span>' % esc(problems) if problems else ""
+                out.append("<li><b>%s</b>: %s%s</li>" % (esc(host), moves, refused))
             out.append("</ul>")
     for cname in sorted(report["clusters"]):
         cluster = report["clusters"][cname]

@@ -17,14 +17,16 @@ description:
     the wave, with the collection's placement planner (cumulative reservation).
   - Pure computation; run it on the controller. Changes nothing, so check mode is the same run.
 version_added: 0.1.0
-author: virtfleet maintainers
+author:
+  - virtfleet maintainers (@virtfleet)
 options:
   hosts:
     description:
       - The hosts of the run in the operator's order, each a dict with C(name), C(cluster),
         C(max_unavailable) (default 1), C(needs_patch) (bool, or null when unknown),
-        C(reboot_required), C(mark) (its maintenance mark or null), C(done) (its record in the
-        window or null), C(guests) (running guest count).
+        C(reboot_required), C(mark) (its maintenance mark or null), C(window) (its cluster's
+        maintenance window, default O(window)), C(done) (its record in the window or null),
+        C(guests) (running guest count).
     type: list
     elements: dict
     required: true

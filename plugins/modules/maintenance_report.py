@@ -19,7 +19,8 @@ description:
     (a dry run gets its plan as a report).
   - Event types and fields are described in C(plugins/module_utils/run_report.py).
 version_added: 0.1.0
-author: virtfleet maintainers
+author:
+  - virtfleet maintainers (@virtfleet)
 options:
   directory:
     description: Directory of the run's report, for example C(reports/<run id>). Created if missing.

@@ -17,7 +17,8 @@ description:
   - A mark owned by somebody else (not this run, not this maintenance window) is never changed.
   - All writes are atomic (link or rename of a fully written file).
 version_added: 0.1.0
-author: virtfleet maintainers
+author:
+  - virtfleet maintainers (@virtfleet)
 options:
   path:
     description:
@@ -132,6 +133,10 @@ broken_lock:
   description: With O(action=lock) and O(force=true), the lock that was broken.
   returned: when a lock was broken
   type: dict
+window:
+  description: The maintenance window after the action (as it would be in check mode).
+  returned: when O(action) is open_window, record_origins, host_done or close_window
+  type: dict
 mark:
   description: The host's mark after O(action=mark).
   returned: when O(action=mark)
@@ -164,10 +169,11 @@ def run(module):
         elif action == "unlock":
             result["changed"] = state.release_lock(run_id, force=params["force"])
         elif action == "open_window":
-            result["changed"], _ = state.open_window(run_id, name=params["window"],
-                                                     new=params["new_window"])
+            result["changed"], window = state.open_window(run_id, name=params["window"],
+                                                          new=params["new_window"])
+            result["window"] = window
         elif action == "record_origins":
-            result["changed"], _ = state.record_guest_origins(run_id, params["guests"])
+            result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"])
         elif action == "mark":
             result["changed"], result["mark"] = state.mark(
                 run_id, params["host"], holder, phase=params["phase"],
@@ -176,9 +182,9 @@ def run(module):
             result["changed"] = state.unmark(run_id, params["host"], window_name=params["window"],
                                              force=params["force"])
         elif action == "host_done":
-            result["changed"], _ = state.host_done(run_id, params["host"], params["details"])
+            result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"])
         elif action == "close_window":
-            result["changed"], _ = state.close_window(run_id)
+            result["changed"], result["window"] = state.close_window(run_id)
     except LockHeld as exc:
         module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, state=state.snapshot())
     except StateError as exc:

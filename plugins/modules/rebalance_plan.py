@@ -18,7 +18,8 @@ description:
   - Pure computation on the controller; moves nothing (the playbook C(playbooks/rebalance.yml)
     runs the moves with M(virtfleet.cluster.guest_migrate)).
 version_added: 0.1.0
-author: virtfleet maintainers
+author:
+  - virtfleet maintainers (@virtfleet)
 options:
   facts:
     description: Host name to the C(hypervisor) result of M(virtfleet.cluster.hypervisor_facts), for every host of the cluster.

@@ -43,7 +43,7 @@ def run_maintenance(lab, tmp_path, timeout=900, **extra_vars):
     extra = dict(extra_vars, rolling_maintenance_reports_dir=str(reports))
     command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", lab.inventory, PLAYBOOK,
                "-e", "@" + LAB_HOOKS, "-e", json.dumps(extra)]
-    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
     output = result.stdout + result.stderr
     runs = sorted(glob.glob(str(reports / "*" / "report.json")))
     report = json.load(open(runs[-1])) if runs else None
@@ -74,7 +74,7 @@ def test_molecule_scenario_maintains_a_whole_lab():
     """create (its own lab) -> prepare -> converge (the role) -> verify -> destroy."""
     started = time.time()
     result = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", "rolling_maintenance"],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1800)
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1800, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
     assert "verify: Executed: Successful" in output.replace("\x1b", "") or "verify" in output
@@ -83,6 +83,18 @@ def test_molecule_scenario_maintains_a_whole_lab():
 
 # --------------------------------------------------------------------------- default lab
 def test_dry_run_changes_nothing(lab, tmp_path):
+    # An operator's mark on one host: the plan must leave that host as found, never use it.
+    first_cluster = sorted(lab.clusters)[0]
+    disabled = lab.clusters[first_cluster][-1]
+    operator = ms.ClusterState(ms.state_dir(storage_of(lab, first_cluster)), first_cluster)
+    operator.mark("operator", disabled, ms.default_holder("operator"), reason="fan replacement")
+    try:
+        _dry_run_changes_nothing(lab, tmp_path, disabled)
+    finally:
+        operator.unmark("operator", disabled, force=True)
+
+
+def _dry_run_changes_nothing(lab, tmp_path, disabled):
     before = {"boot": {h: lab.boot_id(h) for h in lab.hosts}, "placement": lab.placement(),
               "state": state_files(lab), "pending": {h: pending_updates(lab, h) for h in lab.hosts}}
     rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_dry_run=True,
@@ -93,15 +105,19 @@ def test_dry_run_changes_nothing(lab, tmp_path):
     assert after == before
     assert report["run"]["status"] == "dry_run" and report["run"]["dry_run"]
     waves = report["plan"]["waves"]
-    assert sorted(h for wave in waves for h in wave) == sorted(lab.hosts)
+    assert sorted(h for wave in waves for h in wave) == sorted(set(lab.hosts) - {disabled})
+    assert "fan replacement" in report["hosts"][disabled]["reason"]
+    assert report["hosts"][disabled]["status"] == "skipped"
     for wave in waves:  # at most max_unavailable hosts of a cluster per wave, clusters side by side
         for cluster in lab.clusters:
             in_wave = [h for h in wave if lab.hosts[h].cluster == cluster]
             assert len(in_wave) <= report["clusters"][cluster]["max_unavailable"]
         assert len({lab.hosts[h].cluster for h in wave}) == len([c for c in lab.clusters
                                                                  if set(lab.clusters[c]) & set(wave)])
-    assert set(report["plan"]["drain_plans"]) == set(lab.hosts)
-    assert all(plan["moves"] for plan in report["plan"]["drain_plans"].values())
+    drain_plans = report["plan"]["drain_plans"]
+    assert set(drain_plans) == set(lab.hosts) - {disabled}
+    assert all(plan["moves"] for plan in drain_plans.values())
+    assert not [m for plan in drain_plans.values() for m in plan["moves"] if m["destination"] == disabled]
     assert report["totals"]["migrations"] == 0
 
 
@@ -133,12 +149,20 @@ def test_failure_leaves_the_host_marked_and_a_rerun_resumes(lab, tmp_path):
     home = {g: h for g, h in lab.placement().items() if lab.hosts[lab.guests[g]].cluster == cluster}
     boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
 
-    # Run 1: the patch step fails on the first host (after its drain).
+    # Run 1: the patch step fails on the first host (after its drain). The notification
+    # command appends "<event> <JSON payload>" lines to a file.
+    notified = tmp_path / "notified.log"
     rc, output, report = run_maintenance(
         lab, tmp_path, rolling_maintenance_hosts=[first, second], rolling_maintenance_force=True,
         rolling_maintenance_new_window=True,
+        rolling_maintenance_notify_command="sh -c 'printf \"%%s \" \"$1\" >> %s; cat >> %s; echo >> %s' notify"
+                                           % ((notified,) * 3),
         rolling_maintenance_patch_command="{{ 'false' if inventory_hostname == '%s' else lab_patch_command }}" % first)
     assert rc != 0, output[-6000:]
+    notes = [line.split(" ", 1) for line in notified.read_text().splitlines() if line.strip()]
+    assert [event for event, _payload in notes] == ["run_start", "failure", "run_end"]
+    failure = json.loads(notes[1][1])
+    assert failure["host"] == first and failure["phase"] == "patch" and failure["run_id"]
     hosts = report["hosts"]
     assert hosts[first]["status"] == "failed" and hosts[first]["failed_phase"] == "patch"
     assert hosts[second]["status"] == "skipped" and "cluster stopped" in hosts[second]["reason"]

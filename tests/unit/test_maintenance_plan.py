@@ -126,10 +126,18 @@ def test_capacity_from_hypervisor_facts():
 
 def test_stop_allowed_guest_does_not_fail_the_proof():
     from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
-    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [
-                {"name": "pci", "active": True, "memory_mib": 256, "vcpus": 2, "movable": False}]},
+    pci = {"name": "pci", "active": True, "memory_mib": 256, "vcpus": 2, "movable": False}
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [pci]},
              "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": []}}
     refused = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts({"a": ["a1", "a2"]}, facts))
     allowed = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts(
         {"a": ["a1", "a2"]}, facts, stop_allowed_guests=["pci"]))
     assert not refused["ok"] and allowed["ok"]
+
+
+def test_windows_are_per_cluster():
+    mark = {"owner": {"run_id": "run-1"}, "window": "wa", "phase": "rebooted"}
+    plan = plan_maintenance([host("a1", mark=mark, window="wa"),
+                             host("b1", "b", mark=dict(mark), window="wb")], "run-2")
+    assert plan["resumed"] == {"a1": "rebooted"}
+    assert "b1" in plan["foreign_marked"]

@@ -30,7 +30,7 @@ def test_lock_is_exclusive_and_names_the_holder(state):
 
 def test_lock_is_reentrant_for_its_run(state):
     state.acquire_lock(holder("run-1"))
-    changed, _, _ = state.acquire_lock(holder("run-1"))
+    changed, _lock, _broken = state.acquire_lock(holder("run-1"))
     assert not changed
 
 
@@ -75,7 +75,7 @@ def test_concurrent_lockers_exactly_one_wins(state):
 
 def test_check_mode_writes_nothing(tmp_path):
     state = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a", check_mode=True)
-    changed, _, _ = state.acquire_lock(holder("run-1"))
+    changed, _lock, _broken = state.acquire_lock(holder("run-1"))
     assert changed
     assert not os.path.exists(state.path)
 
@@ -84,29 +84,29 @@ def test_window_needs_the_lock_and_is_joined_by_a_rerun(state):
     with pytest.raises(ms.StateError):
         state.open_window("run-1")
     state.acquire_lock(holder("run-1"))
-    _, window = state.open_window("run-1")
+    _changed, window = state.open_window("run-1")
     assert window["name"] == "run-1" and window["runs"] == ["run-1"]
     state.host_done("run-1", "h1", {"boot_id_after": "b"})
     state.release_lock("run-1")
     # The re-run joins the open window and sees h1 done.
     state.acquire_lock(holder("run-2"))
-    _, window = state.open_window("run-2")
+    _changed, window = state.open_window("run-2")
     assert window["name"] == "run-1" and window["runs"] == ["run-1", "run-2"]
     assert "h1" in window["hosts_done"]
     # Once closed, the next run opens a fresh window.
     state.close_window("run-2")
-    _, window = state.open_window("run-2")
+    _changed, window = state.open_window("run-2")
     assert window["name"] == "run-2" and window["hosts_done"] == {}
 
 
 def test_named_window_and_new_window(state):
     state.acquire_lock(holder("run-1"))
     state.open_window("run-1", name="2026-11")
-    _, window = state.open_window("run-1", name="2026-11")
+    _changed, window = state.open_window("run-1", name="2026-11")
     assert window["name"] == "2026-11"
-    _, window = state.open_window("run-1", name="2026-12")
+    _changed, window = state.open_window("run-1", name="2026-12")
     assert window["name"] == "2026-12"
-    _, window = state.open_window("run-1", new=True)
+    _changed, window = state.open_window("run-1", new=True)
     assert window["name"] == "run-1"
 
 
@@ -123,8 +123,8 @@ def test_mark_phases_and_unmark(state):
     state.open_window("run-1", name="w")
     changed, mark = state.mark("run-1", "h1", holder("run-1"), window_name="w")
     assert changed and mark["phase"] == "marked"
-    _, mark = state.mark("run-1", "h1", holder("run-1"), phase="rebooted", window_name="w",
-                         details={"boot_id_after": "x"})
+    _changed, mark = state.mark("run-1", "h1", holder("run-1"), phase="rebooted", window_name="w",
+                                details={"boot_id_after": "x"})
     assert mark["phase"] == "rebooted" and set(mark["phases"]) == {"marked", "rebooted"}
     assert mark["details"] == {"boot_id_after": "x"}
     assert set(state.marks()) == {"h1"}
@@ -180,7 +180,7 @@ def test_no_temporary_files_left(state):
     state.acquire_lock(holder("run-1"))
     state.open_window("run-1")
     state.mark("run-1", "h1", holder("run-1"), window_name=state.window()["name"])
-    leftovers = [n for root, _, names in os.walk(state.path) for n in names if n.endswith(".tmp")]
+    leftovers = [n for _root, _dirs, names in os.walk(state.path) for n in names if n.endswith(".tmp")]
     assert leftovers == []
 
 

@@ -83,9 +83,9 @@ def heartbeats(state_dir, guest):
 
 def worst_gap(beats, start, end):
     """Longest time without a heartbeat within [start, end], in ms (edges included)."""
-    inside = [t for t, _ in beats if start <= t <= end]
-    before = [t for t, _ in beats if t < start]
-    after = [t for t, _ in beats if t > end]
+    inside = [t for t, _seq in beats if start <= t <= end]
+    before = [t for t, _seq in beats if t < start]
+    after = [t for t, _seq in beats if t > end]
     points = ([before[-1]] if before else []) + inside + ([after[0]] if after else [])
     if len(points) < 2:
         return None
@@ -133,10 +133,10 @@ def marked_intervals(history_path, start, end):
 
 
 def max_concurrent(intervals):
-    points = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals],
+    points = sorted([(a, 1) for a, _end in intervals] + [(b, -1) for _start, b in intervals],
                     key=lambda p: (p[0], p[1]))
     best = current = 0
-    for _, delta in points:
+    for _instant, delta in points:
         current += delta
         best = max(best, current)
     return best
@@ -210,12 +210,12 @@ def check(state_dir, before, report_dir, budget_ms, expect_all=False):
 
     return {"problems": problems, "reboots": reboots, "worst_heartbeat_gap_ms": gaps,
             "worst_gap_ms": max([g for g in gaps.values() if g is not None] or [0]),
-            "concurrency": concurrency, "guest_locations": {g: h for g, h in where.items()},
+            "concurrency": concurrency, "guest_locations": dict(where.items()),
             "run": report["run"], "totals": report["totals"]}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     snap = sub.add_parser("snapshot")
     snap.add_argument("state_dir")
