@@ -15,6 +15,10 @@ Which hosts are maintained, in this order of precedence:
 4. a host with nothing to patch and no reboot pending is skipped unless forced;
 5. every other host is maintained.
 
+Hosts already out of service (marked, not maintained by this run) count against the
+cluster's ``max_unavailable``: the waves take that many fewer hosts at once, and a cluster
+whose limit is used up by them is not maintained at all (its hosts are skipped, saying why).
+
 The capacity proof follows the waves: in wave k, every host of the wave is out of service at
 once (so with ``max_unavailable`` 2 two hosts drain while neither can take the other's guests),
 hosts of earlier waves are back in service and guests are where earlier drains put them.
@@ -49,8 +53,9 @@ def classify_hosts(hosts, run_id, window_name, force=False):
     for host in hosts:
         name = host["name"]
         mark = host.get("mark")
+        window = host.get("window", window_name)  # windows are per cluster
         ours = bool(mark) and ((mark.get("owner") or {}).get("run_id") == run_id
-                               or (window_name and mark.get("window") == window_name))
+                               or (bool(window) and mark.get("window") == window))
         if mark and not ours:
             reason = "marked in maintenance by %s: %s; left as found" % (
                 mark_owner_text(mark), mark.get("reason") or "no reason given")
@@ -58,7 +63,7 @@ def classify_hosts(hosts, run_id, window_name, force=False):
             foreign[name] = reason
             continue
         if host.get("done"):
-            skipped[name] = "already done in maintenance window %s" % (window_name or "?")
+            skipped[name] = "already done in maintenance window %s" % (window or "?")
             continue
         if ours:
             maintained.append(name)
@@ -154,15 +159,18 @@ def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
 
 
 def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
-                     capacity=None, policy=None):
+                     capacity=None, policy=None, members=None, marked=None):
     """The whole plan.
 
     hosts: dicts ``{name, cluster, max_unavailable (default 1), needs_patch (bool or None when
-    unknown), reboot_required, mark (this host's mark or None), done (window record or None),
-    guests (count, for the guest-count orders)}`` in the operator's order.
+    unknown), reboot_required, mark (this host's mark or None), window (name of its cluster's
+    maintenance window, default window_name), done (window record or None), guests (count, for
+    the guest-count orders)}`` in the operator's order.
     capacity: cluster -> ``{hosts: [HostCapacity fields], guests: [Guest fields]}`` covering
     every host of the cluster (also those not maintained: they are destinations).
     policy: a PlacementPolicy or a dict of its fields.
+    members / marked: cluster -> all its host names, and every host marked in maintenance
+    (any owner): marked hosts this run does not maintain reduce the cluster's max_unavailable.
     """
     if isinstance(policy, dict) or policy is None:
         policy = PlacementPolicy(**(policy or {}))
@@ -174,6 +182,32 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
             raise ValueError("hosts of cluster %s disagree on max_unavailable (%s and %s)"
                              % (host["cluster"], limits[host["cluster"]], limit))
     maintained, skipped, resumed, foreign = classify_hosts(hosts, run_id, window_name, force)
+    configured = dict(limits)
+    # Hosts already out of service (marked by somebody else, or marked and not maintained by
+    # this run) count against max_unavailable: with a limit of 1 and one host under repair, no
+    # other host of that cluster may go down now.
+    out_of_service = {}
+    for cluster, names in (members or {}).items():
+        out_of_service[cluster] = sorted(h for h in names if h in set(marked or ()) and h not in maintained)
+    for name in foreign:
+        cluster = cluster_of[name]
+        if name not in out_of_service.setdefault(cluster, []):
+            out_of_service[cluster].append(name)
+    for cluster, down in sorted(out_of_service.items()):
+        if cluster not in limits or not down:
+            continue
+        left = limits[cluster] - len(down)
+        if left >= 1:
+            limits[cluster] = left
+            continue
+        for host in hosts:
+            if host["cluster"] == cluster and host["name"] in maintained:
+                maintained.remove(host["name"])
+                resumed.pop(host["name"], None)
+                skipped[host["name"]] = (
+                    "cluster %s already has %d host(s) out of service (%s) and max_unavailable is %d: "
+                    "no other host may go down now" % (cluster, len(down), ", ".join(sorted(down)),
+                                                       configured[cluster]))
     guest_counts = {h["name"]: int(h.get("guests") or 0) for h in hosts}
     # Hosts left marked by this window go first: they are out of service already.
     ordered = sorted(hosts, key=lambda h: 0 if h["name"] in resumed else 1)
@@ -185,8 +219,12 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
     proof = prove_capacity_by_wave(waves, capacity, foreign, policy) if capacity is not None else None
     clusters = {}
     for host in hosts:
-        entry = clusters.setdefault(host["cluster"], {"max_unavailable": limits[host["cluster"]],
-                                                      "hosts": [], "maintained": []})
+        entry = clusters.setdefault(host["cluster"], {
+            "max_unavailable": configured[host["cluster"]],
+            "max_unavailable_now": max(configured[host["cluster"]]
+                                       - len(out_of_service.get(host["cluster"]) or []), 0),
+            "out_of_service": sorted(out_of_service.get(host["cluster"]) or []),
+            "hosts": [], "maintained": []})
         entry["hosts"].append(host["name"])
         if host["name"] in maintained:
             entry["maintained"].append(host["name"])

@@ -12,7 +12,9 @@ description:
     left as found, hosts done in the maintenance window are skipped, hosts left marked by the
     window are finished, hosts with nothing to patch are skipped unless O(force=true)).
   - Groups them into waves with the collection's wave planner (at most C(max_unavailable)
-    hosts of a cluster per wave, clusters in parallel).
+    hosts of a cluster per wave, clusters in parallel). Hosts already out of service (marked,
+    not maintained by this run) count against C(max_unavailable); a cluster whose limit they
+    use up is not maintained.
   - Proves, wave by wave, that the rest of each cluster can absorb the guests of the hosts of
     the wave, with the collection's placement planner (cumulative reservation).
   - Pure computation; run it on the controller. Changes nothing, so check mode is the same run.
@@ -57,10 +59,12 @@ options:
         M(virtfleet.cluster.hypervisor_facts), for every host of the clusters (with O(members)).
     type: dict
   members:
-    description: With O(facts) - cluster name to the names of all its hosts (also those not maintained).
+    description: Cluster name to the names of all its hosts (also those not maintained). Required with O(facts).
     type: dict
   marked:
-    description: With O(facts) - hosts in maintenance (never destinations in the proof).
+    description:
+      - Hosts in maintenance, any owner (never destinations in the proof). With O(members),
+        marked hosts this run does not maintain reduce their cluster's max_unavailable.
     type: list
     elements: str
     default: []
@@ -183,7 +187,8 @@ def main():
                                            params["stop_allowed_guests"])
         plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
                                 force=params["force"], order=params["order"],
-                                capacity=capacity, policy=params["policy"])
+                                capacity=capacity, policy=params["policy"],
+                                members=params["members"], marked=params["marked"])
     except (ValueError, KeyError, TypeError) as exc:
         module.fail_json(msg="cannot plan the maintenance: %s" % exc)
     module.exit_json(changed=False, **plan)

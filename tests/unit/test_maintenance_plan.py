@@ -33,12 +33,12 @@ def test_disagreeing_limits_refused():
 
 def test_skips_foreign_marks_done_hosts_and_nothing_to_patch():
     operator_mark = {"owner": {"run_id": "operator", "user": "ops"}, "window": None, "reason": "RAM swap"}
-    plan = plan_maintenance([
-        host("a1", mark=operator_mark),
-        host("a2", done={"at": 1}),
-        host("a3", needs_patch=False),
-        host("a4", needs_patch=False, reboot_required=True),
-        host("a5", needs_patch=None),  # unknown: maintain
+    plan = plan_maintenance([  # max_unavailable 2: a1 down for its own reason leaves 1
+        host("a1", mark=operator_mark, max_unavailable=2),
+        host("a2", done={"at": 1}, max_unavailable=2),
+        host("a3", needs_patch=False, max_unavailable=2),
+        host("a4", needs_patch=False, reboot_required=True, max_unavailable=2),
+        host("a5", needs_patch=None, max_unavailable=2),  # unknown: maintain
     ], "run-2", window_name="w")
     assert plan["maintained"] == ["a4", "a5"]
     assert "RAM swap" in plan["skipped"]["a1"] and "left as found" in plan["skipped"]["a1"]
@@ -88,7 +88,8 @@ def test_foreign_marked_host_is_never_a_destination():
     mark = {"owner": {"run_id": "operator"}, "reason": "broken fan"}
     guests = [("g1", 1000, "a1")]
     capacity = {"a": cap(["a1", "a2", "a3"], guests)}
-    plan = plan_maintenance([host("a1"), host("a2", mark=mark), host("a3")], "run-1",
+    plan = plan_maintenance([host("a1", max_unavailable=2), host("a2", mark=mark, max_unavailable=2),
+                             host("a3", max_unavailable=2)], "run-1",
                             capacity=capacity, policy={"memory_reserve_mib": 0,
                                                        "respect_free_memory": False})
     step = plan["capacity"]["steps"][0]
@@ -141,3 +142,25 @@ def test_windows_are_per_cluster():
                              host("b1", "b", mark=dict(mark), window="wb")], "run-2")
     assert plan["resumed"] == {"a1": "rebooted"}
     assert "b1" in plan["foreign_marked"]
+
+
+def test_hosts_already_out_of_service_count_against_max_unavailable():
+    operator = {"owner": {"run_id": "operator"}, "reason": "repair"}
+    two = plan_maintenance([host(n, max_unavailable=2, mark=operator if n == "a3" else None)
+                            for n in ("a1", "a2", "a3")], "run-1",
+                           members={"a": ["a1", "a2", "a3"]}, marked=["a3"])
+    assert two["wave_hosts"] == [["a1"], ["a2"]]  # 2 - 1 down = one at a time
+    one = plan_maintenance([host("a1"), host("a2"), host("b1", "b")], "run-1",
+                           members={"a": ["a1", "a2", "a3"], "b": ["b1"]}, marked=["a3"])
+    assert one["maintained"] == ["b1"]
+    assert "already has 1 host(s) out of service (a3)" in one["skipped"]["a1"]
+
+
+def test_plan_reports_configured_and_current_limits():
+    operator = {"owner": {"run_id": "operator"}, "reason": "repair"}
+    plan = plan_maintenance([host(n, max_unavailable=2, mark=operator if n == "a3" else None)
+                             for n in ("a1", "a2", "a3")], "run-1",
+                            members={"a": ["a1", "a2", "a3"]}, marked=["a3"])
+    assert plan["clusters"]["a"]["max_unavailable"] == 2
+    assert plan["clusters"]["a"]["max_unavailable_now"] == 1
+    assert plan["clusters"]["a"]["out_of_service"] == ["a3"]
