@@ -29,7 +29,7 @@ description:
     the file is unchanged. Because the cache options can live in the file itself, only caching
     enabled in C(ansible.cfg) or the environment lets a cache hit skip reading the YAML.
 author:
-  - virtfleet maintainers
+  - virtfleet maintainers (@virtfleet)
 extends_documentation_fragment:
   - constructed
   - inventory_cache

@@ -26,7 +26,7 @@ description:
     their declared type (and storage) only.
   - "Runs on the controller (C(delegate_to: localhost), once per cluster); only reads."
 author:
-  - virtfleet maintainers
+  - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
 attributes:
@@ -35,6 +35,7 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to diff.
 options:
   hosts:
     description: The hosts of one cluster.
@@ -221,10 +222,10 @@ class _PartialLibvirtOracle(LibvirtCpuOracle):
     the baseline on. The feature-set comparison cannot judge a libvirt model either (it knows
     no model hierarchy), so such hosts get no verdict rather than a false refusal."""
 
-    def compare(self, host, xml, arch, virttype):
+    def compare(self, host, cpu_xml, arch, virttype):
         if host not in self.connections:
             return None
-        return LibvirtCpuOracle.compare(self, host, xml, arch, virttype)
+        return LibvirtCpuOracle.compare(self, host, cpu_xml, arch, virttype)
 
 
 def _gather(host, username, password):

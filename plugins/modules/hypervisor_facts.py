@@ -24,7 +24,7 @@ description:
     parameters (C(apikey=), C(secretkey=), C(*pass*), C(*token*)) are masked in the module's output;
     prefer O(password), since ad-hoc C(ansible -vvv) echoes task arguments before any module runs.
 author:
-  - virtfleet maintainers
+  - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the machine that runs the module (the controller)
 attributes:
@@ -33,8 +33,10 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to diff.
   facts:
     support: full
+    description: Sets the fact C(virtfleet_hypervisor), the same facts it returns as C(hypervisor).
 options:
   uri:
     description:
