@@ -78,7 +78,9 @@ def plan_waves(host_clusters: Union[Mapping[str, str], Sequence[Tuple[str, str]]
         if missing:
             raise ValueError("guest_counts lacks hosts: %s" % ", ".join(missing))
         sign = 1 if order == "fewest_guests" else -1
-        key = lambda h: (sign * guest_counts[h], position[h])  # noqa: E731
+
+        def key(host):
+            return (sign * guest_counts[host], position[host])
     else:
         raise ValueError("order must be one of %s or a function, not %r" % (", ".join(ORDERINGS), order))
 
