@@ -30,7 +30,7 @@ _spec.loader.exec_module(labprog)
 
 def lab_command(*args, topology=BENCH_TOPOLOGY) -> dict:
     proc = subprocess.run([PYTHON, LAB_PROGRAM, *args, "--json", "--topology", topology],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, check=False)
     try:
         document = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -50,7 +50,7 @@ def drain_with_host_drain(lab, max_parallel):
     env = dict(benchlib.ansible_env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     began = time.monotonic()
     proc = subprocess.run([ANSIBLE, "localhost", "-m", "virtfleet.cluster.host_drain", "-a", json.dumps(args)],
-                          cwd=benchlib.REPO, env=env, capture_output=True, text=True, timeout=1800)
+                          cwd=benchlib.REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
     wall = time.monotonic() - began
     match = re.search(r"^localhost \| (\w+!?) => (\{.*)", proc.stdout, re.S | re.M)
     if proc.returncode != 0 or not match:
@@ -64,7 +64,7 @@ def drain_with_host_drain(lab, max_parallel):
 
 def virsh(*args):
     return subprocess.run(["virsh", "-q", *args], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, LIBVIRT_AUTOSTART="0"))
+                          env=dict(os.environ, LIBVIRT_AUTOSTART="0"), check=False)
 
 
 def drain_with_virsh_loop(lab):

@@ -43,7 +43,7 @@ def generate_topology(shape=SHAPE) -> dict:
                 for c in range(shape["clusters"]):
                     name = "r%d-z%d-p%d-c%d" % (r, z, p, c)
                     hosts = []
-                    for _ in range(shape["hosts"]):
+                    for _unused in range(shape["hosts"]):
                         host_number += 1
                         address = "198.18.%d.%d" % (host_number // 250, host_number % 250 + 1)
                         hosts.append({"name": "hv%05d" % host_number, "address": address})
@@ -136,7 +136,7 @@ def main() -> None:
         cpu = {"topology": [], "static": []}
         peaks = {"topology": [], "static": []}
         listings = {}
-        for _ in range(args.repeat):
+        for _unused in range(args.repeat):
             for name, path in (("topology", ours), ("static", static)):
                 elapsed, cpu_seconds, peak, listing = run_inventory(path)
                 times[name].append(elapsed)

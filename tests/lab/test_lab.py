@@ -32,12 +32,12 @@ def ansible_env():
 
 
 def run_ansible(*args, timeout=600):
-    return subprocess.run(list(args), cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(list(args), cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def virsh(uri, *args, check=True):
     result = subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, LIBVIRT_AUTOSTART="0"))
+                            env=dict(os.environ, LIBVIRT_AUTOSTART="0"), check=False)
     if check:
         assert result.returncode == 0, "virsh -c %s %s: %s" % (uri, " ".join(args), result.stderr)
     return result
@@ -120,7 +120,7 @@ def test_heartbeat_follower_timestamps_complete_lines_and_follows_a_new_log(tmp_
     with open(serial, "ab") as handle:
         handle.write(b"leet-heartbeat g1 b00t 2\n")
     follower.poll(100.5)
-    assert [(t, seq) for t, seq, _ in labprog.read_heartbeats(lab, "g1")] == [(100.0, 0), (100.0, 1), (100.5, 2)]
+    assert [(t, seq) for t, seq, _unused in labprog.read_heartbeats(lab, "g1")] == [(100.0, 0), (100.0, 1), (100.5, 2)]
     serial.unlink()  # guest removed and added again: a new log, read from its start
     serial.write_bytes(b"virtfleet-heartbeat g1 n3w 0\n")
     follower.poll(200.0)
@@ -159,7 +159,7 @@ def test_lab_listens_on_loopback_only(lab):
         local = line.split()[4]
         for pid in re.findall(r"pid=(\d+)", line):
             try:
-                owner = subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True).stdout.strip()
+                owner = subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True, check=False).stdout.strip()
             except OSError:
                 continue
             if owner in users or pid in sshd_pids:
@@ -191,8 +191,8 @@ def test_live_migration_with_plain_libvirt_keeps_the_heartbeat(lab):
         assert lab.where(guest) == dst
         completed = virsh(lab.hosts[dst].libvirt_uri, "domjobinfo", guest, "--completed").stdout
         print("%s %s -> %s: %s" % (guest, src, dst, " ".join(
-            line.split(":", 1)[1].strip() for line in completed.splitlines() if line.startswith(("Time elapsed:",
-                                                                                                  "Downtime:")))))
+            line.split(":", 1)[1].strip() for line in completed.splitlines()
+            if line.startswith(("Time elapsed:", "Downtime:")))))
         time.sleep(1.0)
     end = time.time()
     report = lab.heartbeat_report(guest, start, end)
@@ -264,7 +264,7 @@ def test_dirty_workload_guest_dirties_memory_and_keeps_its_heartbeat(lab):
         time.sleep(3)  # the workload starts after the first heartbeat
         virsh(uri, "domdirtyrate-calc", name, "--seconds", "2")
         rate = 0
-        for _ in range(50):
+        for _unused in range(50):
             stats = virsh(uri, "domstats", name, "--dirtyrate").stdout
             if "calc_status=2" in stats:  # measured
                 rate = int(re.search(r"megabytes_per_second=(\d+)", stats).group(1))
@@ -287,17 +287,17 @@ def _lab_residue(lab):
     group = open("/etc/group").read()
     residue += ["group vf-%s-%s" % (lab.name, c) for c in lab.clusters
                 if re.search(r"^vf-%s-%s:" % (re.escape(lab.name), re.escape(c)), group, re.M)]
-    processes = subprocess.run(["ps", "-eo", "pid=,user:32=,args="], capture_output=True, text=True).stdout
+    processes = subprocess.run(["ps", "-eo", "pid=,user:32=,args="], capture_output=True, text=True, check=False).stdout
     residue += ["process %s" % line.strip() for line in processes.splitlines()
                 if line.split()[1] in users or lab.state_dir in line]
-    listeners = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
+    listeners = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=False).stdout
     residue += ["listener %s" % line for line in listeners.splitlines()
                 if any(" %s:" % h.address in line for h in lab.hosts.values())]
     residue += ["mount %s" % line for line in open("/proc/mounts").read().splitlines() if lab.state_dir in line]
     if os.path.exists(lab.state_dir):
         residue.append("state dir %s" % lab.state_dir)
     if os.path.exists("/dev/kvm"):
-        acl = subprocess.run(["getfacl", "-cp", "/dev/kvm"], capture_output=True, text=True).stdout
+        acl = subprocess.run(["getfacl", "-cp", "/dev/kvm"], capture_output=True, text=True, check=False).stdout
         residue += ["/dev/kvm ACL %s" % line for line in acl.splitlines() if any(u in line for u in users)]
     return residue
 

@@ -182,7 +182,7 @@ def run_adhoc(module, args):
                ANSIBLE_NOCOLOR="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(["ansible", "localhost", "-m", module, "-a", json.dumps(args), "-v"],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
     # Ad-hoc output: "localhost | SUCCESS => {json}".
     result = json.loads(proc.stdout.split("=> ", 1)[1])
     return proc, result

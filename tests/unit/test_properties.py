@@ -76,11 +76,11 @@ def topologies(draw):
     def hosts():
         return [dict(node(draw(names)), address=draw(addresses),
                      **({"libvirt_uri": "qemu+ssh://root@%s/system" % draw(names)} if draw(st.booleans()) else {}))
-                for _ in range(draw(st.integers(1, 3)))]
+                for _unused in range(draw(st.integers(1, 3)))]
 
     def clusters():
         result = []
-        for _ in range(draw(st.integers(1, 2))):
+        for _unused in range(draw(st.integers(1, 2))):
             cluster = node(draw(names), "hosts", hosts())
             cluster["hypervisor"] = draw(hypervisors)
             cluster["storage"] = {"name": draw(names), "type": draw(st.sampled_from(["shared", "local", "nfs"])),
@@ -92,9 +92,9 @@ def topologies(draw):
 
     regions = [node(draw(names), "zones",
                     [node(draw(names), "pods", [node(draw(names), "clusters", clusters())
-                                                for _ in range(draw(st.integers(1, 2)))])
-                     for _ in range(draw(st.integers(1, 2)))])
-               for _ in range(draw(st.integers(1, 2)))]
+                                                for _unused in range(draw(st.integers(1, 2)))])
+                     for _unused in range(draw(st.integers(1, 2)))])
+               for _unused in range(draw(st.integers(1, 2)))]
     return {"plugin": "virtfleet.cluster.topology", "regions": regions}
 
 
@@ -214,6 +214,7 @@ def run_module_main(module, args, check_mode=False):
     basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()
     basic._ANSIBLE_PROFILE = "legacy"
     out = io.StringIO()
+    code = None
     try:
         with contextlib.redirect_stdout(out):
             module.main()

@@ -379,7 +379,7 @@ def _listener(address: str, port: int) -> str | None:
     """Who listens on address:port (as `ss` says), or None."""
     try:
         out = subprocess.run(["ss", "-Hltnp", "src", "%s:%d" % (address, port)], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+                             text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out = "(ss unavailable)" if _port_open(address, port) else ""
     return out or None
@@ -445,7 +445,7 @@ done
 def _kernel_package() -> str:
     """Name of the newest Debian cloud kernel package apt offers (the one linux-image-cloud-amd64 pulls)."""
     def depends():
-        out = subprocess.run(["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True)
+        out = subprocess.run(["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True, check=False)
         found = re.findall(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b", out.stdout)
         return found[0] if found else None
     package = depends()
@@ -483,7 +483,7 @@ def build_image(image_dir: str) -> dict:
         log("downloading the guest kernel %s (once; cached in %s)" % (package, image_dir))
         with tempfile.TemporaryDirectory(dir=image_dir) as work:
             os.chmod(work, 0o755)  # apt-get download drops privileges to _apt when it can
-            result = subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, text=True)
+            result = subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, text=True, check=False)
             debs = glob.glob(os.path.join(work, "*.deb"))
             if result.returncode != 0 or not debs:
                 raise LabError("`apt-get download %s` failed: %s" % (package, result.stderr.strip()[-500:]))
@@ -519,7 +519,7 @@ def build_image(image_dir: str) -> dict:
 
 def _is_static(path: str) -> bool:
     """The guest has no libc: busybox must be the static build (ldd refuses static binaries)."""
-    return subprocess.run(["ldd", path], capture_output=True).returncode != 0
+    return subprocess.run(["ldd", path], capture_output=True, check=False).returncode != 0
 
 
 def _probe_kvm(manifest: dict) -> tuple:
@@ -815,7 +815,7 @@ def _host_lock(host: dict):
 
 def _libvirt_answers(host: dict) -> bool:
     result = subprocess.run(["virsh", "-q", "-c", host["libvirt_uri"], "uri"], capture_output=True,
-                            env={**os.environ, "LIBVIRT_AUTOSTART": "0"}, timeout=30)
+                            env={**os.environ, "LIBVIRT_AUTOSTART": "0"}, timeout=30, check=False)
     return result.returncode == 0
 
 
@@ -911,12 +911,14 @@ def stop_host(host: dict, timeout: float = 15) -> list:
     if uid is None:
         with contextlib.suppress(KeyError):
             uid = pwd.getpwnam(host["user"]).pw_uid
-    for _ in range(3):  # sessions may fork while we kill; the user's processes are all this host's
+    for _unused in range(3):  # sessions may fork while we kill; the user's processes are all this host's
         _kill(doomed)
         if uid is not None:
             _kill(_user_pids(uid))
         doomed = [pid for pid in doomed if _alive(pid)]
-    survivors = lambda: [pid for pid in doomed if _alive(pid)] + (_user_pids(uid) if uid is not None else [])  # noqa: E731
+
+    def survivors():
+        return [pid for pid in doomed if _alive(pid)] + (_user_pids(uid) if uid is not None else [])
     if not _wait_until(lambda: not survivors(), timeout):
         _kill(survivors())
         _wait_until(lambda: not survivors(), 5)
@@ -1298,7 +1300,7 @@ def cmd_up(lab: dict, args) -> dict:
             _wait_first_heartbeat(lab, name, since)
     changed = changed or bool(started_hosts or started_guests)
     result = status(lab)
-    result.update(changed=changed, started_hosts=started_hosts, started_guests=[g for g, _ in started_guests],
+    result.update(changed=changed, started_hosts=started_hosts, started_guests=[g for g, _unused in started_guests],
                   seconds=round(time.monotonic() - began, 1), notes=notes)
     return result
 
@@ -1373,7 +1375,7 @@ def _drop_empty_kvm_acl() -> None:
     """Once no lab user has an entry left, give /dev/kvm back its plain permissions (no ACL)."""
     if not os.path.exists("/dev/kvm"):
         return
-    acl = subprocess.run(["getfacl", "-cp", "/dev/kvm"], capture_output=True, text=True).stdout
+    acl = subprocess.run(["getfacl", "-cp", "/dev/kvm"], capture_output=True, text=True, check=False).stdout
     if not re.search(r"^(user|group):[^:]+:", acl, re.M):
         subprocess.run(["setfacl", "-b", "/dev/kvm"], check=False)
 
@@ -1465,8 +1467,8 @@ def _wait_first_heartbeat(lab: dict, name: str, since: float) -> None:
     while not read_heartbeats(lab, name, since):
         if time.time() > deadline:
             raise LabError("guest %s started but printed no heartbeat within %d s: see %s and the QEMU log "
-                           "under its host's cache dir" % (name, GUEST_BOOT_TIMEOUT_S,
-                                                          lab["guests"][name]["serial_log"]))
+                           "under its host's cache dir"
+                           % (name, GUEST_BOOT_TIMEOUT_S, lab["guests"][name]["serial_log"]))
         time.sleep(0.1)
 
 
@@ -1543,7 +1545,7 @@ def _print_human(command: str, result: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     default_topology = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                                     "inventories", "lab", "topology.yml")
