@@ -53,11 +53,11 @@ def run_rolling(lab, clusters, reports_dir):
                "-e", "@" + LAB_HOOKS, "-e", json.dumps(extra)]
     began = time.monotonic()
     proc = subprocess.run(command, cwd=benchlib.REPO, env=benchlib.ansible_env(), capture_output=True, text=True,
-                          timeout=3600)
+                          timeout=3600, check=False)
     wall = time.monotonic() - began
     if proc.returncode != 0:
-        raise SystemExit("rolling maintenance of %s failed:\n%s\n%s" % (", ".join(clusters), proc.stdout[-5000:],
-                                                                      proc.stderr[-2000:]))
+        raise SystemExit("rolling maintenance of %s failed:\n%s\n%s"
+                         % (", ".join(clusters), proc.stdout[-5000:], proc.stderr[-2000:]))
     logs = [os.path.join(reports_dir, d, "events.jsonl") for d in os.listdir(reports_dir)]
     newest = max(logs, key=os.path.getmtime)
     with open(newest) as handle:
