@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Drain benchmark: our host_drain against a plain sequential `virsh migrate` loop.
 
 One host (bd1 of inventories/lab-bench) runs 8 guests of 256 MiB; bd2 and bd3 are empty. Each

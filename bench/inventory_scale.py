@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Scale benchmark of the virtfleet.cluster.topology inventory plugin.
 
 Generates a 10,000-host topology (2 regions x 5 zones x 10 pods x 10 clusters x 10 hosts) in a

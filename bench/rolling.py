@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rolling maintenance benchmark: orchestration overhead, and clusters in parallel.
 
 On the benchmark lab (inventories/lab-bench: clusters bench-a and bench-b, each shaped like
