@@ -36,7 +36,7 @@ attributes:
     description: Nothing changes, so there is nothing to diff.
   facts:
     support: full
-    description: Sets the fact C(virtfleet_hypervisor), the same facts it returns as C(hypervisor).
+    description: Sets the fact C(virtfleet_hypervisor_facts), the same facts it returns as C(hypervisor) (not C(virtfleet_hypervisor), which the topology inventory sets to the declared hypervisor type).
 options:
   uri:
     description:
@@ -81,14 +81,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ hv.hypervisor.guests | selectattr('active') | map(attribute='name') | list }}"
 
-- name: Facts are also set as virtfleet_hypervisor on the inventory host
+- name: Facts are also set as virtfleet_hypervisor_facts on the inventory host
   ansible.builtin.debug:
-    msg: "{{ virtfleet_hypervisor.libvirt_version }} / KVM usable: {{ virtfleet_hypervisor.kvm_usable }}"
+    msg: "{{ virtfleet_hypervisor_facts.libvirt_version }} / KVM usable: {{ virtfleet_hypervisor_facts.kvm_usable }}"
 """
 
 RETURN = r"""
 hypervisor:
-  description: Facts of the host. The same dictionary is set as the fact C(virtfleet_hypervisor).
+  description: Facts of the host. The same dictionary is set as the fact C(virtfleet_hypervisor_facts).
   returned: success
   type: dict
   contains:
@@ -220,7 +220,7 @@ def main():
                                         include_guests=module.params["gather_guests"])
     except LibvirtFactsError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, hypervisor=facts, ansible_facts={"virtfleet_hypervisor": facts})
+    module.exit_json(changed=False, hypervisor=facts, ansible_facts={"virtfleet_hypervisor_facts": facts})
 
 
 if __name__ == "__main__":

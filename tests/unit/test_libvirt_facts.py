@@ -193,7 +193,7 @@ def test_hypervisor_facts_module_returns_facts_and_ansible_facts():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["changed"] is False
     assert [g["name"] for g in result["hypervisor"]["guests"]] == ["test"]
-    assert result["ansible_facts"]["virtfleet_hypervisor"]["driver"] == "TEST"
+    assert result["ansible_facts"]["virtfleet_hypervisor_facts"]["driver"] == "TEST"
 
 
 def test_hypervisor_facts_module_never_shows_the_uri_password():
