@@ -257,8 +257,9 @@ def value_for(spec):
         # A bool or number for a dict option with suboptions crashes ansible-core's own
         # validator before any module code runs ("argument of type 'bool' is not iterable",
         # set_fallbacks; ansible/ansible PR #81631, still open for 2.19). Ansible reports it as
-        # a failed task; nothing a module can catch, so not generated here.
-        return st.one_of(good, good, st.text(max_size=8), st.lists(junk_scalars, max_size=2))
+        # a failed task; nothing a module can catch, so not generated here. The same holds for
+        # a list holding such values ([None] crashes _validate_sub_spec): lists of strings only.
+        return st.one_of(good, good, st.text(max_size=8), st.lists(st.text(max_size=8), max_size=2))
     return st.one_of(good, good, junk)
 
 
