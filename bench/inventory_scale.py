@@ -30,7 +30,8 @@ HYPERVISORS = ("kvm", "kvm", "xen", "hyperv")
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def generate_topology(shape=SHAPE) -> dict:
+def generate_topology(shape=None) -> dict:
+    shape = shape or SHAPE
     host_number = 0
     regions = []
     for r in range(shape["regions"]):
