@@ -36,7 +36,9 @@ attributes:
     description: Nothing changes, so there is nothing to diff.
   facts:
     support: full
-    description: Sets the fact C(virtfleet_hypervisor_facts), the same facts it returns as C(hypervisor) (not C(virtfleet_hypervisor), which the topology inventory sets to the declared hypervisor type).
+    description:
+      - Sets the fact C(virtfleet_hypervisor_facts), the same facts it returns as C(hypervisor)
+        (not C(virtfleet_hypervisor), which the topology inventory sets to the declared hypervisor type).
 options:
   uri:
     description:
