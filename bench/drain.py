@@ -36,7 +36,7 @@ DESTINATIONS = ("bd2", "bd3")
 ANSIBLE = os.path.join(benchlib.REPO, ".venv", "bin", "ansible")
 
 
-def drain_with_host_drain(lab, max_parallel):
+def drain_with_host_drain(lab, max_parallel, max_downtime_ms=None):
     """One drain through Ansible; returns (wall seconds, [downtime ms], module elapsed s)."""
     args = {
         "host": SOURCE,
@@ -46,6 +46,8 @@ def drain_with_host_drain(lab, max_parallel):
         # Every lab host shares this machine's memory: a small reserve, as in the lab hooks.
         "memory_reserve_mib": 256,
     }
+    if max_downtime_ms:
+        args["migration"] = {"max_downtime_ms": max_downtime_ms}
     env = dict(benchlib.ansible_env(), ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     began = time.monotonic()
     proc = subprocess.run([ANSIBLE, "localhost", "-m", "virtfleet.cluster.host_drain", "-a", json.dumps(args)],
@@ -88,6 +90,8 @@ def drain_with_virsh_loop(lab):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the three drains (default 2)")
+    parser.add_argument("--max-downtime-ms", type=int, default=None,
+                        help="our drains ask QEMU for this maximum downtime (default: QEMU's 300 ms, as the loop)")
     args = parser.parse_args()
 
     lab = benchlib.BenchLab()
@@ -95,8 +99,9 @@ def main():
     guests = sorted(g for g, home in lab.homes.items() if home == SOURCE)
     memory = {g["memory_mib"] for name, g in lab.description["guests"].items() if name in guests}
     print("machine: %s" % benchlib.machine())
-    print("drain of %s: %d guests of %s MiB into %s" % (SOURCE, len(guests), "/".join(map(str, memory)),
-                                                        ", ".join(DESTINATIONS)))
+    print("drain of %s: %d guests of %s MiB into %s; our max downtime: %s" % (
+        SOURCE, len(guests), "/".join(map(str, memory)), ", ".join(DESTINATIONS),
+        "%d ms" % args.max_downtime_ms if args.max_downtime_ms else "QEMU default (300 ms)"))
     kinds = ("ours-parallel", "ours-serial", "virsh-loop")
     walls = {kind: [] for kind in kinds}
     downtimes = {kind: [] for kind in kinds}
@@ -110,7 +115,8 @@ def main():
                 wall, down = drain_with_virsh_loop(lab)
                 extra = ""
             else:
-                wall, down, inside = drain_with_host_drain(lab, 4 if kind == "ours-parallel" else 1)
+                wall, down, inside = drain_with_host_drain(lab, 4 if kind == "ours-parallel" else 1,
+                                                           args.max_downtime_ms)
                 extra = " (module %.1f s)" % inside
             walls[kind].append(wall)
             downtimes[kind].extend(d for d in down if d is not None)
