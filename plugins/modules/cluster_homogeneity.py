@@ -266,6 +266,11 @@ def main():
         supports_check_mode=True,
     )
     hosts = module.params["hosts"]
+    names = [host["name"] for host in hosts]
+    duplicates = sorted(set(name for name in names if names.count(name) > 1))
+    if duplicates:
+        module.fail_json(msg="hosts lists %s more than once: give every host of the cluster once, "
+                             "by its inventory name" % ", ".join(repr(name) for name in duplicates))
     for host in hosts:
         # The URI's password and secret query values (apikey=, secretkey=, ...): never shown.
         module.no_log_values.update(uri_secrets(host.get("uri")))

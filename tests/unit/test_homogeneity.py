@@ -313,6 +313,14 @@ def test_module_fails_naming_host_attribute_and_reason():
     assert result["baseline_cpu"]["model"] == "Skylake-Server"
 
 
+def test_module_refuses_a_host_listed_twice():
+    hosts = [{"name": "hv1", "hypervisor": "hyperv", "storage": SHARED},
+             {"name": "hv1", "hypervisor": "hyperv", "storage": SHARED}]
+    result = run_module({"hosts": hosts})
+    assert result["failed"] is True
+    assert result["msg"].startswith("hosts lists 'hv1' more than once")
+
+
 def test_module_report_only_and_declared_only_hosts():
     hosts = [{"name": "hv1", "hypervisor": "hyperv", "storage": SHARED},
              {"name": "hv2", "hypervisor": "vsphere", "storage": SHARED}]
