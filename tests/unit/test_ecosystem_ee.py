@@ -66,9 +66,13 @@ def test_replayed_build_steps_select_runtime_libraries_and_never_lab_packages(ee
     build = ee_context / "_build"
     # Galaxy stage: install the collection from the staged tarball, as the Containerfile does.
     collections = tmp_path / "collections"
+    # As in a fresh image: no ansible.cfg of the repository (`make test` exports ANSIBLE_CONFIG,
+    # whose collections_path already holds virtfleet.cluster, so galaxy would skip the install).
+    clean_env = {key: value for key, value in os.environ.items()
+                 if key not in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS")}
     result = subprocess.run([os.path.join(VENV_BIN, "ansible-galaxy"), "collection", "install", "--offline",
                              "-r", "requirements.yml", "--collections-path", str(collections)],
-                            cwd=build, capture_output=True, text=True, timeout=120, check=False)
+                            cwd=build, env=clean_env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     installed = collections / "ansible_collections" / "virtfleet" / "cluster"
     assert (installed / "meta" / "execution-environment.yml").is_file()
