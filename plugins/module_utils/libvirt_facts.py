@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterable, List, Mapping, Optional
 
@@ -89,9 +90,43 @@ def _hint(message: str, uri: str) -> str:
     return "check that the URI is right and the daemon is reachable (virsh -c URI version)"
 
 
+# A call to a daemon that stopped answering (host frozen, network cut, daemon stopped) waits for
+# ever unless the connection runs libvirt's keepalive: the client then gives up after
+# KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1) seconds without an answer and the call fails
+# with an error. virsh uses the same 5 s x 6; a busy daemon still answers keepalive from its
+# event loop, so a long migration is never cut by it.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 6
+_EVENT_LOOP_LOCK = threading.Lock()
+_event_loop = []  # the thread running libvirt's default event loop, once started
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def ensure_event_loop() -> None:
+    """Keepalive needs an event loop registered before connections open: libvirt's default
+    one, run by a daemon thread, started once per process."""
+    with _EVENT_LOOP_LOCK:
+        if _event_loop:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-event-loop", daemon=True)
+        thread.start()
+        _event_loop.append(thread)
+
+
+# Keepalive only starts once a connection is open: the opening handshake with a daemon that
+# accepted the TCP connection but never answers (frozen) would wait for ever, so it is bounded.
+OPEN_TIMEOUT_S = 60
+
+
 def open_connection(uri: str, username: Optional[str] = None, password: Optional[str] = None,
-                    readonly: bool = False):
-    """Opens a libvirt connection or raises LibvirtFactsError naming the URI and the fix.
+                    readonly: bool = False, timeout: float = OPEN_TIMEOUT_S):
+    """Opens a libvirt connection with keepalive, or raises LibvirtFactsError naming the URI
+    and the fix, also when the daemon does not answer within ``timeout`` seconds.
 
     Read-write by default: CPU baseline and comparison refuse read-only connections.
     """
@@ -100,6 +135,41 @@ def open_connection(uri: str, username: Optional[str] = None, password: Optional
                                 "libvirt-python, needs libvirt-dev): %s" % LIBVIRT_IMPORT_ERROR)
     # libvirt prints every error to stderr by default; we report them ourselves.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    ensure_event_loop()
+    outcome: dict = {}
+    lock = threading.Lock()
+
+    def attempt():
+        try:
+            conn = _open(uri, username, password, readonly)
+        except Exception as exc:  # handed to the caller's thread
+            conn, outcome["error"] = None, exc
+        with lock:
+            if "abandoned" in outcome and conn is not None:
+                conn.close()  # answered after the caller gave up: nobody will use it
+            outcome["conn"] = conn
+
+    opener = threading.Thread(target=attempt, name="libvirt-open", daemon=True)
+    opener.start()
+    opener.join(timeout)
+    with lock:
+        if "conn" not in outcome:
+            outcome["abandoned"] = True
+            raise LibvirtFactsError(
+                "cannot connect to %s: no answer within %d s - the libvirt daemon or its host is"
+                " frozen or overloaded: check it (virsh -c URI version) and restart libvirtd there"
+                % (redact_uri(uri), timeout))
+    if "error" in outcome:
+        raise outcome["error"]
+    conn = outcome["conn"]
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    except libvirt.libvirtError:
+        pass  # an in-process driver (test:///) has no daemon to lose and no keepalive
+    return conn
+
+
+def _open(uri: str, username: Optional[str], password: Optional[str], readonly: bool):
     try:
         if username is not None or password is not None:
             def request_credentials(credentials, _data):

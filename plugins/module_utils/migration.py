@@ -39,6 +39,8 @@ except ImportError as _exc:  # pragma: no cover - exercised only where libvirt-p
     HAS_LIBVIRT = False
     LIBVIRT_IMPORT_ERROR = _exc
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
+
 try:
     from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sanity checks
@@ -424,20 +426,6 @@ def completed_stats_summary(stats):
 # --------------------------------------------------------------------------- libvirt glue
 
 
-def quiet_libvirt_errors():
-    """libvirt prints every error to stderr besides raising it; errors here are handled."""
-    if HAS_LIBVIRT:
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-def open_connection(uri, read_only=False):
-    if not HAS_LIBVIRT:
-        raise MigrationError("libvirt-python is not installed on the controller: %s"
-                             % LIBVIRT_IMPORT_ERROR, reason="no-libvirt-python")
-    quiet_libvirt_errors()
-    return libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
-
-
 def host_uuid(conn):
     caps = ET.fromstring(conn.getCapabilities())
     node = caps.find("./host/uuid")
@@ -487,7 +475,7 @@ def locate_guest(guest, uris, connect=None):
     """Where ``guest`` (name) is: ``{host name: state}`` over ``uris`` ({host name: URI}),
     state being ``running``, ``paused``..., ``defined`` (inactive), ``absent`` or
     ``unreachable: <why>``. Read-only; used for idempotency and check mode."""
-    connect = connect or open_connection
+    connect = connect or libvirt_facts.open_connection
     where = {}
     for name, uri in sorted(uris.items()):
         try:
@@ -564,7 +552,7 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
     which says where the guest runs now; the guest is never stopped or destroyed.
     """
     options = options or MigrationOptions()
-    connect = connect or open_connection
+    connect = connect or libvirt_facts.open_connection
     source_name = source_name or host_label(source_uri)
     dest_name = dest_name or host_label(dest_uri)
 

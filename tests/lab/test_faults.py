@@ -8,6 +8,9 @@ auto-converge (no-progress watchdog), a drain refused when the cluster cannot ta
 Here:
 * the destination's libvirt daemon alone killed mid-migration, then the same migration
   re-run once the daemon is back;
+* the destination's daemon frozen (SIGSTOP) mid-migration: keepalive fails the migration with
+  the guest on its source, a new connection gives up after its timeout, and once the daemon
+  answers again the same migration completes;
 * the same memory-dirtying guest behind the same bandwidth cap stalls without auto-converge
   and completes with it; post-copy as far as this machine allows (session daemons need
   vm.unprivileged_userfaultfd=1);
@@ -35,6 +38,7 @@ import pytest
 import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts as lf
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 
@@ -199,6 +203,90 @@ def test_destination_daemon_killed_mid_migration_then_the_rerun_completes(lab_re
     assert mig.locate_guest(guest, {source: uri(lab, source)})[source] == "absent"
     no_lost_heartbeat(lab, guest, started - 1, time.time())
     assert again > ended
+
+
+def freeze_libvirtd(lab, host):
+    """SIGSTOP the host's libvirt daemon: it keeps its sockets (connections are accepted by
+    the kernel) but answers nothing, as a hung daemon or a frozen host would."""
+    pid = read_pid(os.path.join(host_dir(lab, host), "libvirtd.pid"))
+    assert pid, "no libvirtd pid recorded for %s" % host
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def bounded(call, seconds):
+    """call() in a thread; (result or exception, seconds taken); fails if it outlives `seconds`."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as error:  # the caller asserts on it
+            outcome["value"] = error
+    worker = threading.Thread(target=run, daemon=True)
+    began = time.monotonic()
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "still waiting after %d s: a frozen daemon hangs the call" % seconds
+    return outcome["value"], time.monotonic() - began
+
+
+def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_bound(lab_restored):
+    """A daemon that stops answering (not dead: its sockets stay open) must not hang anything:
+    a migration to it fails once keepalive gives up and the guest keeps running on its source;
+    a new connection to it is refused after open_connection's timeout; once it answers again
+    the same migration completes."""
+    lab = lab_restored
+    source, bystander, destination = sorted(lab.clusters[sorted(lab.clusters)[-1]])
+    evacuate(lab, destination, bystander)
+    guest = guests_on(lab, source)[0]
+    transferring = threading.Event()
+
+    def progress(sample):
+        if sample.phase == "precopy" and sample.data_total:
+            transferring.set()
+
+    def migrate():
+        return mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+                                 mig.MigrationOptions(bandwidth_mib=2), progress=progress,
+                                 source_name=source, dest_name=destination)
+    started = time.time()
+    worker = threading.Thread(target=lambda: outcome.update(value=bounded(migrate, 240)))
+    outcome = {}
+    worker.start()
+    pid = None
+    try:
+        assert transferring.wait(120), "the migration never started transferring"
+        pid = freeze_libvirtd(lab, destination)
+        worker.join(300)
+        error, seconds = outcome["value"]
+        opened, open_seconds = bounded(lambda: mig.locate_guest(
+            guest, {destination: uri(lab, destination)},
+            connect=lambda address: lf.open_connection(address, timeout=10)), 60)
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+    ended = time.time()
+    print("\nfrozen destination: failed after %.0f s: %s" % (seconds, getattr(error, "message", error)))
+    print("opening a connection to it: %.0f s: %s" % (open_seconds, opened))
+    assert isinstance(error, mig.MigrationError), error
+    assert error.running_on == source and error.location == "source", error.as_dict()
+    # keepalive: 5 s x (6 + 1) on our side, the source daemon's own to its peer alike
+    assert seconds < 120, seconds
+    assert opened[destination].startswith("unreachable: cannot connect to")
+    assert "no answer within 10 s" in opened[destination]
+    assert 9 < open_seconds < 30, open_seconds
+    time.sleep(2)
+    assert lab.where(guest) == source
+    no_lost_heartbeat(lab, guest, started - 1, ended + 2)
+
+    # Answering again, the daemon takes the same migration.
+    result = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+                               source_name=source, dest_name=destination)
+    time.sleep(2)
+    print("re-run: %s -> %s downtime %s ms" % (guest, destination, result["downtime_ms"]))
+    assert lab.where(guest) == destination
+    no_lost_heartbeat(lab, guest, started - 1, time.time())
 
 
 @pytest.fixture

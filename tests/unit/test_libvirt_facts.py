@@ -4,6 +4,8 @@ The one test that talks to libvirt uses its built-in, in-process test driver (`t
 no daemon, no network.
 """
 import os
+import socket
+import time
 
 import pytest
 
@@ -148,6 +150,39 @@ def test_connection_error_names_uri_without_password():
     assert text.startswith("cannot connect to qemu+tcp://admin:********@127.0.0.1:1/session")
     assert "s3cret" not in text
     assert "is libvirtd running" in text
+
+
+def test_open_gives_up_on_a_daemon_that_never_answers():
+    """A listener that accepts TCP connections and never speaks is what a frozen libvirtd looks
+    like to a client: the real libvirt client would wait for ever; open_connection stops after
+    its timeout with an error that names the URI and what to check."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    uri = "qemu+tcp://admin:s3cret@127.0.0.1:%d/session" % silent.getsockname()[1]
+    began = time.monotonic()
+    try:
+        with pytest.raises(lf.LibvirtFactsError) as err:
+            lf.open_connection(uri, timeout=2)
+    finally:
+        silent.close()
+    took = time.monotonic() - began
+    text = str(err.value)
+    assert text.startswith("cannot connect to qemu+tcp://admin:********@127.0.0.1:")
+    assert "no answer within 2 s" in text and "frozen" in text and "s3cret" not in text
+    assert 1.9 < took < 10, took
+
+
+def test_connections_run_keepalive_on_the_event_loop():
+    conn = lf.open_connection("test:///default")  # in-process: no keepalive, still opens
+    try:
+        assert conn.getHostname()
+    finally:
+        conn.close()
+    (loop,) = lf._event_loop
+    assert loop.is_alive() and loop.daemon
+    lf.ensure_event_loop()  # registered once per process, never twice
+    assert lf._event_loop == [loop]
 
 
 def test_gather_from_libvirt_test_driver():
