@@ -2,8 +2,9 @@
 
 The default lab is inventories/lab/topology.yml; VIRTFLEET_LAB_TOPOLOGY=<file> runs the lab
 tests against another lab (e.g. inventories/lab-dev/topology.yml while someone else uses the
-default one). The lab is brought up idempotently (a lab already up is reused) and brought down
-at the end of the session unless VIRTFLEET_LAB_KEEP=1.
+default one). The lab is brought up idempotently (a lab already up is reused; under CI=true it
+is brought down first, so CI always starts from a new lab) and brought down at the end of the
+session unless VIRTFLEET_LAB_KEEP=1.
 
 Before each test that uses `lab`, guests that died (a test rebooted their host) are started
 again, so every lab test begins with all guests running.
@@ -164,6 +165,10 @@ def lab():
         pytest.skip("the lab needs root (it creates users and runs sshd): run the lab tests as root")
     the_lab = Lab(_lab_topology())
     began = time.monotonic()
+    if os.environ.get("CI") == "true":
+        # CI starts from nothing: a lab whose processes were ended from outside (the session
+        # before stopped with it up) leaves its state behind, which `up` would reuse.
+        the_lab.down()
     result = the_lab.up()
     print("\nlab %s up in %.1f s (accelerator %s; started hosts %s)" % (
         the_lab.name, time.monotonic() - began, result.get("accelerator"), result.get("started_hosts")))
