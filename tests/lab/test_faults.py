@@ -152,10 +152,15 @@ def state_path(lab, cluster):
 
 # --- migration faults -----------------------------------------------------------------------
 
-def start_slow_migration(lab, guest, source, destination):
-    """Migrate the guest at 2 MiB/s in a thread, slow enough to break something in the middle
-    of the transfer. Returns the thread, its outcome (``result`` or ``error``, and ``seconds``)
-    and an event set once memory is being transferred."""
+def start_slow_migration(lab):
+    """Empty the last host of the last cluster, then migrate a guest of its first host onto it
+    at 2 MiB/s in a thread, slow enough to break the destination in the middle of the transfer
+    (a destination that runs nothing can be broken without touching a guest). Returns once
+    memory is being transferred: guest, source, destination, the thread and its outcome
+    (``result`` or ``error``, and ``seconds``)."""
+    source, bystander, destination = sorted(lab.clusters[sorted(lab.clusters)[-1]])
+    evacuate(lab, destination, bystander)
+    guest = guests_on(lab, source)[0]
     transferring = threading.Event()
     outcome = {}
 
@@ -175,19 +180,14 @@ def start_slow_migration(lab, guest, source, destination):
 
     worker = threading.Thread(target=migrate, daemon=True)
     worker.start()
-    return worker, outcome, transferring
+    assert transferring.wait(120), "the migration never started transferring"
+    return guest, source, destination, worker, outcome
 
 
 def test_destination_daemon_killed_mid_migration_then_the_rerun_completes(lab_restored):
     lab = lab_restored
-    source, bystander, destination = sorted(lab.clusters[sorted(lab.clusters)[-1]])
-    # The destination runs nothing: restarting its daemon afterwards cannot touch a guest.
-    evacuate(lab, destination, bystander)
-    guest = guests_on(lab, source)[0]
-
     started = time.time()
-    worker, outcome, transferring = start_slow_migration(lab, guest, source, destination)
-    assert transferring.wait(120), "the migration never started transferring"
+    guest, source, destination, worker, outcome = start_slow_migration(lab)
     kill_libvirtd(lab, destination)
     worker.join(300)
     ended = time.time()
@@ -246,14 +246,10 @@ def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_boun
     a new connection to it is refused after open_connection's timeout; once it answers again
     the same migration completes."""
     lab = lab_restored
-    source, bystander, destination = sorted(lab.clusters[sorted(lab.clusters)[-1]])
-    evacuate(lab, destination, bystander)
-    guest = guests_on(lab, source)[0]
     started = time.time()
-    worker, outcome, transferring = start_slow_migration(lab, guest, source, destination)
+    guest, source, destination, worker, outcome = start_slow_migration(lab)
     pid = None
     try:
-        assert transferring.wait(120), "the migration never started transferring"
         pid = freeze_libvirtd(lab, destination)
         worker.join(240)
         assert not worker.is_alive(), "the migration still waits 240 s after its destination froze"
