@@ -1,0 +1,181 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: host_empty
+short_description: Refuse to go on unless a hypervisor host is safe to reboot (no guest on it, none to start twice)
+version_added: "0.2.0"
+description:
+  - Asks the host's own libvirt daemon at O(uri), at the moment the task runs, which guests are
+    active on it - running, paused (a failed migration can leave one paused) or arriving (an
+    incoming live migration) - and fails naming them when there is any. Run it immediately
+    before a reboot - the drain that emptied the host may be minutes old, and any other actor
+    (an operator's C(virsh migrate), a rebalance, another controller) may have placed a guest
+    there since.
+  - Also refuses inactive autostart definitions whose guest (same UUID) is active on one of
+    O(peers) - the host would start a second copy of that guest, on the same disk, when it
+    boots - and definitions for which a peer could not be asked. With
+    O(autostart_elsewhere=disable) it turns their autostart off instead and returns their names.
+  - "Meant to run on the controller (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri)."
+author:
+  - virtfleet maintainers (@virtfleet)
+requirements:
+  - libvirt-python on the machine that runs the module (the controller)
+attributes:
+  check_mode:
+    support: full
+    description: Reads and refuses the same way; with O(autostart_elsewhere=disable) it reports the definitions it would change.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+options:
+  uri:
+    description: libvirt connection URI of the host to check.
+    type: str
+    required: true
+  host:
+    description: Name of the host in messages (default the URI's host part).
+    type: str
+  peers:
+    description:
+      - The other hosts of the cluster, asked (only when the host has inactive autostart
+        definitions) whether they run the guest of such a definition.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Inventory name of the peer.
+        type: str
+        required: true
+      uri:
+        description: libvirt connection URI of the peer.
+        type: str
+        required: true
+  autostart_elsewhere:
+    description:
+      - What to do with inactive autostart definitions whose guest runs elsewhere, or may (a peer
+        could not be asked) - C(refuse) fails naming them; C(disable) turns their autostart off
+        (the definitions stay) and goes on.
+    type: str
+    choices: [refuse, disable]
+    default: refuse
+notes:
+  - Credentials in URIs are masked in the output, as in M(virtfleet.cluster.hypervisor_facts).
+seealso:
+  - module: virtfleet.cluster.host_drain
+  - module: virtfleet.cluster.hypervisor_facts
+"""
+
+EXAMPLES = r"""
+- name: Never reboot a host that runs a guest (asked right before the reboot)
+  virtfleet.cluster.host_empty:
+    uri: "{{ virtfleet_libvirt_uri }}"
+    host: "{{ inventory_hostname }}"
+  delegate_to: localhost
+
+- name: Same check, turning off autostart of stale definitions whose guest runs elsewhere
+  virtfleet.cluster.host_empty:
+    uri: "{{ virtfleet_libvirt_uri }}"
+    peers:
+      - {name: hv-a2, uri: "qemu+tcp://127.0.1.12/session"}
+      - {name: hv-a3, uri: "qemu+tcp://127.0.1.13/session"}
+    autostart_elsewhere: disable
+  delegate_to: localhost
+  register: guard
+
+- name: Say which definitions lost their autostart
+  ansible.builtin.debug:
+    msg: "autostart turned off: {{ guard.autostart_disabled | join(', ') or 'none' }}"
+"""
+
+RETURN = r"""
+guests:
+  description: Guests active on the host (C(name), C(uuid), C(state) such as C(running) or C(paused (migration))). Empty on success.
+  returned: always
+  type: list
+  elements: dict
+autostart_elsewhere:
+  description: Inactive autostart definitions whose guest is active on a peer (C(name), C(uuid), C(running_on)).
+  returned: always
+  type: list
+  elements: dict
+autostart_unknown:
+  description: Inactive autostart definitions for which a peer could not be asked (C(name), C(uuid), C(unasked)).
+  returned: always
+  type: list
+  elements: dict
+autostart_disabled:
+  description: Definitions whose autostart was turned off (or would be, in check mode) with O(autostart_elsewhere=disable).
+  returned: always
+  type: list
+  elements: str
+msg:
+  description: What was found.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty, libvirt_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
+    HAS_LIBVIRT, LibvirtFactsError, open_connection, uri_secrets)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import host_label
+
+
+def check(params, check_mode, connect=open_connection):
+    """The module's work: returns (failed, result)."""
+    name = params["host"] or host_label(params["uri"])
+    conn = connect(params["uri"])
+    try:
+        found = host_empty.check_host(conn, params["peers"], connect)
+        result = {"changed": False, "guests": found["active"], "autostart_elsewhere": found["autostart_elsewhere"],
+                  "autostart_unknown": found["autostart_unknown"], "autostart_disabled": []}
+        stale = [d["name"] for d in found["autostart_elsewhere"] + found["autostart_unknown"]]
+        if stale and params["autostart_elsewhere"] == "disable":
+            result["autostart_disabled"] = stale if check_mode else host_empty.disable_autostart(conn, stale)
+            result["changed"] = bool(result["autostart_disabled"])
+            found = dict(found, autostart_elsewhere=[], autostart_unknown=[])
+    finally:
+        conn.close()
+    problem = host_empty.refusal(name, found)
+    result["msg"] = problem or "%s runs no guest and would start none twice: safe to reboot%s" % (
+        name, " (autostart turned off for %s)" % ", ".join(result["autostart_disabled"]) if result["autostart_disabled"] else "")
+    return bool(problem), result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            uri=dict(type="str", required=True),
+            host=dict(type="str"),
+            peers=dict(type="list", elements="dict", default=[],
+                       options=dict(name=dict(type="str", required=True), uri=dict(type="str", required=True))),
+            autostart_elsewhere=dict(type="str", choices=["refuse", "disable"], default="refuse"),
+        ),
+        supports_check_mode=True,
+    )
+    for uri in [module.params["uri"]] + [p["uri"] for p in module.params["peers"]]:
+        module.no_log_values.update(uri_secrets(uri))
+    if not HAS_LIBVIRT:
+        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the machine running "
+                             "this module; install them on the controller")
+    try:
+        failed, result = check(module.params, module.check_mode)
+    except (LibvirtFactsError, libvirt_facts.libvirt.libvirtError) as exc:
+        module.fail_json(msg="cannot tell whether %s is safe to reboot, so not going on: %s"
+                             % (module.params["host"] or host_label(module.params["uri"]), exc))
+    if failed:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
