@@ -1,0 +1,174 @@
+"""Guards of the rolling_maintenance role that need no lab: ansible-playbook runs the role's
+task files on localhost (ansible_connection=local, fake cluster variables).
+
+* The role refuses a play that runs its hosts in several batches (serial) or under a strategy
+  other than linear, before anything else happens (no report, no lock, no libvirt call).
+* The downtime-budget template of tasks/drain.yml copes with a completed migration whose stats
+  have no downtime (null or missing).
+* The default "anything to patch" check refreshes the package lists before deciding.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLE = os.path.join(REPO, "roles", "rolling_maintenance")
+VENV_BIN = os.path.dirname(sys.executable)
+GUARD_MESSAGE_SERIAL = "runs every host of the play in one batch"
+GUARD_MESSAGE_STRATEGY = "needs the linear strategy"
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env.pop("ANSIBLE_STRATEGY", None)
+    env.update(extra)
+    return env
+
+
+def _inventory(tmp_path, hosts=("kvm-a", "kvm-b")):
+    """Two fake hypervisors of one cluster, both the controller itself (no libvirt answers)."""
+    inventory = {"all": {"hosts": {name: {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "virtfleet_cluster": "fake",
+        "virtfleet_libvirt_uri": "qemu+tcp://127.0.0.1:1/session",
+        "virtfleet_storage": {"path": str(tmp_path / "shared")}} for name in hosts}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def _playbook(tmp_path, play_keywords, tasks_from=None, name="play.yml"):
+    play = {"name": "guarded play", "hosts": "all", "gather_facts": False}
+    play.update(play_keywords)
+    if tasks_from:
+        play["tasks"] = [{"name": "The role's guard alone", "ansible.builtin.include_role": {
+            "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": tasks_from}}]
+    else:
+        play["roles"] = [{"role": "virtfleet.cluster.rolling_maintenance"}]
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump([play], sort_keys=False))
+    return path
+
+
+def _run(tmp_path, playbook, env=None, timeout=180):
+    reports = tmp_path / "reports"
+    command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(_inventory(tmp_path)), str(playbook),
+               "-e", json.dumps({"rolling_maintenance_reports_dir": str(reports)})]
+    result = subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    return result.returncode, result.stdout + result.stderr, reports
+
+
+# --------------------------------------------------------------------------- serial / strategy
+def test_role_refuses_serial_before_anything_else(tmp_path):
+    """The whole role under serial: 1 is refused by its first task, naming serial and the fix."""
+    rc, output, reports = _run(tmp_path, _playbook(tmp_path, {"serial": 1}))
+    assert rc != 0, output[-4000:]
+    assert GUARD_MESSAGE_SERIAL in output, output[-4000:]
+    assert "serial" in output and "virtfleet_max_unavailable" in output
+    # Before anything else: no run set up, no report written, no shared state created.
+    assert "Set up the run" not in output and "Preflight" not in output, output[-4000:]
+    assert not reports.exists()
+    assert not (tmp_path / "shared").exists()
+
+
+def test_role_refuses_the_free_strategy_before_anything_else(tmp_path):
+    rc, output, reports = _run(tmp_path, _playbook(tmp_path, {"strategy": "free"}))
+    assert rc != 0, output[-4000:]
+    assert GUARD_MESSAGE_STRATEGY in output and "'free'" in output, output[-4000:]
+    assert "Set up the run" not in output
+    assert not reports.exists()
+
+
+@pytest.mark.parametrize("play_keywords, env, refused", [
+    ({}, {}, None),                                              # linear by default: accepted
+    ({"strategy": "linear"}, {}, None),
+    ({"strategy": "ansible.builtin.linear"}, {}, None),
+    ({"serial": "100%"}, {}, None),                              # one batch of every host: harmless
+    ({"serial": 1}, {}, GUARD_MESSAGE_SERIAL),
+    ({"serial": [1, "100%"]}, {}, GUARD_MESSAGE_SERIAL),
+    ({"strategy": "host_pinned"}, {}, GUARD_MESSAGE_STRATEGY),
+    ({}, {"ANSIBLE_STRATEGY": "free"}, GUARD_MESSAGE_STRATEGY),  # from the configuration, not the play
+])
+def test_guard_task_file(tmp_path, play_keywords, env, refused):
+    """tasks/refuse_unsupported_play.yml alone: refuses exactly the unsupported plays."""
+    playbook = _playbook(tmp_path, play_keywords, tasks_from="refuse_unsupported_play")
+    rc, output, _reports = _run(tmp_path, playbook, env=_env(**env))
+    if refused:
+        assert rc != 0 and refused in output, output[-4000:]
+    else:
+        assert rc == 0, output[-4000:]
+        assert GUARD_MESSAGE_SERIAL not in output and GUARD_MESSAGE_STRATEGY not in output
+
+
+# --------------------------------------------------------------------------- downtime budget
+def _role_tasks(file_name, *names):
+    """The named tasks of one of the role's task files, as written there (includes made absolute)."""
+    tasks = yaml.safe_load(open(os.path.join(ROLE, "tasks", file_name)))
+    found = {}
+
+    def walk(items):
+        for task in items:
+            if task.get("name") in names:
+                found[task["name"]] = task
+            walk(task.get("block", []))
+    walk(tasks)
+    assert sorted(found) == sorted(names), "tasks missing from tasks/%s: %s" % (file_name, set(names) - set(found))
+    out = []
+    for name in names:
+        task = dict(found[name])
+        if "ansible.builtin.include_tasks" in task:
+            task["ansible.builtin.include_tasks"] = os.path.join(ROLE, "tasks", task["ansible.builtin.include_tasks"])
+        out.append(task)
+    return out
+
+
+BUDGET_TASKS = ("Drain - hold every guest to the downtime budget", "Drain - stop the run when a guest's downtime exceeded the budget")
+
+
+def _migrated(guest, result):
+    return {"guest": guest, "source": "kvm-a", "destination": "kvm-b", "status": "migrated", "result": result}
+
+
+def _run_budget(tmp_path, migrations, budget_ms):
+    play = {"name": "budget", "hosts": "kvm-a", "gather_facts": False,
+            "vars": {"rolling_maintenance_downtime_budget_ms": budget_ms,
+                     "__rolling_maintenance_drain": {"failed": False, "migrations": migrations}},
+            "tasks": list(_role_tasks("drain.yml", *BUDGET_TASKS)) + [
+                {"name": "Show the verdict", "ansible.builtin.debug": {"msg": "OVER BUDGET: {{ __rolling_maintenance_over_budget | default('unset') }}"}}]}
+    playbook = tmp_path / "budget.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    return _run(tmp_path, playbook)
+
+
+def test_budget_copes_with_migrations_whose_stats_lack_downtime(tmp_path):
+    """libvirt may complete a migration without a downtime figure (null, or no key): not a crash."""
+    migrations = [_migrated("g-null", {"downtime_ms": None, "total_time_ms": 900}),
+                  _migrated("g-missing", {"total_time_ms": 800}),
+                  _migrated("g-no-stats", None),
+                  _migrated("g-fast", {"downtime_ms": 40}),
+                  {"guest": "g-failed", "source": "kvm-a", "status": "failed", "result": None, "error": "boom"}]
+    rc, output, _reports = _run_budget(tmp_path, migrations, 100)
+    assert rc == 0, output[-4000:]
+    assert "OVER BUDGET: []" in output, output[-4000:]
+
+
+def test_budget_names_only_the_guests_above_it(tmp_path):
+    migrations = [_migrated("g-null", {"downtime_ms": None}), _migrated("g-slow", {"downtime_ms": 450}),
+                  _migrated("g-fast", {"downtime_ms": 40})]
+    rc, output, _reports = _run_budget(tmp_path, migrations, 100)
+    assert rc != 0, output[-4000:]
+    assert "Downtime budget of 100 ms per guest exceeded on kvm-a: g-slow 450 ms (drain to kvm-b)" in output, output[-4000:]
+    assert "g-null" not in output.split("exceeded on kvm-a:")[1].split("\n")[0]
