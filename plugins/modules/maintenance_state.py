@@ -13,7 +13,14 @@ description:
     that reaches a host of the cluster sees the same lock, marks and window.
   - Run it on a host of the cluster (the one that mounts the storage), not on the controller.
   - The lock never expires on its own. It is released by the run that holds it, or broken by an
-    operator with O(force=true).
+    operator with O(force=true) (also a corrupt lock file, which is kept as C(lock.json.corrupt-<time>)).
+  - A lock belongs to one run, identified by O(token) (random, made once per run), not by
+    O(run_id): a second run started with the same run id is refused while the first holds the lock.
+  - The state directory must prove it is the cluster's shared one. C(cluster-id.json) in it names
+    the cluster with a random id, written once (O(action=init)); every change except C(unlock) and
+    C(unmark) is refused while it is missing, and O(action=verify_shared) fails on a host that does
+    not read the same id as the others (its shared mount is missing). The storage path itself is
+    never created.
   - A mark owned by somebody else (not this run, not this maintenance window) is never changed.
   - All writes are atomic (link or rename of a fully written file).
 version_added: 0.1.0
@@ -23,7 +30,8 @@ options:
   path:
     description:
       - The cluster's shared primary storage path (C(virtfleet_storage.path)). The state lives in
-        its C(.virtfleet) subdirectory, created when first needed.
+        its C(.virtfleet) subdirectory, created by O(action=init). The path itself must exist (it is
+        the shared storage's mount or a directory on it); it is never created.
     type: path
     required: true
   cluster:
@@ -32,10 +40,16 @@ options:
     required: true
   action:
     description:
-      - C(read) returns the lock, the window and the marks.
-      - C(lock) takes the cluster lock for O(run_id) (re-entrant); refused with the holder's
-        name when another run holds it, unless O(force=true) breaks it.
-      - C(unlock) releases the lock held by O(run_id); O(force=true) releases anybody's.
+      - C(read) returns the lock, the window, the marks and the identity.
+      - C(init) gives the state directory its identity (C(cluster-id.json), once per cluster; kept
+        when it exists). Run it where the shared storage is known to be mounted, then check every
+        other host with C(verify_shared).
+      - C(verify_shared) fails unless this host reads the cluster's identity file (with the id in
+        O(identity) when given); the message names the path and its mount.
+      - C(lock) takes the cluster lock for O(run_id) and O(token) (re-entrant for the same token);
+        refused with the holder's name when another run holds it, unless O(force=true) breaks it.
+      - C(unlock) releases the lock held by O(token) (by O(run_id) when no token is given);
+        O(force=true) releases anybody's, a corrupt one too.
       - C(open_window) joins the open maintenance window or opens one (needs the lock).
       - C(record_origins) remembers the host of every guest in O(guests) (first record wins).
       - C(mark) marks O(host) in maintenance or advances its O(phase).
@@ -44,9 +58,20 @@ options:
       - C(close_window) closes the window (the cluster is finished).
     type: str
     required: true
-    choices: [read, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window]
+    choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window]
   run_id:
-    description: Identifier of the run acting. Required for every action except C(read).
+    description: Identifier of the run acting. Required for every action except C(read), C(init) and C(verify_shared).
+    type: str
+  token:
+    description:
+      - The run's identity in the lock (random, made once per run by the caller, never a user's choice).
+        With C(lock), recorded as the holder's token (a new one is made when omitted and returned
+        as RV(token)). With every other action that needs the lock, the lock must carry this token.
+    type: str
+  identity:
+    description:
+      - The id of the cluster's identity file as the other hosts read it. With C(verify_shared), this
+        host must read the same; with changing actions, checked before anything is written.
     type: str
   holder:
     description: Extra facts about the run recorded with the lock or mark (AWX job id, ...).
@@ -89,12 +114,27 @@ notes:
 """
 
 EXAMPLES = r"""
+- name: Give a new cluster's state directory its identity (once; where the storage is mounted)
+  virtfleet.cluster.maintenance_state:
+    path: "{{ virtfleet_storage.path }}"
+    cluster: "{{ virtfleet_cluster }}"
+    action: init
+  register: cluster_state_identity
+
+- name: Every host reads the same identity (its shared mount is there)
+  virtfleet.cluster.maintenance_state:
+    path: "{{ virtfleet_storage.path }}"
+    cluster: "{{ virtfleet_cluster }}"
+    action: verify_shared
+    identity: "{{ cluster_state_identity.identity.id }}"
+
 - name: Take the lock of the host's cluster
   virtfleet.cluster.maintenance_state:
     path: "{{ virtfleet_storage.path }}"
     cluster: "{{ virtfleet_cluster }}"
     action: lock
     run_id: "{{ rolling_maintenance_run_id }}"
+    token: "{{ my_run_token }}"
 
 - name: Mark this host in maintenance
   virtfleet.cluster.maintenance_state:
@@ -121,7 +161,10 @@ state:
   type: dict
   contains:
     lock:
-      description: The lock (C(holder) with C(run_id), C(user), C(controller), C(since)) or null.
+      description: The lock (C(holder) with C(run_id), C(token), C(user), C(controller), C(pid), C(since)) or null.
+      type: dict
+    identity:
+      description: The state directory's identity (C(cluster), C(id), C(created), C(created_by)) or null.
       type: dict
     window:
       description: The window (C(name), C(hosts_done), C(guest_origins), C(closed)) or null.
@@ -130,8 +173,16 @@ state:
       description: Host name to mark (C(owner), C(window), C(phase), C(phases), C(reason)).
       type: dict
 broken_lock:
-  description: With O(action=lock) and O(force=true), the lock that was broken.
+  description: With O(action=lock) and O(force=true), the lock that was broken (C(corrupt) and C(corrupt_copy) for a corrupt one).
   returned: when a lock was broken
+  type: dict
+token:
+  description: With O(action=lock), the token the lock is held with.
+  returned: when O(action=lock)
+  type: str
+identity:
+  description: The identity read (or created) with O(action=init) or O(action=verify_shared).
+  returned: when O(action) is init or verify_shared
   type: dict
 window:
   description: The maintenance window after the action (as it would be in check mode).
@@ -143,10 +194,74 @@ mark:
   type: dict
 """
 
+import socket
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import (
     ClusterState, LockHeld, StateError, default_holder, state_dir)
+
+ACTIONS = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
+           "host_done", "close_window"]
+# Actions that write new state: only into a directory that proved it is the cluster's shared one.
+NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window")
+
+
+def safe_snapshot(state):
+    """The state for a result; what cannot be read is said, not raised (a failure path must not
+    end in a traceback)."""
+    try:
+        return state.snapshot()
+    except (StateError, OSError) as exc:
+        return {"cluster": state.cluster, "path": state.path, "unreadable": str(exc)}
+
+
+def require_identity(state, expected):
+    if state.identity() is None:
+        state.ensure_storage()
+        raise StateError(
+            "the state directory %s of cluster %s has no identity file (cluster-id.json): it was never initialised, or "
+            "this host (%s) does not see the cluster's shared storage at %s. Nothing is written into a directory that "
+            "has not proven it is the shared one. The rolling_maintenance role initialises it at preflight and checks "
+            "it from every host; by hand: maintenance_state action=init on a host where the storage is mounted, then "
+            "action=verify_shared on every other host." % (state.path, state.cluster, socket.gethostname(), state.storage_path))
+    state.verify_shared(expected)
+
+
+def act(state, params, action, run_id, holder):
+    result = {"changed": False}
+    token = params["token"]
+    if action in NEEDS_IDENTITY:
+        require_identity(state, params["identity"])
+    if action == "init":
+        result["changed"], result["identity"] = state.init_identity()
+    elif action == "verify_shared":
+        result["identity"] = state.verify_shared(params["identity"])
+    elif action == "lock":
+        changed, lock, broken = state.acquire_lock(holder, force=params["force"])
+        result["changed"] = changed
+        result["token"] = lock["holder"]["token"]
+        if broken:
+            result["broken_lock"] = broken
+    elif action == "unlock":
+        result["changed"] = state.release_lock(run_id, force=params["force"], token=token)
+    elif action == "open_window":
+        result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
+                                                                new=params["new_window"], token=token)
+    elif action == "record_origins":
+        result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
+    elif action == "mark":
+        result["changed"], result["mark"] = state.mark(
+            run_id, params["host"], holder, phase=params["phase"],
+            window_name=params["window"], reason=params["reason"], details=params["details"], token=token)
+    elif action == "unmark":
+        result["changed"] = state.unmark(run_id, params["host"], window_name=params["window"],
+                                         force=params["force"], token=token)
+    elif action == "host_done":
+        result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"], token=token)
+    elif action == "close_window":
+        result["changed"], result["window"] = state.close_window(run_id, token=token)
+    return result
 
 
 def run(module):
@@ -154,44 +269,25 @@ def run(module):
     state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=module.check_mode)
     action = params["action"]
     run_id = params["run_id"]
-    if action != "read" and not run_id:
+    if action not in ("read", "init", "verify_shared") and not run_id:
         module.fail_json(msg="run_id is required for action %s" % action)
     if action in ("mark", "unmark", "host_done") and not params["host"]:
         module.fail_json(msg="host is required for action %s" % action)
-    holder = default_holder(run_id, params["holder"]) if run_id else None
-    result = {"changed": False}
+    extra = dict(params["holder"] or {})
+    if params["token"]:
+        extra["token"] = params["token"]
+    holder = default_holder(run_id, extra) if run_id else None
     try:
-        if action == "lock":
-            changed, lock, broken = state.acquire_lock(holder, force=params["force"])
-            result["changed"] = changed
-            if broken:
-                result["broken_lock"] = broken
-        elif action == "unlock":
-            result["changed"] = state.release_lock(run_id, force=params["force"])
-        elif action == "open_window":
-            result["changed"], window = state.open_window(run_id, name=params["window"],
-                                                          new=params["new_window"])
-            result["window"] = window
-        elif action == "record_origins":
-            result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"])
-        elif action == "mark":
-            result["changed"], result["mark"] = state.mark(
-                run_id, params["host"], holder, phase=params["phase"],
-                window_name=params["window"], reason=params["reason"], details=params["details"])
-        elif action == "unmark":
-            result["changed"] = state.unmark(run_id, params["host"], window_name=params["window"],
-                                             force=params["force"])
-        elif action == "host_done":
-            result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"])
-        elif action == "close_window":
-            result["changed"], result["window"] = state.close_window(run_id)
+        result = act(state, params, action, run_id, holder)
+        result["state"] = state.snapshot()
     except LockHeld as exc:
-        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, state=state.snapshot())
+        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, state=safe_snapshot(state))
     except StateError as exc:
-        module.fail_json(msg=str(exc), state=state.snapshot())
+        module.fail_json(msg=str(exc), state=safe_snapshot(state))
     except OSError as exc:
-        module.fail_json(msg="cannot use the state directory %s: %s" % (state.path, exc))
-    result["state"] = state.snapshot()
+        module.fail_json(msg="cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
+                             "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "
+                             "maintenance state\")." % (state.path, state.cluster, socket.gethostname(), exc))
     return result
 
 
@@ -200,10 +296,10 @@ def main():
         argument_spec=dict(
             path=dict(type="path", required=True),
             cluster=dict(type="str", required=True),
-            action=dict(type="str", required=True,
-                        choices=["read", "lock", "unlock", "open_window", "record_origins",
-                                 "mark", "unmark", "host_done", "close_window"]),
+            action=dict(type="str", required=True, choices=ACTIONS),
             run_id=dict(type="str"),
+            token=dict(type="str"),
+            identity=dict(type="str"),
             holder=dict(type="dict", default={}),
             host=dict(type="str"),
             phase=dict(type="str", default="marked",

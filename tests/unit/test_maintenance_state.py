@@ -29,8 +29,9 @@ def test_lock_is_exclusive_and_names_the_holder(state):
 
 
 def test_lock_is_reentrant_for_its_run(state):
-    state.acquire_lock(holder("run-1"))
-    changed, _lock, _broken = state.acquire_lock(holder("run-1"))
+    mine = holder("run-1")
+    state.acquire_lock(mine)
+    changed, _lock, _broken = state.acquire_lock(dict(mine))
     assert not changed
 
 
@@ -208,3 +209,250 @@ def test_private_storage_stays_private(tmp_path):
     state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
     state.acquire_lock(holder("run-1"))
     assert os.stat(os.path.join(state.path, ms.LOCK_FILE)).st_mode & 0o022 == 0
+
+
+# --------------------------------------------------------------------------- issue 10
+# Running the module in-process (as tests/unit/test_properties.py does): the operator sees
+# fail_json's message, never a traceback.
+def run_state_module(args, check_mode=False):
+    import contextlib
+    import io
+    from ansible.module_utils import basic
+    from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_state as module
+    arguments = dict(args, _ansible_check_mode=check_mode, _ansible_tmpdir=None, _ansible_remote_tmp="/tmp")
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()
+    basic._ANSIBLE_PROFILE = "legacy"
+    out = io.StringIO()
+    code = None
+    try:
+        with contextlib.redirect_stdout(out):
+            module.main()
+    except SystemExit as done:
+        code = done.code
+    finally:
+        basic._ANSIBLE_ARGS = None
+    return code, json.loads(out.getvalue())
+
+
+def history_of(state):
+    path = os.path.join(state.path, ms.HISTORY_FILE)
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+# Case 2: the lock's identity is a token per run, not the run id a user sets.
+def test_same_run_id_with_another_token_is_refused(state):
+    first = ms.default_holder("run-1", {"token": "a" * 32, "controller": "ctl-1", "pid": 4711})
+    state.acquire_lock(first)
+    second = ms.default_holder("run-1", {"token": "b" * 32, "controller": "ctl-2", "pid": 815})
+    with pytest.raises(ms.LockHeld) as refused:
+        state.acquire_lock(second)
+    message = str(refused.value)
+    assert "same run id" in message and "4711" in message and "ctl-1" in message
+    assert "rolling_maintenance_force_unlock: [lab-a]" in message
+    assert state.lock()["holder"]["token"] == "a" * 32
+    # Re-entrant for the same token only.
+    changed, lock, _broken = state.acquire_lock(dict(first))
+    assert not changed and lock["holder"]["token"] == "a" * 32
+
+
+def test_a_holder_gets_a_token_controller_pid_and_start(state):
+    holder = ms.default_holder("run-1")
+    assert len(holder["token"]) == 32 and holder["pid"] and holder["controller"] and holder["since"]
+    assert ms.default_holder("run-1")["token"] != holder["token"]
+
+
+def test_lock_actions_with_a_token_check_it(state):
+    first = ms.default_holder("run-1", {"token": "a" * 32})
+    state.acquire_lock(first)
+    for act in (lambda: state.open_window("run-1", token="b" * 32),
+                lambda: state.mark("run-1", "h1", ms.default_holder("run-1"), window_name="w", token="b" * 32)):
+        with pytest.raises(ms.StateError) as refused:
+            act()
+        assert "another run" in str(refused.value)
+    with pytest.raises(ms.LockHeld):
+        state.release_lock("run-1", token="b" * 32)
+    assert state.lock()["holder"]["token"] == "a" * 32
+    state.open_window("run-1", token="a" * 32)
+    assert state.release_lock("run-1", token="a" * 32)
+    assert state.lock() is None
+
+
+def test_resume_after_release_takes_the_lock_with_a_new_token(state):
+    state.acquire_lock(ms.default_holder("run-1", {"token": "a" * 32}))
+    state.release_lock("run-1", token="a" * 32)          # the failed run's rescue released it
+    changed, lock, broken = state.acquire_lock(ms.default_holder("run-1", {"token": "c" * 32}))
+    assert changed and broken is None and lock["holder"]["token"] == "c" * 32
+
+
+# Case 3: the state directory proves it is the cluster's shared one.
+def test_missing_storage_path_is_never_created(tmp_path):
+    storage = tmp_path / "mnt" / "cluster-a"
+    state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
+    with pytest.raises(ms.StateError) as refused:
+        state.acquire_lock(ms.default_holder("run-1"))
+    assert str(storage) in str(refused.value) and "mounted" in str(refused.value)
+    assert not storage.exists()
+    with pytest.raises(ms.StateError):
+        state.init_identity()
+    assert not storage.exists()
+
+
+def test_identity_is_created_once_and_verified(tmp_path):
+    state = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a")
+    assert state.identity() is None
+    created, identity = state.init_identity(created_by="hv-a1")
+    assert created and identity["cluster"] == "lab-a" and len(identity["id"]) == 32
+    again, same = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a").init_identity(created_by="hv-a2")
+    assert not again and same == identity
+    assert state.verify_shared(identity["id"]) == identity
+    assert state.verify_shared() == identity
+
+
+def test_a_host_that_does_not_see_the_identity_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    private = tmp_path / "private"   # the same path on a host whose mount is missing
+    shared.mkdir()
+    private.mkdir()
+    _created, identity = ms.ClusterState(ms.state_dir(str(shared)), "lab-a").init_identity()
+    other = ms.ClusterState(ms.state_dir(str(private)), "lab-a")
+    with pytest.raises(ms.SharedStateError) as refused:
+        other.verify_shared(identity["id"])
+    message = str(refused.value)
+    assert ms.state_dir(str(private)) in message and "mount" in message and identity["id"] in message
+    assert not os.path.exists(ms.state_dir(str(private)))     # nothing created there
+    # A state directory of another cluster (two clusters configured on one path) is refused too.
+    with pytest.raises(ms.SharedStateError) as wrong:
+        ms.ClusterState(ms.state_dir(str(shared)), "lab-b").verify_shared()
+    assert "lab-a" in str(wrong.value) and "lab-b" in str(wrong.value)
+
+
+def test_module_refuses_writes_without_the_identity(tmp_path):
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1"})
+    assert code == 1 and "cluster-id.json" in result["msg"] and "init" in result["msg"]
+    assert not os.path.exists(ms.state_dir(str(tmp_path)))
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "run-1"})
+    assert code == 0 and result["changed"] and result["identity"]["cluster"] == "lab-a"
+    ident = result["identity"]["id"]
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1",
+                                     "token": "t" * 32, "identity": ident})
+    assert code == 0 and result["changed"] and result["state"]["lock"]["holder"]["token"] == "t" * 32
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "verify_shared",
+                                     "identity": "0" * 32})
+    assert code == 1 and ms.state_dir(str(tmp_path)) in result["msg"]
+    code, result = run_state_module({"path": str(tmp_path / "gone"), "cluster": "lab-a", "action": "verify_shared",
+                                     "identity": ident})
+    assert code == 1 and str(tmp_path / "gone") in result["msg"] and not (tmp_path / "gone").exists()
+
+
+# Case 12: corrupt or unreadable state: a message naming the file and the fix; force breaks it.
+def test_corrupt_lock_message_names_file_and_fix(state):
+    state.ensure_dirs()
+    lock_path = os.path.join(state.path, ms.LOCK_FILE)
+    with open(lock_path, "w") as handle:
+        handle.write("{half")
+    with pytest.raises(ms.StateError) as refused:
+        state.acquire_lock(holder("run-1"))
+    assert lock_path in str(refused.value) and "rolling_maintenance_force_unlock: [lab-a]" in str(refused.value)
+
+
+def test_force_breaks_a_corrupt_lock_keeping_a_copy(state):
+    state.ensure_dirs()
+    lock_path = os.path.join(state.path, ms.LOCK_FILE)
+    with open(lock_path, "w") as handle:
+        handle.write("{half")
+    changed, lock, broken = state.acquire_lock(holder("run-2"), force=True)
+    assert changed and lock["holder"]["run_id"] == "run-2" and broken["corrupt"]
+    copies = [n for n in os.listdir(state.path) if n.startswith(ms.LOCK_FILE + ".corrupt-")]
+    assert len(copies) == 1 and open(os.path.join(state.path, copies[0])).read() == "{half"
+    event = [h for h in history_of(state) if h["event"] == "lock_broken"][0]
+    assert event["corrupt_copy"].endswith(copies[0])
+    # The same through an operator's forced unlock.
+    with open(lock_path, "w") as handle:
+        handle.write("[]")
+    assert state.release_lock("operator", force=True)
+    assert state.lock() is None
+    assert len([n for n in os.listdir(state.path) if n.startswith(ms.LOCK_FILE + ".corrupt-")]) == 2
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_state_file_is_a_message(state):
+    state.acquire_lock(holder("run-1"))
+    os.chmod(os.path.join(state.path, ms.LOCK_FILE), 0)
+    with pytest.raises(ms.StateError) as refused:
+        state.lock()
+    assert os.path.join(state.path, ms.LOCK_FILE) in str(refused.value)
+
+
+def test_module_reports_a_corrupt_state_without_traceback(tmp_path, monkeypatch):
+    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "x"})
+    lock_path = os.path.join(ms.state_dir(str(tmp_path)), ms.LOCK_FILE)
+    with open(lock_path, "w") as handle:
+        handle.write("{half")
+    for action in ("read", "lock", "unlock", "mark"):
+        code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": action,
+                                         "run_id": "run-1", "host": "h1"})
+        assert code == 1 and lock_path in result["msg"], (action, result)
+        assert "exception" not in result
+    # An OSError anywhere (here: permission) is a message naming the directory too.
+    def denied(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied", lock_path)
+    monkeypatch.setattr(ms, "_read_json", denied)
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "read"})
+    assert code == 1 and lock_path in result["msg"] and "exception" not in result
+
+
+# Case 17: NFS.
+def test_nfs_link_answered_eexist_but_made_is_taken_as_ours(state, monkeypatch):
+    state.ensure_dirs()
+    real_link = os.link
+
+    def retransmitted(src, dst):
+        real_link(src, dst)
+        raise FileExistsError(17, "File exists", dst)
+    monkeypatch.setattr(ms.os, "link", retransmitted)
+    changed, lock, _broken = state.acquire_lock(holder("run-1"))
+    monkeypatch.setattr(ms.os, "link", real_link)
+    assert changed and state.lock()["holder"]["token"] == lock["holder"]["token"]
+    assert [h["event"] for h in history_of(state)] == ["locked"]
+
+
+def test_nfs_eexist_for_a_real_other_lock_is_refused(state, monkeypatch):
+    state.ensure_dirs()
+    real_link = os.link
+    other = holder("run-other")
+
+    def raced(src, dst):
+        if not os.path.exists(dst):
+            tmp = dst + ".other"
+            with open(tmp, "w") as handle:
+                json.dump({"cluster": "lab-a", "holder": other, "acquired": 1}, handle)
+            os.rename(tmp, dst)
+        raise FileExistsError(17, "File exists", dst)
+    monkeypatch.setattr(ms.os, "link", raced)
+    with pytest.raises(ms.LockHeld):
+        state.acquire_lock(holder("run-1"))
+    monkeypatch.setattr(ms.os, "link", real_link)
+    assert state.lock()["holder"]["run_id"] == "run-other"
+
+
+def test_release_never_removes_a_lock_taken_in_between(state, monkeypatch):
+    mine = holder("run-1")
+    state.acquire_lock(mine)
+    thief = holder("run-2")
+    real_read = ms._read_json
+    calls = {"n": 0}
+
+    def read_then_steal(path):
+        value = real_read(path)
+        if path.endswith(ms.LOCK_FILE) and calls["n"] == 0:
+            calls["n"] += 1
+            # Between our read and our removal, an operator forces the lock to another run.
+            ms.write_json_atomic(path, {"cluster": "lab-a", "holder": thief, "acquired": 2})
+        return value
+    monkeypatch.setattr(ms, "_read_json", read_then_steal)
+    with pytest.raises(ms.LockHeld) as refused:
+        state.release_lock("run-1")
+    monkeypatch.setattr(ms, "_read_json", real_read)
+    assert "run-2" in str(refused.value)
+    assert state.lock()["holder"]["run_id"] == "run-2"
+    assert not [n for n in os.listdir(state.path) if "released" in n]
