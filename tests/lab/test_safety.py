@@ -1,0 +1,79 @@
+"""Safety of the rolling maintenance against actors outside the run (issue 10), on the real lab.
+
+* A guest live-migrated onto a host while the host is in its patch hook (an operator's
+  ``virsh migrate``, another tool): the role asks the host again right before rebooting it,
+  refuses naming the guest, and the guest keeps running (its heartbeat goes on).
+* The run's census: every guest that ran at the start of a run must run somewhere at its end,
+  or the run fails naming it.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from test_rolling_maintenance import run_maintenance, storage_of  # noqa: E402  (same lab helpers)
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+# A dozen TCG guests share two cores: gaps under a few seconds are scheduling noise, a guest
+# that was killed or restarted loses heartbeats or starts its sequence again.
+MAX_HEARTBEAT_GAP_S = 3.0
+
+
+def _clean_state(state):
+    """What an operator does after a refused run: unmark the hosts, release a lock left."""
+    for host in state.marks():
+        state.unmark("operator", host, force=True)
+    state.release_lock("operator", force=True)
+
+
+def _move(lab, guest, source, destination):
+    """Live-migrate guest as an operator would, with virsh on the source host."""
+    command = ("virsh -c qemu:///session migrate --live --p2p --persistent --undefinesource %s %s"
+               % (guest, lab.hosts[destination].libvirt_uri))
+    lab.ssh(source, command, timeout=120)
+
+
+def test_guest_placed_during_the_patch_hook_stops_the_reboot(lab, tmp_path):
+    cluster = sorted(lab.clusters)[0]
+    first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    intruder = sorted(g for g, h in lab.placement().items() if h == peer)[0]
+    boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
+    began = time.time()
+    # The patch hook of the first host: somebody migrates a guest onto it (from its peer, with
+    # virsh, outside the role), then the lab's patch runs.
+    intrude = ("sh -c 'virsh -c %s migrate --live --p2p --persistent --undefinesource %s %s && %s patch'"
+               % (lab.hosts[peer].libvirt_uri, intruder, lab.hosts[first].libvirt_uri, lab.host_tool))
+    try:
+        rc, output, report = run_maintenance(
+            lab, tmp_path, rolling_maintenance_hosts=[first], rolling_maintenance_force=True,
+            rolling_maintenance_new_window=True, rolling_maintenance_always_reboot=True,
+            test_intrude_command=intrude,
+            rolling_maintenance_patch_command="{{ test_intrude_command if inventory_hostname == '%s' else lab_patch_command }}"
+                                              % first)
+        assert lab.where(intruder) == first, "the intruding migration did not happen: %s" % output[-3000:]
+        assert lab.boot_id(first) == boots[first], "the host was rebooted with %s on it" % intruder
+        assert rc != 0, output[-6000:]
+        assert intruder in output and "is not safe to reboot" in output
+        host = report["hosts"][first]
+        assert host["status"] == "failed" and host["failed_phase"] == "reboot"
+        assert intruder in host["message"]
+        assert report["run"]["status"] == "failed"
+        assert state.lock() is None and list(state.marks()) == [first]  # stays marked, lock released
+        beats = lab.heartbeat_report(intruder, began, time.time())
+        assert beats["restarts"] == 0 and beats["lost"] == 0, beats
+        assert beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S, beats
+    finally:
+        _clean_state(state)
+        _send_home(lab, cluster)
+
+
+def _send_home(lab, cluster):
+    """Every guest of the cluster back on the host it started on (the next tests expect it)."""
+    for guest, where in lab.placement().items():
+        home = lab.guests[guest]
+        if where and home in lab.clusters[cluster] and where != home:
+            _move(lab, guest, where, home)
