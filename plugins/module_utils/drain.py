@@ -32,10 +32,11 @@ try:
 except ImportError:  # pragma: no cover
     import Queue as queue
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    Guest, HostCapacity, PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
+    PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
 
 libvirt = mig.libvirt
 
@@ -127,40 +128,17 @@ class ClusterHost(object):
 # migration blockers, custom CPU element) and CPU comparison from its LibvirtCpuOracle.
 
 
-def _guest_from_facts(facts, host_name, options):
-    name = facts["name"]
-    movable, why = True, None
-    if name in options.unmovable_guests:
-        movable, why = False, "declared unmovable"
-    elif facts.get("migration_blockers"):
-        movable, why = False, "; ".join(facts["migration_blockers"])
-    elif facts.get("local_disks") and not options.migration.copy_storage:
-        movable, why = False, "local disks and copy_storage is off (%s)" % "; ".join(
-            facts.get("migration_notes") or ())
-    group = None
-    for group_name, members in sorted(options.anti_affinity_groups.items()):
-        if name in members:
-            group = group_name
-            break
-    # Reserve what the guest may grow to (its maximum), not what the balloon shows now.
-    memory = max(facts.get("max_memory_mib") or 0, facts.get("memory_mib") or 0)
-    return Guest(name=name, memory_mib=int(memory), vcpus=int(facts.get("vcpus") or 1),
-                 host=host_name, anti_affinity_group=group, movable=movable,
-                 unmovable_reason=why,
-                 cpu={"xml": facts.get("cpu_xml"), "arch": facts.get("arch"),
-                      "virttype": facts.get("domain_type")})
-
-
 def gather_host(conn, host, options):
     """``(HostCapacity, [Guest])`` of one host: the running guests only (a shut-off guest
     does not care about a reboot)."""
     facts = libvirt_facts.gather_hypervisor_facts(host.uri, options.shared_storage_path,
                                                   conn=conn)
-    capacity = HostCapacity(name=host.name, memory_total_mib=int(facts["memory_total_mib"]),
-                            cpus=int(facts["cpus"]), memory_free_mib=facts.get("memory_free_mib"),
-                            in_maintenance=host.in_maintenance, cpu=host.name)
-    guests = [_guest_from_facts(g, host.name, options)
-              for g in facts.get("guests", []) if g.get("active")]
+    # The collection's one facts-to-capacity conversion: the preflight proof uses it too.
+    capacity = facts_capacity.host_from_facts(host.name, facts, host.in_maintenance)
+    guests = [facts_capacity.guest_from_facts(g, host.name, options.unmovable_guests,
+                                              options.anti_affinity_groups,
+                                              options.migration.copy_storage)
+              for g in facts_capacity.running_guests(facts)]
     return capacity, guests
 
 

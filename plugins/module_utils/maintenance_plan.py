@@ -3,7 +3,8 @@
 """The plan of a rolling maintenance run: which hosts, in which waves, and the capacity proof.
 
 Glue between the shared state (``maintenance_state``: marks, hosts done in the window), the
-wave planner (``waves.plan_waves``) and the placement planner (``placement.plan_drain``).
+wave planner (``waves.plan_waves``) and the placement planner (``placement.prove_rolling_capacity``),
+with capacity from the one facts conversion (``capacity.cluster_from_facts``, the drain's too).
 Nothing here decides placement or wave shapes itself.
 
 Which hosts are maintained, in this order of precedence:
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    PlacementPolicy, capacity_from_dicts, plan_drain)
+    PlacementPolicy, capacity_from_dicts, prove_rolling_capacity)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.waves import (
     plan_waves, wave_violations)
 
@@ -78,12 +80,19 @@ def classify_hosts(hosts, run_id, window_name, force=False):
 
 
 def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
-    """Simulates the drains wave by wave (see module docstring). Returns a JSON-able dict."""
+    """Simulates the drains wave by wave (see module docstring). Returns a JSON-able dict.
+
+    Each cluster is one continuous simulation (``placement.prove_rolling_capacity``): a wave
+    sees the guests where earlier waves put them and every host's free memory as those moves
+    left it, as the drain of that wave will read it from the hosts; rebuilding each wave
+    from the preflight figures would count a host emptied earlier as still full, and a host
+    filled earlier as still free.
+    """
     result = {"ok": True, "problems": [], "steps": [], "unchecked_clusters": []}
     state = {}
     for cluster, data in (capacity or {}).items():
-        hosts, guests = capacity_from_dicts(data.get("hosts") or [], data.get("guests") or [])
-        state[cluster] = (hosts, {g.name: g for g in guests})
+        state[cluster] = capacity_from_dicts(data.get("hosts") or [], data.get("guests") or [])
+    sequences = {}  # cluster -> [(wave index, [members with facts])]
     for wave in waves:
         for cluster, members in sorted(wave.by_cluster.items()):
             if cluster not in state:
@@ -93,68 +102,53 @@ def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
                     result["problems"].append("cluster %s: no capacity facts, cannot prove that "
                                               "the cluster absorbs its hosts' guests" % cluster)
                 continue
-            hosts, guests = state[cluster]
-            out_of_service = set(members) | set(foreign_marked)
-            known = {h.name for h in hosts}
+            known = {h.name for h in state[cluster][0]}
             for member in members:
                 if member not in known:
                     result["ok"] = False
                     result["problems"].append("cluster %s: no capacity facts for host %s"
                                               % (cluster, member))
-            view = [dataclasses.replace(h, in_maintenance=h.in_maintenance or h.name in out_of_service)
-                    for h in hosts]
-            for member in members:
-                if member not in known:
-                    continue
-                plan = plan_drain(member, view, list(guests.values()), policy)
-                for move in plan.moves:
-                    guests[move.guest].host = move.destination
-                result["steps"].append({"wave": wave.index, "cluster": cluster, "host": member,
-                                        "plan": plan.to_dict()})
-                for problem in plan.problems():
-                    result["ok"] = False
-                    result["problems"].append("wave %d, draining %s: %s" % (wave.index, member, problem))
+            checked = [m for m in members if m in known]
+            if checked:
+                sequences.setdefault(cluster, []).append((wave.index, checked))
+    steps_by_wave = {}
+    for cluster, sequence in sequences.items():
+        hosts, guests = state[cluster]
+        # Hosts marked by somebody else stay out of service through every wave.
+        hosts = [dataclasses.replace(h, in_maintenance=h.in_maintenance or h.name in set(foreign_marked))
+                 for h in hosts]
+        proof = prove_rolling_capacity([members for _index, members in sequence], hosts, guests, policy)
+        for step in proof.steps:
+            wave_index = sequence[step.step - 1][0]
+            steps_by_wave.setdefault((wave_index, cluster), []).append(step)
+    for (wave_index, cluster), steps in sorted(steps_by_wave.items()):
+        for step in steps:
+            result["steps"].append({"wave": wave_index, "cluster": cluster, "host": step.host,
+                                    "plan": step.plan.to_dict()})
+            for problem in step.plan.problems():
+                result["ok"] = False
+                result["problems"].append("wave %d, draining %s: %s" % (wave_index, step.host, problem))
     return result
 
 
 def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
-                        anti_affinity_groups=None, stop_allowed_guests=()):
-    """Capacity input of the proof from ``hypervisor_facts`` results.
+                        anti_affinity_groups=None, stop_allowed_guests=(), copy_storage=False):
+    """Capacity input of the proof from ``hypervisor_facts`` results, through the collection's
+    one conversion (``capacity.cluster_from_facts``, which the drain uses too).
 
     cluster_members: cluster -> host names; facts: host -> the module's ``hypervisor`` dict
     (a host without facts is left out: it cannot be a destination); marked: hosts in
-    maintenance (never destinations). Only running guests count. A guest that cannot move is
-    a failure of the proof unless stop_allowed_guests allows stopping it.
+    maintenance (never destinations). Only running guests count, each reserving the larger of
+    its current and maximum memory. A guest that cannot move (declared unmovable, a migration
+    blocker, local disks without copy_storage) is a failure of the proof unless
+    stop_allowed_guests allows stopping it.
     """
-    group_of = {}
-    for group, members in sorted((anti_affinity_groups or {}).items()):
-        for guest in members:
-            group_of.setdefault(guest, group)
     capacity = {}
     for cluster, members in cluster_members.items():
-        hosts, guests = [], []
-        for name in members:
-            host_facts = facts.get(name)
-            if not host_facts:
-                continue
-            hosts.append({"name": name, "memory_total_mib": int(host_facts["memory_total_mib"]),
-                          "cpus": int(host_facts["cpus"]),
-                          "memory_free_mib": host_facts.get("memory_free_mib"),
-                          "in_maintenance": name in marked, "cluster": cluster})
-            for guest in host_facts.get("guests") or []:
-                if not guest.get("active"):
-                    continue
-                movable = bool(guest.get("movable", True)) and guest["name"] not in unmovable_guests
-                reason = None
-                if not movable:
-                    reason = "; ".join(guest.get("migration_blockers") or []) or "declared unmovable"
-                guests.append({"name": guest["name"], "memory_mib": int(guest.get("memory_mib") or 0),
-                               "vcpus": int(guest.get("vcpus") or 1), "host": name,
-                               "anti_affinity_group": group_of.get(guest["name"]),
-                               "movable": movable, "unmovable_reason": reason,
-                               "unmovable_policy": ("shutdown" if guest["name"] in stop_allowed_guests
-                                                    else "fail")})
-        capacity[cluster] = {"hosts": hosts, "guests": guests}
+        hosts, guests = cluster_from_facts(facts, members, marked, unmovable_guests, anti_affinity_groups,
+                                           copy_storage, list(stop_allowed_guests or ()), cluster)
+        capacity[cluster] = {"hosts": [dataclasses.asdict(h) for h in hosts],
+                             "guests": [dataclasses.asdict(g) for g in guests]}
     return capacity
 
 

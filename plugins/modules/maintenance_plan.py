@@ -16,7 +16,10 @@ description:
     not maintained by this run) count against C(max_unavailable); a cluster whose limit they
     use up is not maintained.
   - Proves, wave by wave, that the rest of each cluster can absorb the guests of the hosts of
-    the wave, with the collection's placement planner (cumulative reservation).
+    the wave, with the collection's placement planner (cumulative reservation). With O(facts),
+    the capacity comes from the same conversion the drain uses (running guests, the larger of
+    current and maximum memory, local disks movable only with O(copy_storage)), and each wave
+    sees the guests and free memory where the earlier waves left them.
   - Pure computation; run it on the controller. Changes nothing, so check mode is the same run.
 version_added: 0.1.0
 author:
@@ -82,6 +85,13 @@ options:
     description: With O(facts) - anti-affinity group name to guest names.
     type: dict
     default: {}
+  copy_storage:
+    description:
+      - With O(facts) - whether the drains copy local disks (C(copy_storage) of the run's
+        migration options). Without it a running guest with local disks cannot move, as
+        M(virtfleet.cluster.host_drain) decides; pass the same value the drains get.
+    type: bool
+    default: false
   policy:
     description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), ...).
     type: dict
@@ -173,6 +183,7 @@ def main():
             unmovable_guests=dict(type="list", elements="str", default=[]),
             anti_affinity_groups=dict(type="dict", default={}),
             stop_allowed_guests=dict(type="list", elements="str", default=[]),
+            copy_storage=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("capacity", "facts")],
         required_together=[("facts", "members")],
@@ -184,7 +195,7 @@ def main():
         if params["facts"] is not None:
             capacity = capacity_from_facts(params["members"], params["facts"], params["marked"],
                                            params["unmovable_guests"], params["anti_affinity_groups"],
-                                           params["stop_allowed_guests"])
+                                           params["stop_allowed_guests"], params["copy_storage"])
         plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
                                 force=params["force"], order=params["order"],
                                 capacity=capacity, policy=params["policy"],

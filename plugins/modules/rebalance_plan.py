@@ -14,7 +14,8 @@ description:
     O(threshold), move the guest that narrows it most from the most loaded host to the least
     loaded host that can take it.
   - Hosts in maintenance (O(marked)) neither give nor take guests; guests that cannot
-    live-migrate stay.
+    live-migrate stay. Capacity comes from the collection's one facts conversion (running
+    guests, the larger of current and maximum memory), as for the drain and the capacity proof.
   - Pure computation on the controller; moves nothing (the playbook C(playbooks/rebalance.yml)
     runs the moves with M(virtfleet.cluster.guest_migrate)).
 version_added: 0.1.0
@@ -51,6 +52,12 @@ options:
     description: Anti-affinity group name to guest names.
     type: dict
     default: {}
+  copy_storage:
+    description:
+      - Whether the migrations copy local disks. Without it a guest with local disks stays
+        where it is (the hypervisor facts know local disks when read with C(shared_storage_path)).
+    type: bool
+    default: false
   policy:
     description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), C(respect_free_memory)).
     type: dict
@@ -95,9 +102,9 @@ import dataclasses
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    PlacementPolicy, capacity_from_dicts, memory_loads, plan_rebalance)
+    PlacementPolicy, memory_loads, plan_rebalance)
 
 
 def _spread(loads, marked):
@@ -115,6 +122,7 @@ def main():
             max_moves=dict(type="int", default=0),
             unmovable_guests=dict(type="list", elements="str", default=[]),
             anti_affinity_groups=dict(type="dict", default={}),
+            copy_storage=dict(type="bool", default=False),
             policy=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
@@ -122,10 +130,9 @@ def main():
     params = module.params
     try:
         policy = PlacementPolicy(**params["policy"])
-        data = capacity_from_facts({params["cluster"]: sorted(params["facts"])}, params["facts"],
-                                   params["marked"], params["unmovable_guests"],
-                                   params["anti_affinity_groups"])[params["cluster"]]
-        hosts, guests = capacity_from_dicts(data["hosts"], data["guests"])
+        hosts, guests = cluster_from_facts(params["facts"], sorted(params["facts"]), params["marked"],
+                                           params["unmovable_guests"], params["anti_affinity_groups"],
+                                           params["copy_storage"], cluster=params["cluster"])
         moves = plan_rebalance(hosts, guests, policy, threshold=params["threshold"],
                                max_moves=params["max_moves"] or None)
     except (ValueError, KeyError, TypeError) as exc:

@@ -164,3 +164,57 @@ def test_plan_reports_configured_and_current_limits():
     assert plan["clusters"]["a"]["max_unavailable"] == 2
     assert plan["clusters"]["a"]["max_unavailable_now"] == 1
     assert plan["clusters"]["a"]["out_of_service"] == ["a3"]
+
+
+# --- one facts-to-capacity conversion (issue 10, case 8) -----------------------------------------
+
+def _guest_facts(name, memory, max_memory=None, **kw):
+    facts = {"name": name, "active": True, "memory_mib": memory, "max_memory_mib": max_memory or memory,
+             "vcpus": 1, "movable": True, "migration_blockers": [], "local_disks": False}
+    facts.update(kw)
+    return facts
+
+
+def test_proof_reserves_maximum_memory_as_the_drain_does():
+    # g1's balloon shows 256 MiB but it may grow back to 1536 MiB: a2 (1024 MiB) cannot take it.
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [_guest_facts("g1", 256, 1536)]},
+             "a2": {"memory_total_mib": 1024, "cpus": 4, "guests": []}}
+    plan = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts({"a": ["a1", "a2"]}, facts),
+                            policy={"memory_reserve_mib": 0})
+    assert not plan["ok"]
+    assert "g1 (1536 MiB, 1 vCPU) cannot be placed" in plan["capacity"]["problems"][0]
+
+
+def test_proof_keeps_local_disk_guests_in_place_unless_storage_is_copied():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    local = _guest_facts("db", 256, local_disks=True,
+                         migration_notes=["local disks need block migration: /var/lib/libvirt/images/db.qcow2"])
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [local]},
+             "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": []}}
+    refused = plan_maintenance([host("a1")], "run-1", capacity=capacity_from_facts({"a": ["a1", "a2"]}, facts))
+    assert not refused["ok"]
+    assert "db cannot live-migrate (local disks and copy_storage is off (local disks need block migration: " \
+           "/var/lib/libvirt/images/db.qcow2))" in refused["capacity"]["problems"][0]
+    copied = plan_maintenance([host("a1")], "run-1",
+                              capacity=capacity_from_facts({"a": ["a1", "a2"]}, facts, copy_storage=True))
+    assert copied["ok"], copied["capacity"]["problems"]
+
+
+def test_proof_sees_free_memory_as_earlier_waves_left_it():
+    # a1 reports 0 MiB free at preflight; once its guests left (wave 1) it has room again for
+    # a2's guest (wave 2), as the drain of a2 will read from a1 itself.
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    facts = {"a1": {"memory_total_mib": 1024, "memory_free_mib": 0, "cpus": 4,
+                    "guests": [_guest_facts("g1", 600)]},
+             "a2": {"memory_total_mib": 1024, "memory_free_mib": 1024, "cpus": 4,
+                    "guests": [_guest_facts("g2", 600)]},
+             "a3": {"memory_total_mib": 1024, "memory_free_mib": 1024, "cpus": 4, "guests": []}}
+    plan = plan_maintenance([host("a1"), host("a2")], "run-1",
+                            capacity=capacity_from_facts({"a": ["a1", "a2", "a3"]}, facts),
+                            policy={"memory_reserve_mib": 0})
+    assert plan["ok"], plan["capacity"]["problems"]
+    steps = {s["host"]: s["plan"]["moves"] for s in plan["capacity"]["steps"]}
+    assert [(m["guest"], m["destination"]) for m in steps["a1"]] == [("g1", "a3")]
+    # a3 now holds g1 (424 MiB free): g2 goes to a1, which got g1's 600 MiB back.
+    assert [(m["guest"], m["destination"]) for m in steps["a2"]] == [("g2", "a1")]

@@ -300,7 +300,7 @@ def _state_dir_strategy(base):
 
 
 @pytest.mark.parametrize("name", ["guest_migrate", "host_drain", "hypervisor_facts", "cluster_homogeneity",
-                                  "maintenance_plan", "maintenance_state", "maintenance_report"])
+                                  "maintenance_plan", "maintenance_state", "maintenance_report", "rebalance_plan"])
 def test_module_option_sets_end_in_exit_or_fail_json(name, no_libvirt, tmp_path, monkeypatch):
     module = _module(name)
     spec = _argument_spec(module)
@@ -498,3 +498,101 @@ def test_every_secret_of_a_uri_is_masked_and_redacted(password, apikey, secretke
     redacted = libvirt_facts.redact_uri(uri)
     assert not any(secret in redacted for secret in (password, apikey, secretkey)), redacted
     assert redacted.startswith("%s://admin:********@hv-1.example/system?" % scheme)
+
+
+# --- one facts-to-capacity conversion: the preflight proof and the drain agree ----------------
+
+class _FactsOnlyConnection:
+    """What gather_cluster opens: closed at the end, nothing else is asked of it here (the
+    facts come from the patched gather_hypervisor_facts)."""
+
+    def close(self):
+        return 0
+
+
+@st.composite
+def cluster_facts(draw):
+    """Hypervisor facts of a small cluster, as libvirt_facts.gather_hypervisor_facts returns
+    them: current (balloon) and maximum memory may differ, some guests have local disks or a
+    migration blocker, some are shut off; hosts report free memory (or not)."""
+    names = ["h%d" % i for i in range(draw(st.integers(2, 4)))]
+    facts = {name: {"memory_total_mib": draw(st.integers(1024, 6144)), "cpus": draw(st.integers(1, 8)),
+                    "guests": []} for name in names}
+    for index in range(draw(st.integers(0, 8))):
+        memory = draw(st.integers(64, 1536))
+        blockers = draw(st.sampled_from([[]] * 6 + [["host device passthrough (1 hostdev)"]]))
+        facts[draw(st.sampled_from(names))]["guests"].append({
+            "name": "g%d" % index, "active": draw(st.integers(0, 5)) > 0,
+            "memory_mib": memory, "max_memory_mib": memory + draw(st.sampled_from([0, 0, 0, 256, 1024])),
+            "vcpus": draw(st.integers(1, 4)), "local_disks": draw(st.integers(0, 5)) == 0,
+            "migration_blockers": blockers, "movable": not blockers,
+            "migration_notes": ["local disks need block migration: /var/lib/libvirt/images/g%d.qcow2" % index]})
+    for host in facts.values():
+        used = sum(max(g["memory_mib"], g["max_memory_mib"]) for g in host["guests"] if g["active"])
+        host["memory_free_mib"] = draw(st.one_of(st.none(), st.just(max(0, host["memory_total_mib"] - used
+                                                                           - draw(st.integers(0, 512))))))
+    guest_names = sorted(g["name"] for host in facts.values() for g in host["guests"])
+    groups = {"web": draw(st.lists(st.sampled_from(guest_names), max_size=3, unique=True))} if guest_names else {}
+    unmovable = draw(st.lists(st.sampled_from(guest_names), max_size=1)) if guest_names else []
+    policy = {"memory_overcommit": draw(st.sampled_from([1.0, 1.5])), "cpu_overcommit": draw(st.sampled_from([1.0, 4.0])),
+              "memory_reserve_mib": draw(st.sampled_from([0, 128, 512])),
+              "order": draw(st.sampled_from(list(placement.ORDERS)))}
+    order = draw(st.permutations(names))
+    return facts, groups, unmovable, policy, list(order), draw(st.booleans())
+
+
+def _reserved_mib(guest):
+    return max(guest.get("memory_mib") or 0, guest.get("max_memory_mib") or 0)
+
+
+def _apply_drain(world, moves):
+    """The cluster after a drain ran its plan: the guests run on their destinations and each
+    host's free memory follows what the planners reserve for a guest."""
+    for move in moves:
+        source, destination = world[move["source"]], world[move["destination"]]
+        guest = next(g for g in source["guests"] if g["name"] == move["guest"])
+        source["guests"].remove(guest)
+        destination["guests"].append(guest)
+        if source.get("memory_free_mib") is not None:
+            source["memory_free_mib"] += _reserved_mib(guest)
+        if destination.get("memory_free_mib") is not None:
+            destination["memory_free_mib"] -= _reserved_mib(guest)
+
+
+@FAST
+@given(cluster=cluster_facts())
+def test_the_capacity_proof_and_the_drains_agree_on_every_step(cluster):
+    """The preflight proof (maintenance_plan, from hypervisor facts) says host X can be drained
+    at its step exactly when the drain of X (host_drain's planning, from the facts it reads at
+    that moment) places every guest: a proof that promises what a later drain refuses stops a
+    run half-way; one that refuses what would drain blocks maintenance for nothing."""
+    from unittest import mock
+    from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_plan as mp
+    import copy as copy_module
+
+    facts, groups, unmovable, policy, order, copy_storage = cluster
+    members = {"c": sorted(facts)}
+    capacity = mp.capacity_from_facts(members, facts, unmovable_guests=unmovable, anti_affinity_groups=groups,
+                                      copy_storage=copy_storage)
+    plan = mp.plan_maintenance([{"name": name, "cluster": "c", "needs_patch": True} for name in order], "run-1",
+                               order="given", capacity=capacity, policy=dict(policy))
+    proof = {step["host"]: step["plan"] for step in plan["capacity"]["steps"]}
+    assert list(proof) == order
+
+    world = copy_module.deepcopy(facts)
+    options = dr.DrainOptions(anti_affinity_groups=groups, unmovable_guests=unmovable, cpu_check=False,
+                              unmovable="fail", migration={"copy_storage": copy_storage}, **policy)
+    for host in order:
+        cluster_hosts = [dr.ClusterHost(name, "test:///%s" % name, in_maintenance=(name == host)) for name in sorted(world)]
+        with mock.patch.object(libvirt_facts, "gather_hypervisor_facts",
+                               lambda uri, _shared=None, conn=None: copy_module.deepcopy(world[uri[len("test:///"):]])):
+            view = dr.gather_cluster(host, cluster_hosts, options, connect=lambda _uri: _FactsOnlyConnection())
+        drain_plan = dr.plan_host_drain(view, options)
+        view.close()
+        assert proof[host]["ok"] == drain_plan["ok"], (
+            "step %d, host %s: the proof says %s, the drain says %s\nproof problems: %s\ndrain problems: %s"
+            % (order.index(host) + 1, host, proof[host]["ok"], drain_plan["ok"], proof[host]["problems"],
+               drain_plan["problems"]))
+        if not drain_plan["ok"]:
+            break  # the run stops its cluster at a refused drain
+        _apply_drain(world, drain_plan["moves"])
