@@ -26,6 +26,9 @@ host_skipped       ``reason``
 host_failed        ``phase``, ``message``
 cluster_stopped    ``reason``: later hosts of the cluster were not started
 guest_locations    ``locations`` (guest -> host), a snapshot
+census             ``start`` and ``end`` (guest -> host running it at the start and at the end
+                   of the run), ``unasked`` (hosts that could not be asked at the end): a guest
+                   that ran at the start and runs nowhere at the end fails the run, named
 lock               ``state`` (acquired/released/refused), ``holder``
 run_end            ``status`` (ok/failed/dry_run/refused), ``message``
 =================  ==========================================================================
@@ -124,6 +127,8 @@ def build_report(events):
     locations = {}
     locks = []
     open_phases = {}
+    census = None
+    stopped_allowed = []
 
     for event in events:
         kind = event.get("type")
@@ -165,6 +170,8 @@ def build_report(events):
         elif kind == "phase":
             entry = _host_entry(hosts, cluster, host)
             key = (host, event.get("phase"))
+            if str(event.get("phase")).startswith("shutdown ") and event.get("state") == "end":
+                stopped_allowed.append(event["phase"].split(" ", 1)[1])
             if event.get("state") == "start":
                 open_phases[key] = ts
             else:
@@ -206,6 +213,8 @@ def build_report(events):
             entry.update(status="stopped", reason=event.get("reason"))
         elif kind == "guest_locations":
             locations.update(event.get("locations") or {})
+        elif kind == "census":
+            census = event
         elif kind == "lock":
             locks.append({k: event.get(k) for k in ("ts", "cluster", "state", "holder", "message")})
         elif kind == "run_end":
@@ -287,8 +296,38 @@ def build_report(events):
     if run["status"] == "running" and any(h["status"] == "failed" for h in hosts.values()):
         run["status"] = "failed"
 
+    accounted = account_for_guests(census, stopped_allowed)
+    if accounted and accounted["missing"]:
+        # The worst failure is a green run that lost a guest: whatever the hosts did, fail.
+        run["status"] = "failed"
+        lost = "guests unaccounted for at the end of the run: %s" % ", ".join(
+            "%s (ran on %s at the start; %s)" % (m["guest"], m["started_on"], m["why"]) for m in accounted["missing"])
+        run["message"] = "%s; %s" % (run["message"], lost) if run["message"] else lost
+
     return {"run": run, "totals": totals, "plan": plan, "clusters": clusters, "hosts": hosts,
-            "guests": guests, "migrations": migrations, "locks": locks}
+            "guests": guests, "migrations": migrations, "locks": locks, "census": accounted}
+
+
+def account_for_guests(census, stopped_allowed=()):
+    """Every guest running at the start of the run, found again at its end (or None without a
+    census): ``missing`` lists those running nowhere, with why; guests the policy allowed to
+    stop (rolling_maintenance_stop_allowed_guests) are listed apart, not as lost."""
+    if not census:
+        return None
+    start, end = census.get("start") or {}, census.get("end") or {}
+    unasked = sorted(census.get("unasked") or [])
+    missing, stopped = [], []
+    for guest in sorted(start):
+        if guest in end:
+            continue
+        if guest in stopped_allowed:
+            stopped.append(guest)
+            continue
+        why = ("not found: %s could not be asked at the end" % ", ".join(unasked) if unasked
+               else "runs on no host of the run's clusters")
+        missing.append({"guest": guest, "started_on": start[guest], "why": why})
+    return {"started": len(start), "running": sum(1 for g in start if g in end), "missing": missing,
+            "stopped_allowed": stopped, "unasked": unasked}
 
 
 # --------------------------------------------------------------------------- rendering

@@ -85,6 +85,14 @@ clusters:
   description: Per cluster C(status), C(max_unavailable) and C(max_in_maintenance) (observed).
   returned: when O(action=render)
   type: dict
+census:
+  description:
+    - Every guest running at the start of the run found again at its end, from the C(census)
+      event - C(started), C(running), C(missing) (C(guest), C(started_on), C(why)), C(stopped_allowed)
+      (stopped as rolling_maintenance_stop_allowed_guests allows), C(unasked) (hosts not answering
+      at the end). A guest in C(missing) fails the run. Null when the events hold no census.
+  returned: when O(action=render)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -121,7 +129,7 @@ def main():
         clusters = {name: {k: c.get(k) for k in ("status", "max_unavailable", "max_in_maintenance")}
                     for name, c in report["clusters"].items()}
         module.exit_json(changed=True, files=files, run=report["run"], totals=report["totals"],
-                         clusters=clusters)
+                         clusters=clusters, census=report["census"])
     except OSError as exc:
         module.fail_json(msg="cannot write the report in %s: %s" % (directory, exc))
 

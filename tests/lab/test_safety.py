@@ -77,3 +77,30 @@ def _send_home(lab, cluster):
         home = lab.guests[guest]
         if where and home in lab.clusters[cluster] and where != home:
             _move(lab, guest, where, home)
+
+
+def test_a_guest_lost_during_the_run_fails_it_naming_the_guest(lab, tmp_path):
+    """The census: a guest that ran at the start and runs nowhere at the end fails the run, even
+    when every host went well (here something outside the run kills it during a patch hook)."""
+    cluster = sorted(lab.clusters)[0]
+    first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    victim = sorted(g for g, h in lab.placement().items() if h == peer)[0]
+    kill = "sh -c 'virsh -c %s destroy %s && %s patch'" % (lab.hosts[peer].libvirt_uri, victim, lab.host_tool)
+    try:
+        rc, output, report = run_maintenance(
+            lab, tmp_path, rolling_maintenance_hosts=[first], rolling_maintenance_force=True,
+            rolling_maintenance_new_window=True, rolling_maintenance_canary=False, test_kill_command=kill,
+            rolling_maintenance_patch_command="{{ test_kill_command if inventory_hostname == '%s' else lab_patch_command }}"
+                                              % first)
+        assert lab.where(victim) is None, "the guest was not killed: %s" % output[-3000:]
+        assert report["hosts"][first]["status"] == "done"      # the host itself went well
+        assert rc != 0, output[-6000:]
+        assert report["run"]["status"] == "failed"
+        assert report["census"]["missing"] == [{"guest": victim, "started_on": peer,
+                                                "why": "runs on no host of the run's clusters"}]
+        assert "guests unaccounted for at the end of the run: %s" % victim in output
+    finally:
+        _clean_state(state)
+        lab.up()  # starts the killed guest again
+        _send_home(lab, cluster)

@@ -170,3 +170,38 @@ def test_end_event_with_its_own_start():
     phases = rr.build_report(events)["hosts"]["a1"]["phases"]
     assert [(p["phase"], p["end"] - p["start"], p["state"]) for p in phases] == [
         ("patch", 3.0, "end"), ("reboot", 3.0, "failed")]
+
+
+# --- census: every guest that ran at the start runs somewhere at the end (issue 10, case 1d) ---
+def census_events(start, end, unasked=(), extra=()):
+    return [ev(0, "run_start", clusters={"a": ["a1", "a2"]}), *extra,
+            ev(20, "census", start=start, end=end, unasked=list(unasked)),
+            ev(21, "run_end", status="ok")]
+
+
+def test_a_guest_that_runs_nowhere_at_the_end_fails_the_run_naming_it():
+    report = rr.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2"}))
+    assert report["census"]["missing"] == [
+        {"guest": "g2", "started_on": "a2", "why": "runs on no host of the run's clusters"}]
+    assert report["run"]["status"] == "failed"
+    assert "g2 (ran on a2 at the start; runs on no host" in report["run"]["message"]
+    assert "g2" in rr.render_markdown(report)
+
+
+def test_every_guest_accounted_for_keeps_the_run_ok():
+    report = rr.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2", "g2": "a2", "new": "a1"}))
+    assert report["census"] == {"started": 2, "running": 2, "missing": [], "stopped_allowed": [], "unasked": []}
+    assert report["run"]["status"] == "ok"
+
+
+def test_a_host_that_could_not_be_asked_at_the_end_leaves_its_guests_unaccounted():
+    report = rr.build_report(census_events({"g1": "a1"}, {}, unasked=["a1"]))
+    assert report["census"]["missing"][0]["why"] == "not found: a1 could not be asked at the end"
+    assert report["run"]["status"] == "failed"
+
+
+def test_a_guest_stopped_as_the_policy_allows_is_reported_not_lost():
+    stop = ev(5, "phase", cluster="a", host="a1", phase="shutdown g2", state="end", details={"guest": "g2", "ok": True})
+    report = rr.build_report(census_events({"g1": "a1", "g2": "a1"}, {"g1": "a2"}, extra=[stop]))
+    assert report["census"]["missing"] == [] and report["census"]["stopped_allowed"] == ["g2"]
+    assert report["run"]["status"] == "ok"
