@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -172,3 +174,148 @@ def test_budget_names_only_the_guests_above_it(tmp_path):
     assert rc != 0, output[-4000:]
     assert "Downtime budget of 100 ms per guest exceeded on kvm-a: g-slow 450 ms (drain to kvm-b)" in output, output[-4000:]
     assert "g-null" not in output.split("exceeded on kvm-a:")[1].split("\n")[0]
+
+
+# --------------------------------------------------------------------------- package lists
+FAKE_PACKAGE = "base-files"  # installed on every Debian system, no dependencies of its own
+
+
+def _fake_apt(tmp_path):
+    """A private APT configuration on this (Debian) machine: its own sources, lists and cache, with one
+    local repository offering a newer FAKE_PACKAGE. Its lists start empty: stale, as on a host whose
+    lists were not refreshed since the update appeared. Nothing of the system's APT state is touched."""
+    root = tmp_path / "apt"
+    for sub in ("repo", "lists/partial", "cache/archives/partial", "sources.list.d"):
+        (root / sub).mkdir(parents=True)
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    (root / "repo" / "Packages").write_text(textwrap.dedent("""\
+        Package: %s
+        Version: 999.0
+        Architecture: %s
+        Maintainer: virtfleet tests <tests@example.invalid>
+        Installed-Size: 1
+        Filename: ./fake_999.0.deb
+        Size: 1000
+        SHA256: %s
+        Description: a newer version that only refreshed package lists know
+
+        """) % (FAKE_PACKAGE, arch, "0" * 64))
+    (root / "sources.list").write_text("deb [trusted=yes] file:%s ./\n" % (root / "repo"))
+    config = root / "apt.conf"
+    config.write_text("".join('%s "%s";\n' % item for item in (
+        ("Dir::Etc::SourceList", root / "sources.list"), ("Dir::Etc::SourceParts", root / "sources.list.d"),
+        ("Dir::State::Lists", root / "lists"), ("Dir::Cache", root / "cache"), ("Acquire::Languages", "none"))))
+    return config
+
+
+def _apt_usable():
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/apt-get") or not os.path.exists("/var/lib/dpkg/status"):
+        return False
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import apt, apt_pkg"], capture_output=True, check=False)
+    return probe.returncode == 0 and subprocess.run(["dpkg", "-s", FAKE_PACKAGE], capture_output=True, check=False).returncode == 0
+
+
+def _run_check_updates(tmp_path, valid_time, check_mode=False):
+    play = {"name": "check", "hosts": "kvm-a", "gather_facts": False,
+            "vars": {"ansible_become": False,  # the controller itself, already root (no sudo needed)
+                     "rolling_maintenance_package_cache_valid_time": valid_time},
+            "tasks": [{"name": "The role's default check", "ansible.builtin.include_role": {
+                           "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}},
+                      {"name": "Show the verdict", "ansible.builtin.debug": {
+                          "msg": "NEEDS PATCH: {{ rolling_maintenance_needs_patch }} PENDING: {{ rolling_maintenance_pending_updates | length }}"}}]}
+    playbook = tmp_path / "check.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    env = _env(APT_CONFIG=str(_fake_apt(tmp_path)))
+    command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(_inventory(tmp_path)), str(playbook)]
+    if check_mode:
+        command.append("--check")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not _apt_usable(), reason="needs root on a Debian system with python3-apt (a private APT configuration is used)")
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check_mode"])
+def test_check_updates_refreshes_stale_package_lists(tmp_path, check_mode):
+    """An update published after the host's lists were last refreshed is found (also in a dry run)."""
+    rc, output = _run_check_updates(tmp_path, valid_time=0, check_mode=check_mode)
+    assert rc == 0, output[-4000:]
+    assert "NEEDS PATCH: True PENDING: 1" in output, output[-4000:]
+
+
+@pytest.mark.skipif(not _apt_usable(), reason="needs root on a Debian system with python3-apt (a private APT configuration is used)")
+def test_check_updates_keeps_lists_younger_than_the_validity(tmp_path):
+    """rolling_maintenance_package_cache_valid_time: lists refreshed less long ago are used as they are
+    (the apt module dates them by the system's own update stamp); a very long validity never refreshes."""
+    rc, output = _run_check_updates(tmp_path, valid_time=10 ** 9)
+    assert rc == 0, output[-4000:]
+    assert "NEEDS PATCH: False PENDING: 0" in output, output[-4000:]
+
+
+# --------------------------------------------------------------------------- become for the reboot
+REBOOT_TASK = "Reboot - reboot the host (it runs no guest)"
+
+
+def _rebootable_local_connection(directory):
+    """The local connection under another name: ansible.builtin.reboot refuses `local` (it would
+    reboot the controller); here the reboot command only records who ran it."""
+    import ast
+    import ansible.plugins.connection.local as local
+    source = open(local.__file__).read()
+    documentation = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                         and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
+    (directory / "rebootable_local.py").write_text(
+        "from __future__ import annotations\n"
+        "DOCUMENTATION = %r\n"
+        "from ansible.plugins.connection.local import Connection as _Local\n\n\n"
+        "class Connection(_Local):\n    transport = 'rebootable_local'\n"
+        % documentation.replace("name: local", "name: rebootable_local", 1))
+    return directory
+
+
+def _run_reboot_task(tmp_path, inventory_become=None):
+    """The role's reboot task (tasks/host.yml) on the controller, with a reboot command that only
+    records which user ran it; become is su to `nobody`, so the record tells whether it was used."""
+    plugins = tmp_path / "connection_plugins"
+    plugins.mkdir()
+    _rebootable_local_connection(plugins)
+    # Outside pytest's private (0700) tree: `nobody` writes its name here.
+    record_dir = tempfile.mkdtemp(prefix="virtfleet-reboot-")
+    os.chmod(record_dir, 0o777)  # noqa: S103
+    record = os.path.join(record_dir, "reboot-ran-as")
+    try:
+        return _run_recorded_reboot(tmp_path, plugins, record, inventory_become)
+    finally:
+        shutil.rmtree(record_dir, ignore_errors=True)
+
+
+def _run_recorded_reboot(tmp_path, plugins, record, inventory_become):
+    host_vars = {"ansible_connection": "rebootable_local",
+                 "ansible_python_interpreter": "/usr/bin/python3",  # a Python that `nobody` may run
+                 "ansible_become_user": "nobody", "ansible_become_method": "su", "ansible_become_flags": "-s /bin/sh",
+                 "reboot_command": "sh -c 'id -un > %s'" % record, "boot_time_command": "date +%s%N",
+                 "test_command": "true", "rolling_maintenance_reboot_timeout": 60,
+                 "rolling_maintenance_always_reboot": True, "__rolling_maintenance_run_id": "test"}
+    if inventory_become is not None:
+        host_vars["ansible_become"] = inventory_become
+    play = {"name": "reboot", "hosts": "kvm-a", "gather_facts": False, "vars": host_vars,
+            "tasks": list(_role_tasks("host.yml", REBOOT_TASK))}
+    playbook = tmp_path / "reboot.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    rc, output, _reports = _run(tmp_path, playbook, env=_env(ANSIBLE_CONNECTION_PLUGINS=str(plugins)))
+    return rc, output, (open(record).read().strip() if os.path.exists(record) else None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"), reason="needs root (su to nobody)")
+def test_reboot_runs_with_become_unless_the_inventory_says_no(tmp_path):
+    """docs/production.md: the role reboots with become (sudo). An inventory that sets
+    ansible_become: false (the lab: unprivileged users without sudo) reboots without it."""
+    rc, output, ran_as = _run_reboot_task(tmp_path)
+    assert rc == 0, output[-4000:]
+    assert ran_as == "nobody", output[-4000:]       # the become user: become was used
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"), reason="needs root (su to nobody)")
+def test_reboot_without_become_where_the_inventory_says_so(tmp_path):
+    rc, output, ran_as = _run_reboot_task(tmp_path, inventory_become=False)
+    assert rc == 0, output[-4000:]
+    assert ran_as == "root", output[-4000:]
