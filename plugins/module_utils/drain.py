@@ -63,6 +63,7 @@ class DrainOptions(object):
         "order": "largest_first",
         "unmovable": "fail",                 # fail | shutdown | leave
         "unmovable_guests": (),              # names the operator declares unmovable
+        "stop_allowed_guests": None,         # with unmovable=shutdown: only these may be stopped
         "anti_affinity_groups": None,        # {group: [guest, ...]}
         "memory_overcommit": 1.0,
         "cpu_overcommit": 4.0,
@@ -135,9 +136,11 @@ def gather_host(conn, host, options):
                                                   conn=conn)
     # The collection's one facts-to-capacity conversion: the preflight proof uses it too.
     capacity = facts_capacity.host_from_facts(host.name, facts, host.in_maintenance)
+    # A guest that became unmovable after the caller's plan is stopped only if it is allowed.
+    allowed = options.stop_allowed_guests if options.unmovable == "shutdown" else None
     guests = [facts_capacity.guest_from_facts(g, host.name, options.unmovable_guests,
                                               options.anti_affinity_groups,
-                                              options.migration.copy_storage)
+                                              options.migration.copy_storage, allowed)
               for g in facts_capacity.running_guests(facts)]
     return capacity, guests
 

@@ -101,6 +101,14 @@ options:
     type: list
     elements: str
     default: []
+  stop_allowed_guests:
+    description:
+      - With O(unmovable=shutdown), the only guests that may be shut down. Any other guest that
+        cannot live-migrate (for example one that became unmovable after the caller planned)
+        refuses the drain before anything moves, as with O(unmovable=fail).
+      - Not set, O(unmovable=shutdown) applies to every guest that cannot live-migrate.
+    type: list
+    elements: str
   anti_affinity_groups:
     description: Groups of guests that must not share a host, as group name -> list of guest names.
     type: dict
@@ -274,6 +282,7 @@ ARGUMENT_SPEC = dict(
                choices=["largest_first", "smallest_first", "as_listed"]),
     unmovable=dict(type="str", default="fail", choices=["fail", "shutdown", "leave"]),
     unmovable_guests=dict(type="list", elements="str", default=[]),
+    stop_allowed_guests=dict(type="list", elements="str"),
     anti_affinity_groups=dict(type="dict", default={}),
     memory_overcommit=dict(type="float", default=1.0),
     cpu_overcommit=dict(type="float", default=4.0),
@@ -286,7 +295,7 @@ ARGUMENT_SPEC = dict(
 )
 
 DRAIN_KEYS = ("max_parallel", "max_incoming_per_destination", "order", "unmovable",
-              "unmovable_guests", "anti_affinity_groups", "memory_overcommit", "cpu_overcommit",
+              "unmovable_guests", "stop_allowed_guests", "anti_affinity_groups", "memory_overcommit", "cpu_overcommit",
               "memory_reserve_mib", "respect_free_memory", "cpu_check", "shared_storage_path",
               "shutdown_timeout")
 
