@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 
 pytestmark = pytest.mark.lab
 
@@ -120,6 +121,11 @@ def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a)
     assert str(samples[-1]) == "%s -> %s: done" % (guest, destination)
 
 
+def lab_storage(lab, cluster):
+    """The cluster's shared storage path as the lab recorded it."""
+    return json.load(open(os.path.join(lab.state_dir, "lab.json")))["clusters"][cluster]["storage"]
+
+
 def run_evacuate(lab, host, tmp_path, *extra):
     """Runs playbooks/evacuate_host.yml; returns (process, drain report saved by the play)."""
     report = tmp_path / ("drain-%d.json" % time.monotonic_ns())
@@ -143,7 +149,16 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
     assert guests_on(lab, source) == before  # check mode moved nothing
 
     started = time.time()
-    proc, done = run_evacuate(lab, source, tmp_path)
+    state = ms.ClusterState(ms.state_dir(lab_storage(lab, cluster_a)), cluster_a)
+    try:
+        proc, done = run_evacuate(lab, source, tmp_path)
+        # The emptied host stays marked, so no placement (a rebalance, a rolling run's drain)
+        # puts guests back on it, and the play says how to unmark it once repaired.
+        mark = state.marks()[source]
+        assert "evacuate_host.yml" in mark["reason"]
+        assert "action=unmark run_id=operator host=%s" % source in " ".join(proc.stdout.split())
+    finally:
+        state.unmark("operator", source, force=True)
     elapsed = time.time() - started
 
     # Same plan, and the guests are where it said.

@@ -5,14 +5,19 @@
   refuses naming the guest, and the guest keeps running (its heartbeat goes on).
 * The run's census: every guest that ran at the start of a run must run somewhere at its end,
   or the run fails naming it.
+* evacuate_host.yml is refused while a rolling maintenance run holds the cluster (it marks the
+  host it empties: tests/lab/test_migrate_drain.py checks the mark and the unmark advice).
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from test_rolling_maintenance import run_maintenance, storage_of  # noqa: E402  (same lab helpers)
+from test_rolling_maintenance import REPO, _env, run_maintenance, storage_of  # noqa: E402  (same lab helpers)
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -104,3 +109,24 @@ def test_a_guest_lost_during_the_run_fails_it_naming_the_guest(lab, tmp_path):
         _clean_state(state)
         lab.up()  # starts the killed guest again
         _send_home(lab, cluster)
+
+
+def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_path):
+    """evacuate_host.yml checks the cluster lock (it never did): a run holding it keeps its
+    hosts; nothing is marked or moved."""
+    cluster = sorted(lab.clusters)[-1]
+    host = lab.clusters[cluster][0]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state.acquire_lock(ms.default_holder("rolling-4711", {"controller": "awx-node-2", "user": "ops"}))
+    before = lab.placement()
+    try:
+        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+                                 os.path.join(REPO, "playbooks", "evacuate_host.yml"), "-i", lab.inventory,
+                                 "-e", "evacuate_host=%s" % host], cwd=REPO, env=_env(), capture_output=True,
+                                text=True, timeout=300, check=False)
+        output = " ".join(result.stdout.split())
+        assert result.returncode != 0, output[-3000:]
+        assert "locked by run rolling-4711 (ops@awx-node-2)" in output and "evacuate_ignore_lock=true" in output
+        assert state.marks() == {} and lab.placement() == before
+    finally:
+        _clean_state(state)
