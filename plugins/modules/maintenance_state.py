@@ -194,12 +194,13 @@ mark:
   type: dict
 """
 
+import os
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import (
-    ClusterState, LockHeld, StateError, default_holder, state_dir)
+    IDENTITY_FILE, ClusterState, LockHeld, SharedStateError, StateError, default_holder, state_dir)
 
 ACTIONS = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
            "host_done", "close_window"]
@@ -214,6 +215,13 @@ def safe_snapshot(state):
         return state.snapshot()
     except (StateError, OSError) as exc:
         return {"cluster": state.cluster, "path": state.path, "unreadable": str(exc)}
+
+
+def safe_identity(state):
+    try:
+        return state.identity()
+    except (StateError, OSError):
+        return None
 
 
 def require_identity(state, expected):
@@ -281,9 +289,15 @@ def run(module):
         result = act(state, params, action, run_id, holder)
         result["state"] = state.snapshot()
     except LockHeld as exc:
-        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, state=safe_snapshot(state))
+        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, lock_not_taken=action == "lock",
+                         state=safe_snapshot(state))
+    except SharedStateError as exc:
+        module.fail_json(msg=str(exc), shared=False, storage_exists=os.path.isdir(state.storage_path),
+                         identity_file_exists=os.path.exists(os.path.join(state.path, IDENTITY_FILE)),
+                         identity=safe_identity(state), lock_not_taken=action == "lock", state=safe_snapshot(state))
     except StateError as exc:
-        module.fail_json(msg=str(exc), state=safe_snapshot(state))
+        # A refused state change writes nothing; with action=lock, no lock was taken.
+        module.fail_json(msg=str(exc), lock_not_taken=action == "lock", state=safe_snapshot(state))
     except OSError as exc:
         module.fail_json(msg="cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
                              "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "

@@ -155,6 +155,85 @@ def test_second_run_is_refused_while_a_cluster_is_locked(lab, tmp_path):
         state.release_lock("other-run-4711")
 
 
+def test_a_second_run_with_the_same_run_id_is_refused(lab, tmp_path):
+    """Issue 10 case 2: a lock belongs to one run (its token), not to the run id a user sets.
+    A first run holds the lock under run id "same-run-4711"; a second ansible-playbook started
+    with the same run id is refused and changes nothing."""
+    cluster = sorted(lab.clusters)[-1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    first = ms.default_holder("same-run-4711", {"controller": "awx-node-2", "user": "ops", "pid": 4242})
+    state.acquire_lock(first)
+    try:
+        boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
+        placement = lab.placement()
+        rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_clusters=[cluster],
+                                             rolling_maintenance_run_id="same-run-4711", rolling_maintenance_force=True)
+        assert rc != 0, output[-6000:]
+        assert "same run id" in output and "pid 4242" in output, output[-6000:]
+        assert "rolling_maintenance_force_unlock: [%s]" % cluster in output
+        assert report["run"]["status"] == "refused"
+        # Nothing changed: the first run still holds its lock, no host marked, moved or rebooted.
+        assert state.lock()["holder"]["token"] == first["token"]
+        assert state.marks() == {}
+        assert lab.placement() == placement
+        assert {h: lab.boot_id(h) for h in lab.clusters[cluster]} == boots
+    finally:
+        state.release_lock("same-run-4711", token=first["token"])
+
+
+def test_a_preflight_failure_after_the_locks_releases_them(lab, tmp_path):
+    """Issue 10 case 10: the plan fails after the locks are taken (a memory overcommit of 0 is
+    refused by the planner, which runs after lock.yml): every lock of the run is released and
+    the report says so."""
+    cluster = sorted(lab.clusters)[-1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    assert state.lock() is None
+    placement = lab.placement()
+    rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_clusters=[cluster],
+                                         rolling_maintenance_force=True, rolling_maintenance_memory_overcommit=0)
+    try:
+        assert rc != 0, output[-6000:]
+        assert "overcommit ratios must be positive" in output, output[-6000:]
+        assert state.lock() is None, "the run left its lock held: %s" % state.lock()
+        assert report["run"]["status"] == "failed"
+        assert "%s: released" % cluster in report["run"]["message"], report["run"]["message"]
+        history = [json.loads(line) for line in open(os.path.join(state.path, ms.HISTORY_FILE))]
+        run_id = report["run"]["run_id"]
+        assert [h["event"] for h in history if run_id in (h.get("by"), (h.get("holder") or {}).get("run_id"))][-2:] \
+            == ["locked", "unlocked"]
+        assert state.marks() == {}
+        assert lab.placement() == placement
+    finally:
+        if state.lock() and state.lock()["holder"]["run_id"] == (report or {}).get("run", {}).get("run_id"):
+            state.release_lock("operator", force=True)
+
+
+def test_a_host_that_does_not_see_the_shared_state_is_refused(lab, tmp_path):
+    """Issue 10 case 3: one host of the cluster cannot read the cluster's state directory (an
+    ACL denies its user the identity file, as a missing or foreign mount would hide it): the run
+    is refused before any lock or mark, naming the host and the path."""
+    cluster = sorted(lab.clusters)[-1]
+    host = lab.clusters[cluster][1]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state.init_identity(created_by="lab test")          # as a first run would have done
+    identity_file = os.path.join(state.path, ms.IDENTITY_FILE)
+    before = {"state": state_files(lab), "placement": lab.placement(),
+              "boots": {h: lab.boot_id(h) for h in lab.clusters[cluster]}}
+    subprocess.run(["setfacl", "-m", "u:%s:0" % lab.hosts[host].user, identity_file], check=True)
+    try:
+        rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_clusters=[cluster],
+                                             rolling_maintenance_force=True)
+    finally:
+        subprocess.run(["setfacl", "-x", "u:%s" % lab.hosts[host].user, identity_file], check=True)
+    assert rc != 0, output[-6000:]
+    assert report["run"]["status"] == "refused"
+    message = report["run"]["message"]
+    assert "%s: cannot read the state file %s" % (host, identity_file) in message, message
+    after = {"state": state_files(lab), "placement": lab.placement(),
+             "boots": {h: lab.boot_id(h) for h in lab.clusters[cluster]}}
+    assert after == before
+
+
 def test_failure_leaves_the_host_marked_and_a_rerun_resumes(lab, tmp_path):
     cluster = sorted(lab.clusters)[-1]
     state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
