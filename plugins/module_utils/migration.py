@@ -10,9 +10,13 @@ stall or a timeout.
 
 Safety rules, learnt from peers' bug trackers (see docs/migration.md):
 
-* a guest is never stopped or destroyed here; a failed migration ends with ``abortJob()``,
-  the guest resumed on the source if the failure left it paused, and an error that says where
-  the guest is now and why;
+* a guest is never stopped or destroyed here; a failed migration ends with ``abortJob()``
+  and an error that says where the guest is now and why. A guest the failure left paused on
+  the source is resumed there only when it is known that no copy runs on the destination
+  (``may_resume_on_source``); otherwise it stays paused and the error says where, what could
+  not be asked and the command that resumes it once checked;
+* a guest keeps its admin state: only a persistent guest is defined on the destination, and
+  its autostart flag (which libvirt does not carry over) goes with it;
 * "no progress" is counted in memory iterations without a new low of ``data_remaining``
   (the vdsm way), never as wall-clock time without change (Nova removed that: it aborted
   migrations that were still converging);
@@ -62,6 +66,9 @@ VIR_MIGRATE_POSTCOPY = 32768
 VIR_MIGRATE_PARALLEL = 131072
 
 VIR_DOMAIN_JOB_NONE = 0
+VIR_DOMAIN_JOB_COMPLETED = 3
+VIR_DOMAIN_JOB_FAILED = 4
+VIR_DOMAIN_JOB_CANCELLED = 5
 VIR_DOMAIN_JOB_STATS_COMPLETED = 1
 VIR_DOMAIN_RUNNING = 1
 VIR_DOMAIN_PAUSED = 3
@@ -86,12 +93,14 @@ class MigrationError(Exception):
 
     ``running_on`` is the host name now running the guest (``None`` when nobody runs it,
     which the message then says loudly); ``location`` is one of ``source``, ``destination``,
-    ``both``, ``nowhere``, ``unknown``; ``moved`` tells whether the guest ended on the
-    destination anyway.
+    ``both``, ``nowhere``, ``unknown``, or ``source (paused)`` / ``destination (paused)``
+    (another not-running state in the brackets if so) when one host holds the guest active
+    but not running: ``paused_on`` then names that host and the message says how to resume
+    it. ``moved`` tells whether the guest ended on the destination anyway.
     """
 
     def __init__(self, message, guest=None, source=None, destination=None, reason=None,
-                 location="unknown", running_on=None, last_progress=None):
+                 location="unknown", running_on=None, last_progress=None, paused_on=None):
         super(MigrationError, self).__init__(message)
         self.message = message
         self.guest = guest
@@ -100,11 +109,12 @@ class MigrationError(Exception):
         self.reason = reason
         self.location = location
         self.running_on = running_on
+        self.paused_on = paused_on
         self.last_progress = last_progress
 
     @property
     def moved(self):
-        return self.location == "destination"
+        return self.location.startswith("destination")
 
     def as_dict(self):
         return {
@@ -115,6 +125,7 @@ class MigrationError(Exception):
             "reason": self.reason,
             "location": self.location,
             "running_on": self.running_on,
+            "paused_on": self.paused_on,
             "last_progress": self.last_progress.as_dict() if self.last_progress else None,
         }
 
@@ -224,17 +235,20 @@ class MigrationOptions(object):
             raise ValueError("invalid migration options: " + "; ".join(problems))
 
 
-def migration_flags_and_params(options):
-    """Map options to the ``(flags, params)`` pair of ``migrateToURI3``. Pure."""
+def migration_flags_and_params(options, source_persistent=True):
+    """Map options to the ``(flags, params)`` pair of ``migrateToURI3``. Pure.
+
+    A transient guest (``source_persistent`` False) stays transient: PERSIST_DEST would
+    define it on the destination, and there is no source definition to undefine."""
     flags = 0
     params = {}
     if options.live:
         flags |= VIR_MIGRATE_LIVE
     if options.peer2peer:
         flags |= VIR_MIGRATE_PEER2PEER
-    if options.persist_dest:
+    if options.persist_dest and source_persistent:
         flags |= VIR_MIGRATE_PERSIST_DEST
-    if options.undefine_source:
+    if options.undefine_source and source_persistent:
         flags |= VIR_MIGRATE_UNDEFINE_SOURCE
     if options.bandwidth_mib:
         params["bandwidth"] = int(options.bandwidth_mib)
@@ -556,10 +570,10 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
     source_name = source_name or host_label(source_uri)
     dest_name = dest_name or host_label(dest_uri)
 
-    def fail(message, reason, location="unknown", running_on=None, last=None):
+    def fail(message, reason, location="unknown", running_on=None, last=None, paused_on=None):
         return MigrationError(message, guest=guest, source=source_name, destination=dest_name,
                               reason=reason, location=location, running_on=running_on,
-                              last_progress=last)
+                              last_progress=last, paused_on=paused_on)
 
     try:
         src_conn = connect(source_uri)
@@ -574,8 +588,11 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
             raise fail("%s still on %s: not migrated, cannot connect to destination %s: %s"
                        % (guest, source_name, dest_name, _libvirt_message(exc)),
                        "destination-unreachable", "source", source_name)
+        # For the commands the messages give (virsh -c <uri> ...): the controller's URIs,
+        # passwords hidden.
+        shown_uris = (libvirt_facts.redact_uri(source_uri), libvirt_facts.redact_uri(dest_uri))
         return _migrate(guest, src_conn, dst_conn, dest_peer_uri or dest_uri, options,
-                        progress, source_name, dest_name, fail, cancel_event)
+                        progress, source_name, dest_name, fail, cancel_event, shown_uris)
     finally:
         for conn in (dst_conn, src_conn):
             if conn is not None:
@@ -592,36 +609,60 @@ def _libvirt_message(exc):
 
 
 def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name, dest_name,
-             fail, cancel_event):
+             fail, cancel_event, shown_uris=None):
+    def untouched(what, exc):
+        return fail("%s not migrated, left untouched on %s: %s failed: %s"
+                    % (guest, source_name, what, _libvirt_message(exc)),
+                    "preflight-error", "source", source_name)
+
+    def ask(what, call, *args):
+        """A libvirt call before the job starts: the guest is untouched and still where it
+        was, so any error is a MigrationError saying so, never a traceback."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            raise untouched(what, exc)
+
     try:
         dom = src_conn.lookupByName(guest)
     except libvirt.libvirtError as exc:
+        if exc.get_error_code() != VIR_ERR_NO_DOMAIN:
+            raise untouched("looking it up on %s" % source_name, exc)
         raise fail("%s not migrated: not found on %s: %s"
                    % (guest, source_name, _libvirt_message(exc)), "not-found", "unknown")
-    uuid = dom.UUIDString()
-    state, _reason = dom.state()
-    if not dom.isActive():
+    uuid = ask("reading its UUID on %s" % source_name, dom.UUIDString)
+    state, _reason = ask("reading its state on %s" % source_name, dom.state)
+    if not ask("reading its state on %s" % source_name, dom.isActive):
         raise fail("%s not migrated: it is not running on %s (live migration moves running"
                    " guests only)" % (guest, source_name), "not-running", "unknown")
     was_running = state == VIR_DOMAIN_RUNNING
+    # Admin state to keep: libvirt does not carry autostart over, and PERSIST_DEST would make
+    # a transient guest persistent.
+    persistent = bool(ask("reading whether it is persistent on %s" % source_name,
+                          dom.isPersistent))
+    autostart = persistent and bool(ask("reading its autostart flag on %s" % source_name,
+                                        dom.autostart))
 
     # libvirt refuses to migrate between hosts with the same host UUID (cloned machines);
     # say so before starting instead of relaying "Attempt to migrate guest to the same host".
-    src_host_uuid, dst_host_uuid = host_uuid(src_conn), host_uuid(dst_conn)
+    src_host_uuid = ask("asking %s for its host UUID" % source_name, host_uuid, src_conn)
+    dst_host_uuid = ask("asking %s for its host UUID" % dest_name, host_uuid, dst_conn)
     if src_host_uuid and src_host_uuid == dst_host_uuid:
         raise fail("%s still running on %s: not migrated, %s and %s report the same host UUID"
                    " %s and libvirt refuses to migrate between them (cloned host? set"
                    " host_uuid_source = \"machine-id\" or a distinct host_uuid in libvirtd.conf)"
                    % (guest, source_name, source_name, dest_name, src_host_uuid),
                    "same-host-uuid", "source", source_name)
-    already = _lookup(dst_conn, uuid)
-    if already is not None and already.isActive():
+    already = ask("looking for it on %s" % dest_name, _lookup, dst_conn, uuid)
+    if already is not None and ask("reading its state on %s" % dest_name, already.isActive):
         raise fail("%s is already running on %s too; refusing to migrate (resolve by hand)"
                    % (guest, dest_name), "already-on-destination", "both", None)
 
-    flags, params = migration_flags_and_params(options)
-    memory_bytes = dom.maxMemory() * 1024
-    disk_bytes = _disk_bytes(dom, options.migrate_disks) if options.copy_storage else 0
+    flags, params = ask("mapping the migration options", migration_flags_and_params, options,
+                        persistent)
+    memory_bytes = ask("reading its memory size on %s" % source_name, dom.maxMemory) * 1024
+    disk_bytes = ask("reading its disk sizes on %s" % source_name, _disk_bytes, dom,
+                     options.migrate_disks) if options.copy_storage else 0
     timeout = completion_timeout(memory_bytes, options, disk_bytes)
 
     outcome = {}
@@ -710,9 +751,12 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
                    % (guest, dest_name, ABORT_GRACE_SECONDS), "abort-hung", "unknown", None, last)
 
     if outcome.get("ok"):
-        return _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed,
-                               postcopy_started, was_running, source_name, dest_name, fail,
-                               last, progress)
+        result = _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed,
+                                 postcopy_started, was_running, source_name, dest_name, fail,
+                                 last, progress, shown_uris)
+        _keep_admin_state(guest, uuid, src_conn, dst_conn, autostart, flags, source_name,
+                          dest_name, shown_uris, result)
+        return result
 
     if abort_reason:
         reason, why = abort_reason
@@ -729,16 +773,16 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
         why = "migration to %s failed: %s" % (dest_name, text)
     raise _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started,
                    source_name, dest_name, reason, why + _suggestion(options, reason), fail,
-                   last)
+                   last, shown_uris)
 
 
 def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, postcopy_used,
-                    was_running, source_name, dest_name, fail, last, progress):
+                    was_running, source_name, dest_name, fail, last, progress, shown_uris=None):
     """migrateToURI3 returned: check the guest runs on the destination and not on the source,
     then read the completed job statistics."""
     try:
         dst_active, dst_state, _dst_reason = _guest_state(dst_conn, uuid)
-        src_active = _guest_state(src_conn, uuid)[0]
+        src_active, src_state, _src_reason = _guest_state(src_conn, uuid)
     except Exception as exc:
         raise fail("%s: migration to %s reported success but its location could not be"
                    " verified: %s" % (guest, dest_name, _libvirt_message(exc)),
@@ -747,15 +791,23 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
         raise fail("%s is active on both %s and %s after migration; resolve by hand before"
                    " anything reboots" % (guest, source_name, dest_name), "both-active",
                    "both", None, last)
-    if src_active or not dst_active:
-        where, running_on = ("source", source_name) if src_active else ("nowhere", None)
-        raise fail("%s %s: migration to %s reported success but the guest is not active"
-                   " there" % (guest, "still running on %s" % source_name if src_active
-                               else "is running NOWHERE", dest_name),
-                   "not-on-destination", where, running_on, last)
-    if was_running and dst_state != VIR_DOMAIN_RUNNING:
-        raise fail("%s is on %s but not running there (state %s)" % (guest, dest_name, dst_state),
-                   "not-running-on-destination", "destination", dest_name, last)
+    if not src_active and not dst_active:
+        raise fail("%s is running NOWHERE: migration to %s reported success but the guest is"
+                   " not active there" % (guest, dest_name), "not-on-destination", "nowhere",
+                   None, last)
+    if not dst_active and src_state == VIR_DOMAIN_RUNNING:
+        raise fail("%s still running on %s: migration to %s reported success but the guest is"
+                   " not active there" % (guest, source_name, dest_name), "not-on-destination",
+                   "source", source_name, last)
+    if not dst_active or (was_running and dst_state != VIR_DOMAIN_RUNNING):
+        # One side holds it active but not running (paused, mostly): resume it where that is
+        # known to be safe, else name it as paused, where, and how to resume it.
+        reason, what = (("not-on-destination", "is not active there") if not dst_active
+                        else ("not-running-on-destination", "is not running there"))
+        raise _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_used,
+                       source_name, dest_name, reason,
+                       "migration to %s reported success but the guest %s" % (dest_name, what),
+                       fail, last, shown_uris)
 
     raw = {}
     # On the lab (libvirt 9.0) the completed statistics are readable on the destination after
@@ -786,58 +838,200 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
 
 
 def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, source_name,
-             dest_name, reason, why, fail, last):
+             dest_name, reason, why, fail, last, shown_uris=None):
     """After a failed or aborted migration: find the guest, resume it on the source if the
-    failure left it paused there (and only if the destination does not run it), and build
-    the error that says where it is."""
+    failure left it paused there and ``may_resume_on_source`` says no copy can run on the
+    destination, and build the error that says where it is. A guest left paused is named as
+    paused, with its host and the commands to check and resume it."""
     def state_on(conn):
         try:
-            return _guest_state(conn, uuid)
-        except Exception:
-            return None  # host unreachable: unknown
+            return _guest_state(conn, uuid), None
+        except Exception as exc:
+            return None, _libvirt_message(exc)  # host unreachable: unknown
 
-    src = state_on(src_conn)
-    dst = state_on(dst_conn)
-    dst_active = bool(dst and dst[0])
-    dst_running = bool(dst and dst[0] and dst[1] == VIR_DOMAIN_RUNNING)
-
+    src, src_error = state_on(src_conn)
+    dst, dst_error = state_on(dst_conn)
+    # Only libvirt's own job result on the source can stand in for a destination that
+    # cannot be asked.
+    source_job = _completed_job(src_conn, uuid) if dst is None else None
+    allowed, resume_why = may_resume_on_source(src, dst, was_running, postcopy_started,
+                                               source_job, source_name, dest_name, dst_error)
     resumed = False
-    if (src and src[0] and src[1] == VIR_DOMAIN_PAUSED and was_running and not dst_active
-            and not postcopy_started and src[2] not in (VIR_DOMAIN_PAUSED_POSTCOPY,
-                                                        VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)):
-        # Left paused by the failed switch-over (Nova's recover step, Proxmox's `cont`): the
-        # destination has no copy, so the source one is the guest. Resume it.
+    if allowed:
+        # Left paused by the failed switch-over (Nova's recover step, Proxmox's `cont`), and
+        # the destination has no copy: the source one is the guest. Resume it.
         try:
             src_conn.lookupByUUIDString(uuid).resume()
             resumed = True
-            src = state_on(src_conn)
         except Exception as exc:
             why += "; resuming it on %s failed: %s" % (source_name, _libvirt_message(exc))
+        src, src_error = state_on(src_conn)
 
-    src_running = bool(src and src[0] and src[1] == VIR_DOMAIN_RUNNING)
-    src_active = bool(src and src[0])
-    resumed_text = " (resumed after the failure left it paused)" if resumed else ""
+    src_active, dst_active = bool(src and src[0]), bool(dst and dst[0])
+    src_running = src_active and src[1] == VIR_DOMAIN_RUNNING
+    dst_running = dst_active and dst[1] == VIR_DOMAIN_RUNNING
     if src_running and not dst_active:
+        resumed_text = (" (resumed after the failure left it paused: %s)" % resume_why
+                        if resumed else "")
         return fail("%s still running on %s%s: %s" % (guest, source_name, resumed_text, why),
                     reason, "source", source_name, last)
     if dst_running and not src_active:
         return fail("%s now running on %s although the migration reported an error: %s"
                     % (guest, dest_name, why), reason, "destination", dest_name, last)
     if src_active and dst_active:
-        return fail("%s is active on both %s (state %s) and %s (state %s): %s; resolve by hand"
-                    % (guest, source_name, src[1], dest_name, dst[1], why), reason, "both",
-                    None, last)
+        return fail("%s is active on both %s (%s) and %s (%s): %s; resolve by hand"
+                    % (guest, source_name, _state_name(src[1]), dest_name, _state_name(dst[1]),
+                       why), reason, "both", None, last)
+    src_uri, dst_uri = shown_uris or ("<libvirt URI of %s>" % source_name,
+                                      "<libvirt URI of %s>" % dest_name)
     if src_active:
-        return fail("%s is on %s but not running (state %s, reason %s): %s"
-                    % (guest, source_name, src[1], src[2], why), reason, "source", None, last)
+        if not allowed:
+            why += "; not resumed: %s" % resume_why
+        hint = _held_hint(guest, src[1], was_running, source_name, src_uri, dest_name, dst_uri)
+        return fail("%s: %s.%s" % (_held_text(guest, source_name, src[1]), why, hint), reason,
+                    _held_location("source", src[1]), None, last, paused_on=source_name)
     if dst_active:
-        return fail("%s is on %s but not running (state %s, reason %s)%s: %s"
-                    % (guest, dest_name, dst[1], dst[2],
-                       " - post-copy failed, neither host holds the whole guest"
-                       if postcopy_started else "", why), reason, "destination", None, last)
-    unknown = [name for name, st in ((source_name, src), (dest_name, dst)) if st is None]
+        if postcopy_started:
+            why += (" - post-copy failed, neither host holds the whole guest: do not resume"
+                    " either copy by hand")
+            hint = ""
+        else:
+            hint = _held_hint(guest, dst[1], was_running, dest_name, dst_uri, source_name,
+                              src_uri)
+        return fail("%s: %s.%s" % (_held_text(guest, dest_name, dst[1]), why, hint), reason,
+                    _held_location("destination", dst[1]), None, last, paused_on=dest_name)
+    unknown = ["%s (%s)" % (name, error)
+               for name, st, error in ((source_name, src, src_error), (dest_name, dst, dst_error))
+               if st is None]
     if unknown:
-        return fail("%s: location unknown (%s unreachable): %s"
+        return fail("%s: location unknown, %s could not be asked: %s"
                     % (guest, " and ".join(unknown), why), reason, "unknown", None, last)
     return fail("%s is running NOWHERE (neither %s nor %s has it active): %s"
                 % (guest, source_name, dest_name, why), reason, "nowhere", None, last)
+
+
+def _state_name(state):
+    return GUEST_STATES.get(state, "state %s" % state)
+
+
+def _held_location(side, state):
+    """``source (paused)``: the side holding the guest active but not running, and how."""
+    return "%s (%s)" % (side, _state_name(state))
+
+
+def _held_text(guest, host, state):
+    if state == VIR_DOMAIN_PAUSED:
+        return "%s is PAUSED on %s" % (guest, host)
+    return "%s is on %s but not running (%s)" % (guest, host, _state_name(state))
+
+
+def _held_hint(guest, state, was_running, host, host_uri, other, other_uri):
+    """The commands that check the other host and resume the guest where it is paused."""
+    if state != VIR_DOMAIN_PAUSED or not was_running:
+        return " Check it with `virsh -c %s domstate --reason %s`." % (host_uri, guest)
+    return (" First check that %s does not run it: `virsh -c %s list --all`; once it shows no"
+            " running %s, resume it on %s: `virsh -c %s resume %s`."
+            % (other, other_uri, guest, host, host_uri, guest))
+
+
+def _completed_job(conn, uuid):
+    """libvirt's result of the guest's last job on that host (``jobStats(COMPLETED)``), or
+    None when it cannot be read. libvirt 9.0 keeps no result of a failed outgoing migration
+    (qemuMigrationSrcConfirmPhase clears it), so there this gives type 0 (none)."""
+    try:
+        dom = _lookup(conn, uuid)
+        return (dom.jobStats(VIR_DOMAIN_JOB_STATS_COMPLETED) or {}) if dom is not None else None
+    except Exception:
+        return None
+
+
+def may_resume_on_source(source_state, dest_state, was_running, postcopy_started,
+                         source_job=None, source_name="the source", dest_name="the destination",
+                         dest_error=None):
+    """Whether a guest a failed migration left paused on the source may be resumed there.
+    Pure; returns ``(allowed, why)``.
+
+    ``source_state``/``dest_state`` are ``(active, state, reason)`` as the host answered, or
+    None when it could not be asked; ``source_job`` is libvirt's completed-job result on the
+    source (``jobStats(COMPLETED)``) or None. Resuming is allowed only when it is KNOWN that
+    no copy runs on the destination: it answered and has no active copy, or libvirt's job
+    result on the source says the job failed or was cancelled while data was still to be
+    sent (QEMU had not finished, so the destination never got the whole guest and cannot
+    have started it). If the switch-over completed and the destination runs the guest,
+    resuming the source would run two copies on one disk; a guest left paused is recoverable.
+    """
+    if source_state is None:
+        return False, "%s could not be asked" % source_name
+    active, state, reason = source_state
+    if not active or state != VIR_DOMAIN_PAUSED:
+        return False, "it is not paused on %s" % source_name
+    if postcopy_started or reason in (VIR_DOMAIN_PAUSED_POSTCOPY,
+                                      VIR_DOMAIN_PAUSED_POSTCOPY_FAILED):
+        return False, ("the migration was in post-copy: the guest's memory is split between"
+                       " %s and %s, so the copy on %s is not the whole guest"
+                       % (source_name, dest_name, source_name))
+    if not was_running:
+        return False, "it was paused before the migration"
+    if dest_state is not None:
+        if dest_state[0]:
+            return False, "there is an active copy on %s" % dest_name
+        return True, "%s answered and has no active copy" % dest_name
+    job = source_job or {}
+    stopped = {VIR_DOMAIN_JOB_FAILED: "failed", VIR_DOMAIN_JOB_CANCELLED: "was cancelled"}.get(
+        job.get("type"))
+    if stopped and (job.get("data_remaining") or 0) > 0:
+        return True, ("%s could not be asked, but libvirt's job result on %s says the migration"
+                      " %s before the switch-over (%s still to send)"
+                      % (dest_name, source_name, stopped, human_bytes(job["data_remaining"])))
+    return False, ("%s could not be asked%s and libvirt's job result on %s does not show that"
+                   " the migration stopped before the switch-over, so a copy may run on %s"
+                   % (dest_name, " (%s)" % dest_error if dest_error else "", source_name,
+                      dest_name))
+
+
+def _keep_admin_state(guest, uuid, src_conn, dst_conn, autostart, flags, source_name, dest_name,
+                      shown_uris, result):
+    """After a verified migration: the guest keeps its autostart flag (libvirt does not carry
+    it over), and a definition left on the source (undefine_source off) loses it, or it would
+    start a second copy when the source boots. Adds ``persistent``, ``autostart``,
+    ``source_autostart_disabled`` and, when something could not be done, ``warnings`` (with
+    the command that does it) to ``result``. Never fails the migration: the guest runs."""
+    src_uri, dst_uri = shown_uris or ("<libvirt URI of %s>" % source_name,
+                                      "<libvirt URI of %s>" % dest_name)
+    warnings = []
+    try:
+        persistent = bool(_lookup(dst_conn, uuid).isPersistent())
+    except Exception:
+        persistent = bool(flags & VIR_MIGRATE_PERSIST_DEST)
+    result["persistent"] = persistent
+    result["autostart"] = False
+    result["source_autostart_disabled"] = False
+    if not autostart:
+        return
+    if not persistent:
+        warnings.append("%s had autostart on %s but runs transient on %s (persist_dest is off),"
+                        " so autostart could not follow it; define it there and run `virsh -c %s"
+                        " autostart %s` if it must start with %s"
+                        % (guest, source_name, dest_name, dst_uri, guest, dest_name))
+    else:
+        try:
+            _lookup(dst_conn, uuid).setAutostart(1)
+            result["autostart"] = True
+        except Exception as exc:
+            warnings.append("%s runs on %s without the autostart it had on %s: setting it failed:"
+                            " %s; run `virsh -c %s autostart %s`"
+                            % (guest, dest_name, source_name, _libvirt_message(exc), dst_uri, guest))
+    if not flags & VIR_MIGRATE_UNDEFINE_SOURCE:
+        try:
+            left = _lookup(src_conn, uuid)
+            if left is not None and not left.isActive():
+                left.setAutostart(0)
+                result["source_autostart_disabled"] = True
+        except Exception as exc:
+            warnings.append("the definition of %s left on %s keeps autostart and would start a"
+                            " second copy when %s boots: disabling it failed: %s; run `virsh -c"
+                            " %s autostart --disable %s`"
+                            % (guest, source_name, source_name, _libvirt_message(exc), src_uri,
+                               guest))
+    if warnings:
+        result["warnings"] = warnings

@@ -18,9 +18,18 @@ description:
     progress, aborts a migration that stalls (O(stall_iterations) memory passes that each start
     with no less data to send than the best pass so far) or exceeds its timeout (by default scaled by the guest's
     memory, 800 s per GiB like Nova, at least O(min_timeout)).
-  - On any failure the job is aborted, a guest left paused on the source is resumed there, and
-    the task fails with a message saying which host runs the guest now and why. The module
-    never stops or destroys a guest.
+  - On any failure the job is aborted and the task fails with a message saying which host runs
+    the guest now and why. The module never stops or destroys a guest.
+  - A guest the failure left paused on the source is resumed there only when it is known that
+    no copy runs on the destination (the destination answered and has no active copy, or
+    libvirt's job result on the source says the migration stopped before the switch-over).
+    Otherwise it stays paused and the task fails saying where it is paused, which host could
+    not be asked, and the C(virsh) commands that check the destination and resume the guest.
+  - The guest keeps its admin state - a transient guest stays transient (O(persist_dest) and
+    O(undefine_source) apply to persistent guests only) and a guest with autostart gets
+    autostart on the destination (libvirt does not carry it over); a definition left on the
+    source (O(undefine_source=false)) has its autostart turned off, or it would start a second
+    copy when the source boots. What could not be done is returned in RV(warnings).
   - On success returns libvirt's completed job statistics (downtime, total and setup time,
     memory transferred, iterations, dirty rate) and has verified that the guest runs on the
     destination and no longer on the source.
@@ -106,11 +115,11 @@ options:
     description: Number of parallel connections (QEMU multifd) carrying the memory.
     type: int
   persist_dest:
-    description: Define the guest persistently on the destination.
+    description: Define the guest persistently on the destination (persistent guests only; a transient guest stays transient).
     type: bool
     default: true
   undefine_source:
-    description: Remove the guest's definition from the source once it runs on the destination.
+    description: Remove the guest's definition from the source once it runs on the destination (persistent guests only).
     type: bool
     default: true
   copy_storage:
@@ -230,6 +239,19 @@ postcopy_used:
   description: Whether the migration switched to post-copy.
   returned: success, when migrated
   type: bool
+persistent:
+  description: Whether the guest is defined persistently on the destination (as it was on the source, with O(persist_dest)).
+  returned: success, when migrated
+  type: bool
+autostart:
+  description: Whether the guest has autostart on the destination (it had it on the source).
+  returned: success, when migrated
+  type: bool
+warnings:
+  description: What could not be carried over (autostart), with the command that does it by hand.
+  returned: success, when something could not be done
+  type: list
+  elements: str
 raw:
   description: libvirt's completed job statistics as returned by C(jobStats(COMPLETED)).
   returned: success, when migrated
