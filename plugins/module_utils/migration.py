@@ -116,6 +116,18 @@ class MigrationError(Exception):
     def moved(self):
         return self.location.startswith("destination")
 
+    @property
+    def where(self):
+        """Where the guest is, for people: the host running it, ``hv-1 (paused)``,
+        ``hv-1 and hv-2 (active on both)``, ``NOWHERE`` or ``unknown``."""
+        if self.running_on:
+            return self.running_on
+        if self.paused_on:
+            return "%s (%s)" % (self.paused_on, self.location.partition("(")[2].rstrip(")") or "paused")
+        if self.location == "both":
+            return "%s and %s (active on both)" % (self.source, self.destination)
+        return "NOWHERE" if self.location == "nowhere" else "unknown"
+
     def as_dict(self):
         return {
             "guest": self.guest,
@@ -126,6 +138,7 @@ class MigrationError(Exception):
             "location": self.location,
             "running_on": self.running_on,
             "paused_on": self.paused_on,
+            "where": self.where,
             "last_progress": self.last_progress.as_dict() if self.last_progress else None,
         }
 

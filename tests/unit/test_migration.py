@@ -748,3 +748,23 @@ def test_autostart_cannot_follow_a_transient_destination_copy_and_says_so():
     assert world.dom.autostart_flag is False  # no second copy at the source's next boot
     assert result["autostart"] is False
     assert any("persist_dest" in w for w in result["warnings"]), result["warnings"]
+
+
+def test_migration_error_says_where_for_people():
+    def error(**kwargs):
+        return m.MigrationError("x", guest="web-3", source="hv-1", destination="hv-2", **kwargs)
+    assert error(location="source", running_on="hv-1").where == "hv-1"
+    assert error(location="source (paused)", paused_on="hv-1").where == "hv-1 (paused)"
+    assert error(location="destination (crashed)", paused_on="hv-2").where == "hv-2 (crashed)"
+    assert error(location="both").where == "hv-1 and hv-2 (active on both)"
+    assert error(location="nowhere").where == "NOWHERE"
+    assert error(location="unknown").where == "unknown"
+    assert error(location="source (paused)", paused_on="hv-1").as_dict()["where"] == "hv-1 (paused)"
+
+
+def test_paused_guest_is_never_reported_as_nowhere_or_unknown():
+    world = World()
+    world.paused_then(dest_copy=(m.VIR_DOMAIN_RUNNING, 1), dest_down=True)
+    error = world.fail()
+    assert error.where == "hv-1 (paused)"
+    assert "NOWHERE" not in error.message and "unknown" not in error.location
