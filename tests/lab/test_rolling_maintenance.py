@@ -292,3 +292,55 @@ def _failure_and_resume(lab, tmp_path, cluster, state):
     moved_back = [m for m in report["migrations"] if m["purpose"] == "move_back"]
     assert all(m["status"] == "ok" for m in moved_back)
     assert sorted(m["guest"] for m in moved_back) == sorted(g for g, h in home.items() if h == first)
+
+
+def test_canary_without_a_candidate_keeps_the_host_marked(lab, tmp_path):
+    """No guest can serve as canary (here: rolling_maintenance_canary_guest names no guest): the
+    rebooted host is not put back in service unproven - it stays marked, the run fails saying
+    which peers were asked and why none qualified. Fixing the name and re-running resumes it."""
+    cluster = sorted(lab.clusters)[0]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    try:
+        _canary_without_a_candidate(lab, tmp_path, cluster, state)
+    finally:
+        for host in state.marks():
+            state.unmark("operator", host, force=True)
+        state.release_lock("operator", force=True)
+
+
+def _canary_without_a_candidate(lab, tmp_path, cluster, state):
+    host, peers = lab.clusters[cluster][0], lab.clusters[cluster][1:]
+    home = {g: h for g, h in lab.placement().items() if lab.hosts[lab.guests[g]].cluster == cluster}
+    boot_before = lab.boot_id(host)
+    began = time.time()
+
+    rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=[host], rolling_maintenance_force=True,
+                                         rolling_maintenance_new_window=True, rolling_maintenance_canary_guest="no-such-guest")
+    assert rc != 0, output[-6000:]
+    assert "No canary for %s" % host in output, output[-6000:]
+    assert "no-such-guest" in output and "rolling_maintenance_canary: false" in output
+    assert all(peer in output for peer in peers)
+    assert report["hosts"][host]["status"] == "failed" and report["hosts"][host]["failed_phase"] == "canary"
+    marks = state.marks()
+    assert list(marks) == [host] and marks[host]["phase"] == "rebooted"   # stays out of service
+    assert state.lock() is None
+    boot_after = lab.boot_id(host)
+    assert boot_after != boot_before                                       # it was rebooted...
+    placement = lab.placement()
+    assert all(placement[g] in peers for g in home)                        # ...and took no guest back
+
+    # The operator fixes the canary's name and re-runs: the host resumes from its phase (no
+    # second reboot), the canary proves it, it is unmarked, the guests go home.
+    canary = sorted(home)[0]
+    rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=[host], rolling_maintenance_canary_guest=canary,
+                                         rolling_maintenance_move_back=True)
+    assert rc == 0, output[-6000:]
+    assert report["hosts"][host]["status"] == "done" and report["hosts"][host]["resumed_phase"] == "rebooted"
+    assert lab.boot_id(host) == boot_after
+    canaries = [m for m in report["migrations"] if m["purpose"] == "canary"]
+    assert [(m["guest"], m["destination"], m["status"]) for m in canaries] == [(canary, host, "ok"), (canary, placement[canary], "ok")]
+    assert state.marks() == {} and state.lock() is None
+    assert all(lab.where(g) == h for g, h in home.items())
+    for guest in home:  # every guest kept running across both runs
+        beats = lab.heartbeat_report(guest, began, time.time())
+        assert beats["restarts"] == 0 and beats["max_gap_s"] < 2.0, (guest, beats)

@@ -9,6 +9,7 @@ task files on localhost (ansible_connection=local, fake cluster variables).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -319,3 +320,118 @@ def test_reboot_without_become_where_the_inventory_says_so(tmp_path):
     rc, output, ran_as = _run_reboot_task(tmp_path, inventory_become=False)
     assert rc == 0, output[-4000:]
     assert ran_as == "root", output[-4000:]
+
+
+# --------------------------------------------------------------------------- canary
+# The peers are libvirt's test driver (test:///<file>): real libvirt connections answering with
+# the guests of a node file, so the canary's choice runs on real hypervisor_facts output.
+NODE = """<node>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads><active>2</active><mhz>2000</mhz><model>i686</model></cpu>
+  <memory>8388608</memory>
+%s</node>
+"""
+GUEST = """  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/test/1.0">
+    <name>%(name)s</name><memory>%(kib)d</memory><vcpu>1</vcpu><os><type>hvm</type></os>
+    <devices><disk type='file' device='disk'><source file='%(disk)s'/><target dev='vda'/></disk></devices>
+    %(extra)s
+  </domain>
+"""
+
+
+def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options=None, extra_vars=None):
+    """kvm-a (rebooted, in its canary turn) and peers {name: [guest dicts]}; returns (rc, output)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    inventory = {"kvm-a": "test:///default"}
+    for peer, guests in peers.items():
+        node = tmp_path / ("%s.xml" % peer)
+        node.write_text(NODE % "".join(GUEST % dict({"kib": 131072, "extra": "", "disk": str(shared / (g["name"] + ".img"))}, **g)
+                                       for g in guests))
+        inventory[peer] = "test://%s" % node
+    for peer in unreachable:
+        inventory[peer] = "test:///%s/absent-node.xml" % tmp_path
+    members = sorted(inventory)
+    hosts = {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "virtfleet_cluster": "fake",
+                    "virtfleet_libvirt_uri": uri, "virtfleet_storage": {"path": str(shared)}} for name, uri in inventory.items()}
+    (tmp_path / "canary-inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    # The state directory proves it is the cluster's shared one (identity file) before anything is
+    # written there; a preflight does this in a run.
+    marks = [{"name": "The cluster's state directory, as a preflight leaves it", "virtfleet.cluster.maintenance_state": {
+        "path": str(shared), "cluster": "fake", "action": "init"}}] if marked_since_drain else []
+    marks += [{"name": "An operator marked %s after the drain" % peer, "virtfleet.cluster.maintenance_state": {
+        "path": str(shared), "cluster": "fake", "action": "mark", "host": peer, "run_id": "operator", "reason": "fan replacement"}}
+        for peer in marked_since_drain]
+    play_vars = {
+        "__rolling_maintenance_cluster": {"name": "fake", "members": members, "state_path": str(shared)},
+        "__rolling_maintenance_wave": {"index": 1, "hosts": ["kvm-a"], "by_cluster": {"fake": ["kvm-a"]}},
+        "__rolling_maintenance_report_dir": str(tmp_path / "report"),
+        "__rolling_maintenance_run_id": "test-run",
+        "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},
+        # What the drain read, before the operator's marks (the snapshot the canary must not use).
+        "__rolling_maintenance_state_now": {"state": {"marks": {}}},
+        "rolling_maintenance_migration_options": options or {},
+    }
+    play_vars.update(extra_vars or {})
+    play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars, "tasks": marks + [
+        {"name": "Canary turn", "block": [{"name": "The role's canary", "ansible.builtin.include_role": {
+            "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "canary"}}],
+         "rescue": [{"name": "Show whether a migration was tried", "ansible.builtin.debug": {
+             "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}},
+                    {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}]}]}
+    playbook = tmp_path / "canary.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(tmp_path / "canary-inventory.yml"), str(playbook)]
+    # -vvv: a task's result then shows the arguments the module was given (invocation.module_args).
+    result = subprocess.run(command + ["-vvv"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_canary_without_a_candidate_fails_closed_and_says_why(tmp_path):
+    """No guest qualifies: every peer is named with the reason, and the host is failed (stays
+    marked: host.yml's rescue), never "skipped" into service."""
+    peers = {
+        "kvm-b": [{"name": "paused-guest", "extra": "<test:runstate>3</test:runstate>"},
+                  {"name": "local-guest", "disk": "/var/lib/libvirt/images/local-guest.img"},
+                  {"name": "license-server"}],
+        "kvm-c": [{"name": "pinned-db"}],
+        "kvm-d": [{"name": "good-but-marked", "kib": 65536}],
+    }
+    rc, output = _canary_play(tmp_path, peers, marked_since_drain=["kvm-d"], unreachable=["kvm-e"], extra_vars={
+        "rolling_maintenance_stop_allowed_guests": ["license-server"], "rolling_maintenance_unmovable_guests": ["pinned-db"]})
+    assert rc != 0, output[-4000:]
+    text = " ".join(output.split())
+    assert "No canary for kvm-a" in text, output[-4000:]
+    for expected in ("paused-guest (paused", "local-guest (local disks", "license-server (in rolling_maintenance_stop_allowed_guests",
+                     "pinned-db (in rolling_maintenance_unmovable_guests", "kvm-d: marked in maintenance (run operator",
+                     "fan replacement", "kvm-e: its libvirt did not answer", "rolling_maintenance_canary: false"):
+        assert expected in text, (expected, output[-4000:])
+    assert "MIGRATION TRIED: False" in text
+    events = [json.loads(line) for line in open(tmp_path / "report" / "events.jsonl")]
+    assert [(e["phase"], e["state"]) for e in events if e.get("type") == "phase"] == [("canary", "failed")]
+
+
+def test_canary_named_guest_that_runs_nowhere_fails_closed(tmp_path):
+    rc, output = _canary_play(tmp_path, {"kvm-b": [{"name": "web-1"}]}, extra_vars={"rolling_maintenance_canary_guest": "web-01"})
+    text = " ".join(output.split())
+    assert rc != 0 and "No canary for kvm-a" in text, output[-4000:]
+    assert "rolling_maintenance_canary_guest is web-01, and it runs on none of the hosts in service" in text
+    assert "web-1 (not web-01)" in text
+
+
+def test_canary_takes_a_movable_guest_with_the_runs_migration_options(tmp_path):
+    """The smallest running, movable, shared-storage guest of a host in service is the canary, and
+    it migrates with the run's migration options (the test driver then refuses the migration itself)."""
+    peers = {"kvm-b": [{"name": "big", "kib": 262144}, {"name": "local-small", "kib": 32768, "disk": "/var/lib/libvirt/images/x.img"}],
+             "kvm-c": [{"name": "small", "kib": 65536}]}
+    options = {"max_downtime_ms": 250, "bandwidth_mib": 100, "auto_converge": True, "parallel_connections": 2,
+               "timeout": 120, "stall_iterations": 7, "postcopy": False}
+    rc, output = _canary_play(tmp_path, peers, options=options)
+    text = " ".join(output.split())
+    assert rc != 0, output[-4000:]                          # the test driver cannot migrate
+    assert "Canary small failed" in text and "MIGRATION TRIED: True" in text
+    # The arguments guest_migrate got (printed with -vvv), from the canary's migration task.
+    task = output.split("Canary - migrate onto this host small", 1)[1].split("TASK [", 1)[0]
+    lines = task.split("        module_args:\n", 1)[1].splitlines()
+    asked = yaml.safe_load("\n".join(line[12:] for line in itertools.takewhile(lambda line: line.startswith(" " * 12), lines)))
+    assert asked["guest"] == "small" and asked["source_name"] == "kvm-c" and asked["dest_name"] == "kvm-a", asked
+    assert {k: asked[k] for k in options} == options, asked
