@@ -150,6 +150,7 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
 
     started = time.time()
     state = ms.ClusterState(ms.state_dir(lab_storage(lab, cluster_a)), cluster_a)
+    state.init_identity()  # done once per cluster (the rolling role's preflight does it too)
     try:
         proc, done = run_evacuate(lab, source, tmp_path)
         # The emptied host stays marked, so no placement (a rebalance, a rolling run's drain)
@@ -372,3 +373,57 @@ def test_unmovable_guests_are_left_or_shut_down_cleanly_never_forced(lab, cluste
         assert "not forced" in shutdown[0]["error"]
         assert "do not reboot it" in failed.value.message
         assert lab.where(pinned) == source
+
+
+def test_migration_keeps_autostart_and_persistence_on_the_destination(lab, cluster_a):
+    """Issue 10 case 5: libvirt does not carry autostart over a migration; migrate_guest sets
+    it on the destination, the guest stays persistent there and its source definition is gone
+    (so nothing on the source starts a second copy at boot). The guest keeps beating."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+    from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # pylint: disable=import-outside-toplevel
+
+    source, destination = sorted(lab.clusters[cluster_a])[:2]
+    guest = guests_on(lab, source)[0]
+
+    def admin_state(host):
+        """(autostart, persistent) of the guest's definition on host, None if not defined."""
+        conn = libvirt_facts.open_connection(host_uri(lab, host))
+        try:
+            try:
+                dom = conn.lookupByName(guest)
+            except libvirt.libvirtError:
+                return None
+            return bool(dom.autostart()), bool(dom.isPersistent())
+        finally:
+            conn.close()
+
+    def set_autostart(host, flag):
+        conn = libvirt_facts.open_connection(host_uri(lab, host))
+        try:
+            conn.lookupByName(guest).setAutostart(int(flag))
+        finally:
+            conn.close()
+
+    started = time.time()
+    try:
+        set_autostart(source, True)
+        assert admin_state(source) == (True, True)
+        result = mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                                   source_name=source, dest_name=destination)
+        ended = time.time()
+        assert lab.where(guest) == destination
+        assert result["autostart"] is True and result["persistent"] is True
+        assert not result.get("warnings"), result.get("warnings")
+        assert admin_state(destination) == (True, True)
+        assert admin_state(source) is None  # undefined there: no second copy at its boot
+        time.sleep(2)
+        beats = lab.heartbeat_report(guest, started - 1, ended + 2)
+        print("\n%s %s -> %s with autostart: downtime %s ms; heartbeat %s"
+              % (guest, source, destination, result["downtime_ms"], beats))
+        assert beats["lost"] == 0 and beats["restarts"] == 0
+        assert beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S
+    finally:
+        # Autostart off wherever the guest is defined; cluster_a then moves it home.
+        for host in lab.clusters[cluster_a]:
+            if admin_state(host):
+                set_autostart(host, False)

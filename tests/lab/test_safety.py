@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,3 +131,37 @@ def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_pa
         assert state.marks() == {} and lab.placement() == before
     finally:
         _clean_state(state)
+
+
+def test_rebalance_holds_the_lock_while_it_moves_and_never_fills_a_marked_host(lab, tmp_path):
+    cluster = sorted(lab.clusters)[-1]
+    crowded, other, marked = lab.clusters[cluster][0], lab.clusters[cluster][1], lab.clusters[cluster][2]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state.init_identity()  # what the role's preflight (or an operator, once) does
+    # Every guest of the cluster on one host; the third host marked by an operator.
+    for guest, where in sorted(lab.placement().items()):
+        if where in (other, marked):
+            _move(lab, guest, where, crowded)
+    state.mark("operator", marked, ms.default_holder("operator"), reason="RAM swap")
+    began = time.time()
+    try:
+        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+                                 os.path.join(REPO, "playbooks", "rebalance.yml"), "-i", lab.inventory,
+                                 "-e", "rebalance_target=%s" % ",".join(lab.clusters[cluster]),
+                                 "-e", "rebalance_threshold=0.001"], cwd=REPO, env=_env(),
+                                capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stdout[-4000:]
+        placement = lab.placement()
+        on = {h: sorted(g for g, w in placement.items() if w == h) for h in lab.clusters[cluster]}
+        assert on[marked] == [] and on[other], on          # moved, never onto the marked host
+        history = [json.loads(line) for line in open(os.path.join(state.path, ms.HISTORY_FILE))]
+        ours = [h for h in history if h["ts"] >= began and h["event"] in ("locked", "unlocked")]
+        assert [h["event"] for h in ours] == ["locked", "unlocked"], ours
+        assert ours[0]["holder"]["run_id"].startswith("rebalance-")
+        assert state.lock() is None
+        for guest in on[other]:
+            beats = lab.heartbeat_report(guest, began, time.time())
+            assert beats["restarts"] == 0 and beats["lost"] == 0 and beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S, beats
+    finally:
+        _clean_state(state)
+        _send_home(lab, cluster)
