@@ -14,8 +14,8 @@ description:
   - Run it on a host of the cluster (the one that mounts the storage), not on the controller.
   - The lock never expires on its own. It is released by the run that holds it, or broken by an
     operator with O(force=true) (also a corrupt lock file, which is kept as C(lock.json.corrupt-<time>)).
-  - A lock belongs to one run, identified by O(token) (random, made once per run), not by
-    O(run_id): a second run started with the same run id is refused while the first holds the lock.
+  - A lock belongs to one run, identified by O(token) (random, made once per run) and not by
+    O(run_id), so a second run started with the same run id is refused while the first holds the lock.
   - The state directory must prove it is the cluster's shared one. C(cluster-id.json) in it names
     the cluster with a random id, written once (O(action=init)); every change except C(unlock) and
     C(unmark) is refused while it is missing, and O(action=verify_shared) fails on a host that does
