@@ -3,14 +3,17 @@
 """Pure placement logic: which guest goes to which host.
 
 Nothing here talks to libvirt or imports Ansible; callers build `HostCapacity` and `Guest`
-objects (from `libvirt_facts` or by hand) and get plain data back.
+objects (from hypervisor facts through `capacity.cluster_from_facts`, or by hand) and get plain
+data back.
 
-Three planners:
+Four planners:
 
 * `plan_drain` places every guest of one host on the other hosts of its cluster.
 * `prove_rolling_capacity` simulates draining hosts one after the other (each drain sees
   where the previous ones put their guests) and says whether every step fits.
 * `plan_rebalance` evens out memory load with few moves.
+* `plan_move_back` sends guests back to the hosts they ran on before a maintenance, where
+  they fit.
 
 Capacity is reserved cumulatively: a guest placed on a host consumes its memory and vCPUs
 before the next guest is considered. Checking each guest against the untouched free
@@ -487,3 +490,80 @@ def capacity_from_dicts(hosts: Iterable[Mapping], guests: Iterable[Mapping]):
                              % (cls.__name__, sorted(extra), ", ".join(sorted(known))))
         return cls(**data)
     return [build(HostCapacity, h) for h in hosts], [build(Guest, g) for g in guests]
+
+
+@dataclass
+class Skipped:
+    """A guest the move-back leaves where it runs, and why."""
+
+    guest: str
+    source: str
+    destination: Optional[str]
+    reason: str
+
+
+@dataclass
+class MoveBackPlan:
+    moves: List[Move] = field(default_factory=list)
+    skipped: List[Skipped] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"moves": [asdict(m) for m in self.moves], "skipped": [asdict(s) for s in self.skipped]}
+
+
+def plan_move_back(hosts: Sequence[HostCapacity], guests: Sequence[Guest], origins: Mapping[str, str],
+                   policy: Optional[PlacementPolicy] = None, marked: Iterable[str] = (),
+                   cpu_check: Optional[CpuCheck] = None) -> MoveBackPlan:
+    """Sends guests back to the host they ran on before the maintenance (`origins`: guest ->
+    home host), only where they fit.
+
+    A guest away from home goes back when its home host is among `hosts`, not in maintenance
+    (`marked` or `HostCapacity.in_maintenance`), the guest can live-migrate, and the home host
+    can take it now (memory with overcommit and reserve, host free memory, vCPUs,
+    anti-affinity, `cpu_check`). Moves are simulated in the order returned, each seeing the
+    earlier ones, so running them one after the other never overfills a host: a guest that
+    does not fit yet is tried again after the others moved (a guest leaving a host can make
+    room for one coming home), and is skipped, with the reason, when no further move helps.
+    Guests at home or without an origin stay and are not listed; guests without facts (not
+    running) are not in `guests` and are ignored. The inputs are not modified.
+    """
+    policy = policy or PlacementPolicy()
+    cluster = _Cluster(hosts, guests, policy)
+    marked = set(marked or ()) | cluster.in_maintenance
+    plan = MoveBackPlan()
+    pending: List[Guest] = []
+    for guest in sorted(cluster.guests, key=lambda g: g.name):
+        home = origins.get(guest.name)
+        if not home or home == guest.host:
+            continue
+        if home not in cluster.states:
+            why = "its home host %s was not read now (its libvirt did not answer, or it left the cluster)" % home
+        elif home in marked:
+            why = "its home host %s is in maintenance" % home
+        elif not guest.movable:
+            why = "it cannot live-migrate (%s)" % (guest.unmovable_reason or "not movable")
+        else:
+            pending.append(guest)
+            continue
+        plan.skipped.append(Skipped(guest.name, guest.host, home, why))
+    last_refusal: Dict[str, str] = {}
+    progress = True
+    while pending and progress:
+        progress = False
+        for guest in _ordered(pending, policy.order):
+            home = origins[guest.name]
+            state = cluster.states[home]
+            why = _cpu_refusal(cpu_check, guest, state.host) or state.refusal(guest, policy)
+            if why:
+                last_refusal[guest.name] = why
+                continue
+            plan.moves.append(Move(guest.name, guest.host, home, guest.memory_mib, guest.vcpus))
+            cluster.move(guest, home)
+            pending.remove(guest)
+            progress = True
+    for guest in sorted(pending, key=lambda g: g.name):
+        home = origins[guest.name]
+        plan.skipped.append(Skipped(guest.name, guest.host, home, "it does not fit on its home host %s now: %s"
+                                    % (home, last_refusal[guest.name])))
+    plan.skipped.sort(key=lambda s: s.guest)
+    return plan

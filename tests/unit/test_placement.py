@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
     Guest, HostCapacity, PlacementPolicy, capacity_from_dicts, memory_loads, plan_drain,
-    plan_rebalance, prove_rolling_capacity)
+    plan_move_back, plan_rebalance, prove_rolling_capacity)
 
 NO_RESERVE = PlacementPolicy(memory_reserve_mib=0)
 
@@ -359,3 +359,53 @@ def test_rebalance_uses_a_less_loaded_source_when_the_top_host_is_stuck():
               Guest("b1", 1024, 1, host="h2"), Guest("b2", 1024, 1, host="h2"), Guest("b3", 1024, 1, host="h2")]
     moves = plan_rebalance(cluster, guests, NO_RESERVE, threshold=0.05)
     assert [(m.guest, m.source, m.destination) for m in moves] == [("b1", "h2", "h3")]
+
+
+# --- move-back ---------------------------------------------------------------------------------
+
+def test_move_back_waits_for_room_made_by_guests_leaving_the_home_host():
+    # a (home h1) does not fit on h1 until b (home h3) has left it: b goes first.
+    cluster = hosts(("h1", 2048, 8), ("h2", 2048, 8), ("h3", 2048, 8))
+    guests = [Guest("a", 1536, 1, host="h2"), Guest("b", 1536, 1, host="h1")]
+    plan = plan_move_back(cluster, guests, {"a": "h1", "b": "h3"}, NO_RESERVE)
+    assert [(m.guest, m.source, m.destination) for m in plan.moves] == [("b", "h1", "h3"), ("a", "h2", "h1")]
+    assert plan.skipped == []
+    # Two full hosts swapping their guests: neither fits while the other is there; both stay.
+    swap = plan_move_back(cluster[:2], guests, {"a": "h1", "b": "h2"}, NO_RESERVE)
+    assert swap.moves == [] and [s.guest for s in swap.skipped] == ["a", "b"]
+
+
+def test_move_back_skips_with_a_reason_what_cannot_go_home():
+    cluster = hosts(("h1", 2048, 8), ("h2", 4096, 8), ("h3", 4096, 8)) + [HostCapacity("h4", 4096, 8, in_maintenance=True)]
+    guests = [Guest("big", 1536, 1, host="h2"), Guest("new", 1024, 1, host="h1"),  # new guest, no origin
+              Guest("pinned", 256, 1, host="h2", movable=False, unmovable_reason="host device passthrough"),
+              Guest("web1", 256, 1, host="h3", anti_affinity_group="web"),
+              Guest("web2", 256, 1, host="h2", anti_affinity_group="web"),
+              Guest("away", 256, 1, host="h2"), Guest("home", 256, 1, host="h3"), Guest("gone", 256, 1, host="h2")]
+    origins = {"big": "h1", "pinned": "h1", "web1": "h2", "web2": "h2", "away": "h4", "home": "h3",
+               "gone": "h9", "new": "h1"}
+    plan = plan_move_back(cluster, guests, origins, NO_RESERVE)
+    assert plan.moves == []
+    reasons = {s.guest: (s.source, s.destination, s.reason) for s in plan.skipped}
+    assert set(reasons) == {"big", "pinned", "web1", "away", "gone"}  # home and new are at home
+    assert reasons["big"] == ("h2", "h1", "it does not fit on its home host h1 now: memory: needs 1536 MiB, "
+                                          "1024 MiB left (total 2048 MiB x 1 - reserve 0 MiB - 1024 MiB allocated)")
+    assert reasons["pinned"][2] == "it cannot live-migrate (host device passthrough)"
+    assert reasons["web1"][2] == "it does not fit on its home host h2 now: anti-affinity: group 'web' already has web2 here"
+    assert reasons["away"][2] == "its home host h4 is in maintenance"
+    assert reasons["gone"][2].startswith("its home host h9 was not read now")
+    marked = plan_move_back(cluster, guests, origins, NO_RESERVE, marked=["h1"])
+    assert dict((s.guest, s.reason) for s in marked.skipped)["big"] == "its home host h1 is in maintenance"
+
+
+def test_move_back_counts_host_free_memory_and_vcpus_and_keeps_inputs():
+    cluster = [HostCapacity("h1", 8192, 2, memory_free_mib=700), HostCapacity("h2", 8192, 8)]
+    guests = [Guest("a", 512, 1, host="h2"), Guest("b", 512, 1, host="h2"), Guest("c", 64, 4, host="h2")]
+    before = [Guest(**vars(g)) for g in guests]
+    plan = plan_move_back(cluster, guests, {"a": "h1", "b": "h1", "c": "h1"},
+                          PlacementPolicy(memory_reserve_mib=0, cpu_overcommit=1.0))
+    assert [m.guest for m in plan.moves] == ["a"]
+    reasons = {s.guest: s.reason for s in plan.skipped}
+    assert "free memory: needs 512 MiB, host reports 188 MiB free" in reasons["b"]
+    assert "vCPUs: needs 4, 1 left" in reasons["c"]
+    assert guests == before

@@ -300,7 +300,8 @@ def _state_dir_strategy(base):
 
 
 @pytest.mark.parametrize("name", ["guest_migrate", "host_drain", "hypervisor_facts", "cluster_homogeneity",
-                                  "maintenance_plan", "maintenance_state", "maintenance_report", "rebalance_plan"])
+                                  "maintenance_plan", "maintenance_state", "maintenance_report", "rebalance_plan",
+                                  "move_back_plan"])
 def test_module_option_sets_end_in_exit_or_fail_json(name, no_libvirt, tmp_path, monkeypatch):
     module = _module(name)
     spec = _argument_spec(module)
@@ -596,3 +597,153 @@ def test_the_capacity_proof_and_the_drains_agree_on_every_step(cluster):
         if not drain_plan["ok"]:
             break  # the run stops its cluster at a refused drain
         _apply_drain(world, drain_plan["moves"])
+
+
+# --- move-back: guests go home only where they fit -------------------------------------------
+
+MOVE_BACK_TASKS = os.path.join(REPO, "roles", "rolling_maintenance", "tasks", "move_back.yml")
+
+
+def _trusted(value):
+    """Task arguments as Ansible's task loader would hand them to the templar (trusted)."""
+    from ansible.template import trust_as_template
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {key: _trusted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_trusted(item) for item in value]
+    return value
+
+
+def role_move_back(facts, origins, marks, policy):
+    """What tasks/move_back.yml decides, run with Ansible's templar and the collection's modules
+    in-process: the libvirt reads (hypervisor_facts, maintenance_state) are given as their
+    registered results; set_fact tasks are templated and planning modules run. Returns the
+    moves of the live-migration loop (in loop order) and the events of the report task."""
+    from ansible.template import Templar
+    block = yaml.safe_load(open(MOVE_BACK_TASKS))[0]["block"]
+    members = sorted(facts)
+    variables = {
+        "virtfleet_cluster": "c", "__rolling_maintenance_cluster_failed": False,
+        "__rolling_maintenance_cluster": {"name": "c", "members": members, "state_path": "/shared/c"},
+        "__rolling_maintenance_state_back": {"state": {"marks": {name: {"reason": "repair"} for name in marks},
+                                                       "window": {"guest_origins": origins}}},
+        "__rolling_maintenance_where_now": {"results": [{"item": name, "hypervisor": facts[name]} for name in members]},
+        "rolling_maintenance_migration_options": {}, "rolling_maintenance_unmovable_guests": [],
+        "rolling_maintenance_anti_affinity_groups": policy.pop("anti_affinity_groups", {}),
+        "rolling_maintenance_memory_overcommit": policy["memory_overcommit"],
+        "rolling_maintenance_cpu_overcommit": policy["cpu_overcommit"],
+        "rolling_maintenance_memory_reserve_mib": policy["memory_reserve_mib"],
+        "__rolling_maintenance_report_dir": "/reports", "__rolling_maintenance_run_id": "run-1",
+        "hostvars": {name: {"virtfleet_libvirt_uri": "qemu+tcp://%s/system" % name} for name in members},
+    }
+    moves, events = None, []
+    for task in block:
+        module = next(key for key in task if key.startswith(("ansible.builtin.", "virtfleet.cluster.")))
+        templar = Templar(loader=DataLoader(), variables=variables)
+        if "when" in task and not templar.evaluate_conditional(_trusted(task["when"])):
+            continue
+        if module == "ansible.builtin.set_fact":
+            variables.update(templar.template(_trusted(task[module])))
+        elif module in ("virtfleet.cluster.hypervisor_facts", "virtfleet.cluster.maintenance_state"):
+            continue  # their results are given above
+        elif module == "virtfleet.cluster.guest_migrate":
+            moves = [{"guest": item["guest"], "source": item["source"], "destination": item["destination"]}
+                     for item in templar.template(_trusted(task["loop"]))]
+            variables[task["register"]] = {"results": [
+                {"item": move, "changed": True, "failed": False, "running_on": move["destination"]} for move in moves]}
+        elif module == "virtfleet.cluster.maintenance_report":
+            events.extend(templar.template(_trusted(task[module]["events"])))
+        else:  # a planning module of the collection, run in-process
+            code, result = run_module_main(_module(module.split(".")[-1]), templar.template(_trusted(task[module])))
+            assert code == 0, result
+            variables[task["register"]] = result
+    assert moves is not None, "move_back.yml has no live-migration loop"
+    return moves, events
+
+
+@st.composite
+def clusters_after_maintenance(draw):
+    """A cluster at about 60% memory load before the window (the guests' origins), after every
+    host was drained once (guests where the drains put them), maybe with a host an operator
+    marked since, as hypervisor facts."""
+    names = ["h%d" % i for i in range(draw(st.integers(3, 5)))]
+    totals = {name: draw(st.sampled_from([4096, 6144, 8192])) for name in names}
+    cpus = {name: draw(st.sampled_from([4, 8])) for name in names}
+    guests, origins = [], {}
+    for name in names:
+        load = 0
+        while True:
+            memory = draw(st.sampled_from([256, 512, 1024, 1536, 2048]))
+            if load + memory > 0.6 * totals[name]:
+                break
+            load += memory
+            guest = placement.Guest("g%02d" % len(guests), memory, draw(st.integers(1, 2)), host=name,
+                                    anti_affinity_group=draw(st.sampled_from([None, None, None, "web", "db"])))
+            if guest.anti_affinity_group in {g.anti_affinity_group for g in guests if g.host == name}:
+                guest.anti_affinity_group = None
+            guests.append(guest)
+            origins[guest.name] = name
+    policy = placement.PlacementPolicy(memory_reserve_mib=0, respect_free_memory=False)
+    hosts = [placement.HostCapacity(name, totals[name], cpus[name]) for name in names]
+    proof = placement.prove_rolling_capacity(draw(st.permutations(names)), hosts, guests, policy)
+    now = dict(origins)
+    for step in proof.steps:
+        now.update({move.guest: move.destination for move in step.plan.moves})
+    by_name = {g.name: g for g in guests}
+    facts = {name: {"memory_total_mib": totals[name], "cpus": cpus[name], "guests": []} for name in names}
+    for guest, host in sorted(now.items()):
+        g = by_name[guest]
+        facts[host]["guests"].append({"name": guest, "active": True, "memory_mib": g.memory_mib,
+                                      "max_memory_mib": g.memory_mib, "vcpus": g.vcpus, "movable": True,
+                                      "migration_blockers": [], "local_disks": False})
+    for name, host in facts.items():
+        host["memory_free_mib"] = totals[name] - sum(g["memory_mib"] for g in host["guests"]) - 200
+    marks = draw(st.sampled_from([[], [], [names[-1]]]))
+    groups = {}
+    for g in guests:
+        if g.anti_affinity_group:
+            groups.setdefault(g.anti_affinity_group, []).append(g.name)
+    return facts, origins, marks, groups
+
+
+@FAST
+@given(cluster=clusters_after_maintenance())
+def test_move_back_never_overcommits_a_host_nor_breaks_anti_affinity(cluster):
+    """Guests go home one live migration after the other, in the order of the role's loop: at
+    no point may a host hold more guest memory than it has RAM (minus the reserve), more vCPUs
+    than its overcommit allows, or two guests of one anti-affinity group; a host in
+    maintenance never receives one."""
+    facts, origins, marks, groups = cluster
+    policy = {"memory_overcommit": 1.0, "cpu_overcommit": 4.0, "memory_reserve_mib": 256,
+              "anti_affinity_groups": groups}
+    moves, events = role_move_back(facts, origins, marks, dict(policy))
+    where = {g["name"]: (name, g) for name, host in facts.items() for g in host["guests"]}
+    # Every guest away from home is either moved home or recorded as staying, with the reason.
+    recorded = {event["guest"]: event for event in events}
+    for guest, home in origins.items():
+        if where[guest][0] == home:
+            assert guest not in recorded
+        elif guest in {move["guest"] for move in moves}:
+            assert recorded[guest]["status"] == "ok" and recorded[guest]["destination"] == home
+        else:
+            assert recorded[guest]["status"] == "skipped" and recorded[guest]["source"] == where[guest][0], recorded
+            assert "not moved back: " in recorded[guest]["message"], recorded[guest]
+    group_of = {guest: group for group, members in groups.items() for guest in members}
+    for number, move in enumerate(moves, start=1):
+        host_before, guest = where[move["guest"]]
+        assert move["source"] == host_before and move["destination"] == origins[move["guest"]]
+        assert move["destination"] not in marks, "move %d: %s goes to %s, in maintenance" % (
+            number, move["guest"], move["destination"])
+        where[move["guest"]] = (move["destination"], guest)
+        here = [g for host, g in where.values() if host == move["destination"]]
+        memory = sum(g["memory_mib"] for g in here)
+        limit = facts[move["destination"]]["memory_total_mib"] - policy["memory_reserve_mib"]
+        assert memory <= limit, "move %d (%s -> %s): %d MiB of guests on a host with %d MiB usable (%s)" % (
+            number, move["guest"], move["destination"], memory, limit, ", ".join(sorted(g["name"] for g in here)))
+        assert sum(g["vcpus"] for g in here) <= facts[move["destination"]]["cpus"] * policy["cpu_overcommit"]
+        if move["guest"] in group_of:
+            mates = [g["name"] for g in here if group_of.get(g["name"]) == group_of[move["guest"]]]
+            assert len(mates) == 1, "move %d: anti-affinity group %s twice on %s: %s" % (
+                number, group_of[move["guest"]], move["destination"], mates)

@@ -1,0 +1,170 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: move_back_plan
+short_description: Plan the live migrations that send guests back home after a maintenance, where they fit
+description:
+  - Decides which guests go back to the host they ran on before a maintenance window moved them
+    (O(origins)), and in which order, with the collection's placement planner
+    (C(placement.plan_move_back)).
+  - A guest goes home only when its home host answered (is in O(facts)), is not in maintenance
+    (O(marked)), the guest can live-migrate, and the home host can take it at that point of the
+    sequence - memory with overcommit and reserve, the host's reported free memory, vCPUs with
+    overcommit, and anti-affinity (O(anti_affinity_groups)). Run one after the other in the
+    order returned, the moves never overfill a host.
+  - Every other guest that is away from home stays where it runs and is listed in RV(skipped)
+    with the reason.
+  - Capacity comes from the collection's one facts conversion (running guests, the larger of
+    current and maximum memory), as for the drain and the capacity proof.
+  - Pure computation on the controller; moves nothing (the role C(rolling_maintenance) runs the
+    moves with M(virtfleet.cluster.guest_migrate)).
+version_added: 0.1.0
+author:
+  - virtfleet maintainers (@virtfleet)
+attributes:
+  check_mode:
+    support: full
+    description: The module only computes; check mode returns the same plan.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
+options:
+  facts:
+    description:
+      - Host name to the C(hypervisor) result of M(virtfleet.cluster.hypervisor_facts), for every
+        host of the cluster that answered. Where every guest runs now.
+    type: dict
+    required: true
+  origins:
+    description: Guest name to the host it ran on before the maintenance (its home).
+    type: dict
+    required: true
+  cluster:
+    description: Name of the cluster (in messages).
+    type: str
+    default: cluster
+  marked:
+    description: Hosts in maintenance; they receive no guest.
+    type: list
+    elements: str
+    default: []
+  unmovable_guests:
+    description: Guests that must stay where they are.
+    type: list
+    elements: str
+    default: []
+  anti_affinity_groups:
+    description: Anti-affinity group name to guest names (no two of a group on one host).
+    type: dict
+    default: {}
+  copy_storage:
+    description: Whether the migrations copy local disks. Without it a guest with local disks stays.
+    type: bool
+    default: false
+  policy:
+    description: Placement policy fields (C(memory_overcommit), C(cpu_overcommit), C(memory_reserve_mib), C(respect_free_memory), C(order)).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Plan which guests go back home
+  virtfleet.cluster.move_back_plan:
+    cluster: kvm-prod
+    facts: "{{ facts_by_host }}"
+    origins: "{{ window.guest_origins }}"
+    marked: "{{ state.marks | list }}"
+    policy:
+      memory_reserve_mib: 1024
+  delegate_to: localhost
+  register: move_back
+
+- name: Say which guests stay where they are
+  ansible.builtin.debug:
+    msg: "{{ item.guest }} stays on {{ item.source }}: {{ item.reason }}"
+  loop: "{{ move_back.skipped }}"
+"""
+
+RETURN = r"""
+moves:
+  description: Moves in the order to run them (one after the other).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    guest:
+      description: Guest name.
+      type: str
+    source:
+      description: Host it runs on now.
+      type: str
+    destination:
+      description: Its home host.
+      type: str
+    memory_mib:
+      description: Memory the planner reserved for it.
+      type: int
+    vcpus:
+      description: Its vCPUs.
+      type: int
+skipped:
+  description: Guests away from home that stay where they run, by guest name.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    guest:
+      description: Guest name.
+      type: str
+    source:
+      description: Host it runs on now (and stays on).
+      type: str
+    destination:
+      description: Its home host.
+      type: str
+    reason:
+      description: Why it does not go home (home host not read, in maintenance, guest cannot move, does not fit and why).
+      type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import PlacementPolicy, plan_move_back
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            facts=dict(type="dict", required=True),
+            origins=dict(type="dict", required=True),
+            cluster=dict(type="str", default="cluster"),
+            marked=dict(type="list", elements="str", default=[]),
+            unmovable_guests=dict(type="list", elements="str", default=[]),
+            anti_affinity_groups=dict(type="dict", default={}),
+            copy_storage=dict(type="bool", default=False),
+            policy=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        policy = PlacementPolicy(**params["policy"])
+        origins = {str(guest): home for guest, home in params["origins"].items()}
+        if not all(isinstance(home, str) for home in origins.values()):
+            raise ValueError("origins must map each guest name to a host name")
+        hosts, guests = cluster_from_facts(params["facts"], sorted(params["facts"]), params["marked"],
+                                           params["unmovable_guests"], params["anti_affinity_groups"],
+                                           params["copy_storage"], cluster=params["cluster"])
+        plan = plan_move_back(hosts, guests, origins, policy, params["marked"])
+    except (ValueError, KeyError, TypeError) as exc:
+        module.fail_json(msg="cannot plan the move-back of cluster %s: %s" % (params["cluster"], exc))
+    module.exit_json(changed=False, **plan.to_dict())
+
+
+if __name__ == "__main__":
+    main()
