@@ -436,3 +436,44 @@ def test_canary_takes_a_movable_guest_with_the_runs_migration_options(tmp_path):
     asked = yaml.safe_load("\n".join(line[12:] for line in itertools.takewhile(lambda line: line.startswith(" " * 12), lines)))
     assert asked["guest"] == "small" and asked["source_name"] == "kvm-c" and asked["dest_name"] == "kvm-a", asked
     assert {k: asked[k] for k in options} == options, asked
+
+
+def test_check_updates_asks_dnf_on_metadata_younger_than_the_validity(tmp_path):
+    """RedHat family: the check asks `dnf check-update` with metadata_expire set to the validity, so
+    dnf refreshes older repository metadata before answering. A fake dnf records how it was asked
+    (no dnf here): this shows the role's side only; dnf's expiry is dnf's documented behaviour."""
+    bin_dir, library = tmp_path / "bin", tmp_path / "library"
+    bin_dir.mkdir()
+    library.mkdir()
+    calls = tmp_path / "dnf-calls"
+    fake_dnf = bin_dir / "dnf"
+    fake_dnf.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        echo "$*" >> %s
+        case "$*" in
+          *check-update*) echo "kernel.x86_64  5.14.0-999.el9  baseos"; exit 100 ;;
+          *needs-restarting*) exit 1 ;;
+        esac
+        """) % calls)
+    fake_dnf.chmod(0o755)
+    (library / "redhat_family.py").write_text(textwrap.dedent('''\
+        from ansible.module_utils.basic import AnsibleModule
+        AnsibleModule(argument_spec={}).exit_json(ansible_facts={"os_family": "RedHat"})
+        '''))
+    play = {"name": "check", "hosts": "kvm-a", "gather_facts": False,
+            "vars": {"ansible_become": False, "rolling_maintenance_package_cache_valid_time": 1800},
+            "tasks": [{"name": "Look like a RedHat host", "redhat_family": {}},
+                      {"name": "The role's default check", "ansible.builtin.include_role": {
+                          "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}},
+                      {"name": "Show the verdict", "ansible.builtin.debug": {
+                          "msg": "NEEDS PATCH: {{ rolling_maintenance_needs_patch }} REBOOT: {{ rolling_maintenance_reboot_required }}"}}]}
+    playbook = tmp_path / "check.yml"
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    env = _env(ANSIBLE_LIBRARY=str(library), PATH=str(bin_dir) + os.pathsep + _env()["PATH"])
+    result = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(_inventory(tmp_path)), str(playbook)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "NEEDS PATCH: True REBOOT: True" in output, output[-4000:]
+    asked = calls.read_text().splitlines()
+    assert [line for line in asked if "check-update" in line] == ["-q check-update --setopt=metadata_expire=1800"], asked
