@@ -362,8 +362,8 @@ class ClusterState(object):
             "the lock file %s of cluster %s cannot be understood (%s), so nobody can tell which run holds the "
             "cluster. Make sure no run maintains cluster %s (controllers, AWX jobs), then break the lock with "
             "rolling_maintenance_force_unlock: [%s] (or the maintenance_state module, action=unlock force=true); "
-            "the file is kept next to it as %s.corrupt-<time>."
-            % (self._lock_path(), self.cluster, exc, self.cluster, self.cluster, LOCK_FILE),
+            "the file is kept next to it as lock.json.corrupt-<time>."
+            % (self._lock_path(), self.cluster, exc, self.cluster, self.cluster),
             self._lock_path(), getattr(exc, "raw", None))
 
     def lock(self):
