@@ -5,7 +5,11 @@ task files on localhost (ansible_connection=local, fake cluster variables).
   other than linear, before anything else happens (no report, no lock, no libvirt call).
 * The downtime-budget template of tasks/drain.yml copes with a completed migration whose stats
   have no downtime (null or missing).
-* The default "anything to patch" check refreshes the package lists before deciding.
+* The default "anything to patch" check refreshes the package lists before deciding (a private
+  APT configuration with a local repository; a fake dnf).
+* The reboot runs with become unless the inventory says ansible_become: false.
+* The canary fails closed without a candidate, and chooses only guests that can move, with the
+  run's migration options (peers are libvirt's test driver).
 """
 from __future__ import annotations
 
