@@ -490,7 +490,8 @@ class ClusterState(object):
 
     def _take_lock_away(self, seen, keep_as=None):
         """Remove the lock file, provided it is still ``seen`` (a lock record, or the raw bytes of
-        a corrupt one). Returns the path it was kept as (keep_as) or None.
+        a corrupt one). Returns (removed, path it was kept as or None); removed is False when
+        there was no lock file any more.
 
         The lock is first renamed to a unique name (atomic: whatever is lock.json now is ours
         alone), then checked. If another run's lock took its place since it was read, that lock
@@ -502,7 +503,7 @@ class ClusterState(object):
         try:
             os.rename(self._lock_path(), tomb)
         except FileNotFoundError:
-            return None
+            return False, None
         raw = _read_bytes(tomb)
         try:
             taken = _read_json(tomb)
@@ -511,7 +512,7 @@ class ClusterState(object):
         if raw == seen if isinstance(seen, bytes) else taken == seen:
             if keep_as is None:
                 _unlink_quietly(tomb)
-            return keep_as
+            return True, keep_as
         holder = _holder_of(taken)
         if _link_exclusive(tomb, self._lock_path()):
             _unlink_quietly(tomb)
@@ -520,13 +521,13 @@ class ClusterState(object):
         self._history({"event": "lock_displaced", "holder": holder, "kept_as": tomb})
         raise LockHeld("cluster %s: the lock of %s, taken while this run was removing another, could not be put back "
                        "because yet another run locked the cluster in that instant; it is kept as %s. Check which "
-                       "runs are active on cluster %s before going on." % (self.cluster, describe_holder(holder),
-                                                                         tomb, self.cluster), holder)
+                       "runs are active on cluster %s before going on."
+                       % (self.cluster, describe_holder(holder), tomb, self.cluster), holder)
 
     def _set_aside_corrupt(self, exc, by):
         copy = os.path.join(self.path, "%s.corrupt-%s-%s" % (LOCK_FILE, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                                              uuid.uuid4().hex[:6]))
-        kept = self._take_lock_away(exc.raw, keep_as=copy)
+        _removed, kept = self._take_lock_away(exc.raw, keep_as=copy)
         self._history({"event": "lock_broken", "by": by, "corrupt": True, "corrupt_copy": kept, "error": str(exc)})
         return {"corrupt": True, "corrupt_copy": kept, "error": str(exc)}
 
@@ -600,10 +601,12 @@ class ClusterState(object):
             raise LockHeld("cluster %s is locked by %s, not by this run (run %s%s): not releasing it"
                            % (self.cluster, describe_holder(other), run_id,
                               ", token %s" % token[:12] if token else ""), other)
-        if not self.check_mode:
-            self._take_lock_away(current)
+        if self.check_mode:
+            return True
+        removed, _kept = self._take_lock_away(current)
+        if removed:
             self._history({"event": "unlocked", "by": run_id, "holder": other, "forced": not ours})
-        return True
+        return removed
 
     def _require_lock(self, run_id, token=None):
         current = self.lock()

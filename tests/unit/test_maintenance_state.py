@@ -393,6 +393,7 @@ def test_module_reports_a_corrupt_state_without_traceback(tmp_path, monkeypatch)
                                          "run_id": "run-1", "host": "h1"})
         assert code == 1 and lock_path in result["msg"], (action, result)
         assert "exception" not in result
+
     # An OSError anywhere (here: permission) is a message naming the directory too.
     def denied(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied", lock_path)
@@ -456,3 +457,23 @@ def test_release_never_removes_a_lock_taken_in_between(state, monkeypatch):
     assert "run-2" in str(refused.value)
     assert state.lock()["holder"]["run_id"] == "run-2"
     assert not [n for n in os.listdir(state.path) if "released" in n]
+
+
+def test_two_releasers_of_one_lock_report_one_release(state, monkeypatch):
+    mine = holder("run-1")
+    state.acquire_lock(mine)
+    real_read = ms._read_json
+    other = ms.ClusterState(state.path, "lab-a")
+    calls = {"n": 0}
+
+    def read_then_other_releases(path):
+        value = real_read(path)
+        if path.endswith(ms.LOCK_FILE) and calls["n"] == 0:
+            calls["n"] += 1
+            assert other.release_lock("run-1", token=mine["token"])   # e.g. another host of the cluster
+        return value
+    monkeypatch.setattr(ms, "_read_json", read_then_other_releases)
+    assert not state.release_lock("run-1", token=mine["token"])
+    monkeypatch.setattr(ms, "_read_json", real_read)
+    assert state.lock() is None
+    assert [h["event"] for h in history_of(state)] == ["locked", "unlocked"]
