@@ -71,7 +71,9 @@ options:
   identity:
     description:
       - The id of the cluster's identity file as the other hosts read it. With C(verify_shared), this
-        host must read the same; with changing actions, checked before anything is written.
+        host must read the same; with any other action, checked before anything is read or written
+        (an O(action=unlock) from a host whose shared mount is missing then fails instead of
+        reporting that there was nothing to release).
     type: str
   holder:
     description: Extra facts about the run recorded with the lock or mark (AWX job id, ...).
@@ -227,7 +229,7 @@ def safe_identity(state):
 def require_identity(state, expected):
     if state.identity() is None:
         state.ensure_storage()
-        raise StateError(
+        raise SharedStateError(
             "the state directory %s of cluster %s has no identity file (cluster-id.json): it was never initialised, or "
             "this host (%s) does not see the cluster's shared storage at %s. Nothing is written into a directory that "
             "has not proven it is the shared one. The rolling_maintenance role initialises it at preflight and checks "
@@ -239,7 +241,7 @@ def require_identity(state, expected):
 def act(state, params, action, run_id, holder):
     result = {"changed": False}
     token = params["token"]
-    if action in NEEDS_IDENTITY:
+    if action in NEEDS_IDENTITY or (params["identity"] and action not in ("init", "verify_shared")):
         require_identity(state, params["identity"])
     if action == "init":
         result["changed"], result["identity"] = state.init_identity()

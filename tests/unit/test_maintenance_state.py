@@ -477,3 +477,18 @@ def test_two_releasers_of_one_lock_report_one_release(state, monkeypatch):
     monkeypatch.setattr(ms, "_read_json", real_read)
     assert state.lock() is None
     assert [h["event"] for h in history_of(state)] == ["locked", "unlocked"]
+
+
+def test_unlock_with_the_identity_fails_on_a_host_that_does_not_see_the_state(tmp_path):
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    private.mkdir()
+    _code, result = run_state_module({"path": str(shared), "cluster": "lab-a", "action": "init"})
+    ident = result["identity"]["id"]
+    # Without the identity an unlock in the private directory "succeeds" with nothing released,
+    # which a caller would take for a release; with it, the host is told it does not see the state.
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1"})
+    assert code == 0 and not result["changed"]
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1",
+                                     "identity": ident})
+    assert code == 1 and ms.state_dir(str(private)) in result["msg"] and result["shared"] is False
