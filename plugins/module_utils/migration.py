@@ -814,10 +814,12 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
                    "source", source_name, last)
     if not dst_active or (was_running and dst_state != VIR_DOMAIN_RUNNING):
         # One side holds it active but not running (paused, mostly): resume it where that is
-        # known to be safe, else name it as paused, where, and how to resume it.
+        # known to be safe, else name it as paused, where, and how to resume it. The job
+        # completed, post-copy included, so the destination holds the whole guest; a source
+        # copy paused by post-copy is still refused by its pause reason.
         reason, what = (("not-on-destination", "is not active there") if not dst_active
                         else ("not-running-on-destination", "is not running there"))
-        raise _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_used,
+        raise _recover(guest, uuid, src_conn, dst_conn, was_running, False,
                        source_name, dest_name, reason,
                        "migration to %s reported success but the guest %s" % (dest_name, what),
                        fail, last, shown_uris)

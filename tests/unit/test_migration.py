@@ -1,4 +1,7 @@
-"""Pure parts of migration.py: stall watchdog, timeout scaling, option mapping, messages."""
+"""Pure parts of migration.py: stall watchdog, timeout scaling, option mapping, messages; and
+migrate_guest() against small fakes of libvirt's connection and domain objects."""
+import threading
+
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as m
@@ -302,6 +305,8 @@ class FakeDomain:
         self.failing = {}           # method name -> exception it raises
         self.calls = []             # (method, args) of the calls that change something
         self.on_migrate = None      # what migrateToURI3 does (set by World)
+        self.current_job = {"type": 0}  # jobStats() while the job runs
+        self.postcopy_started = threading.Event()
 
     def _check(self, method):
         if method in self.failing:
@@ -347,7 +352,11 @@ class FakeDomain:
         self._check("jobStats")
         if flags == m.VIR_DOMAIN_JOB_STATS_COMPLETED:
             return dict(self.completed_job)
-        return {"type": 0}
+        return dict(self.current_job)
+
+    def migrateStartPostCopy(self, flags=0):  # noqa: N802
+        self.calls.append(("migrateStartPostCopy", flags))
+        self.postcopy_started.set()
 
     def migrateToURI3(self, uri, params, flags):  # noqa: N802
         self.calls.append(("migrateToURI3", flags))
@@ -768,3 +777,22 @@ def test_paused_guest_is_never_reported_as_nowhere_or_unknown():
     error = world.fail()
     assert error.where == "hv-1 (paused)"
     assert "NOWHERE" not in error.message and "unknown" not in error.location
+
+
+def test_completed_post_copy_leaving_the_destination_paused_says_how_to_resume_it_there():
+    # migrateToURI3 returned after a post-copy phase: the destination holds the whole guest,
+    # so its paused copy may be resumed once checked (not "do not resume either copy").
+    world = World()
+    world.dom.current_job = {"type": 2, "memory_iteration": 3, "data_total": 128 * MIB,
+                             "data_remaining": 40 * MIB}
+
+    def postcopy_then_paused(dom, params, flags):
+        assert dom.postcopy_started.wait(10), "the monitor never switched to post-copy"
+        world.switch_over(dom, params, flags)
+        world.dst.domains[UUID].state_reason = (m.VIR_DOMAIN_PAUSED, 1)
+    world.dom.on_migrate = postcopy_then_paused
+    error = world.fail(postcopy=True, postcopy_after_iterations=2)
+    assert ("migrateStartPostCopy", 0) in world.dom.calls
+    assert error.location == "destination (paused)" and error.paused_on == "hv-2"
+    assert "do not resume" not in error.message
+    assert "virsh -c %s resume web-3" % DST_URI in error.message
