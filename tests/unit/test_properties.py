@@ -530,8 +530,8 @@ def cluster_facts(draw):
             "migration_notes": ["local disks need block migration: /var/lib/libvirt/images/g%d.qcow2" % index]})
     for host in facts.values():
         used = sum(max(g["memory_mib"], g["max_memory_mib"]) for g in host["guests"] if g["active"])
-        host["memory_free_mib"] = draw(st.one_of(st.none(), st.just(max(0, host["memory_total_mib"] - used
-                                                                           - draw(st.integers(0, 512))))))
+        free = max(0, host["memory_total_mib"] - used - draw(st.integers(0, 512)))
+        host["memory_free_mib"] = draw(st.one_of(st.none(), st.just(free)))
     guest_names = sorted(g["name"] for host in facts.values() for g in host["guests"])
     groups = {"web": draw(st.lists(st.sampled_from(guest_names), max_size=3, unique=True))} if guest_names else {}
     unmovable = draw(st.lists(st.sampled_from(guest_names), max_size=1)) if guest_names else []
