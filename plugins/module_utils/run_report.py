@@ -20,7 +20,7 @@ phase              ``phase`` (drain, verify_empty, patch, reboot, verify, canary
                    ``start`` (then no start event is needed)
 migration          ``guest``, ``source``, ``destination``, ``purpose`` (drain, canary,
                    move_back, rebalance), ``started``, ``ended``, ``time_ms``, ``downtime_ms``,
-                   ``status`` (ok/failed), ``message``
+                   ``status`` (ok/failed/skipped: a move-back that would not fit), ``message``
 host_done          ``boot_id_before``, ``boot_id_after``, ``rebooted``
 host_skipped       ``reason``
 host_failed        ``phase``, ``message``
@@ -266,7 +266,7 @@ def build_report(events):
             downtime = record["downtime_ms"] or 0
             guest["total_downtime_ms"] += downtime
             guest["worst_downtime_ms"] = max(guest["worst_downtime_ms"], downtime)
-        else:
+        elif record["status"] != "skipped":  # failed, not_started
             guest["failed_migrations"] += 1
     for guest_name, host in locations.items():
         guests.setdefault(guest_name, {"name": guest_name, "cluster": None, "migrations": 0,
@@ -286,7 +286,8 @@ def build_report(events):
         "hosts_rebooted": sum(1 for h in hosts.values() if h["rebooted"]),
         "guests_moved": len({m["guest"] for m in ok_migrations if m["purpose"] in ("drain", None)}),
         "migrations": len(ok_migrations),
-        "failed_migrations": len(migrations) - len(ok_migrations),
+        "failed_migrations": sum(1 for m in migrations if m["status"] not in ("ok", "skipped")),
+        "skipped_migrations": sum(1 for m in migrations if m["status"] == "skipped"),
         "total_downtime_ms": sum(m["downtime_ms"] or 0 for m in ok_migrations),
         "worst_downtime_ms": (worst["downtime_ms"] or 0) if worst else 0,
         "worst_downtime_guest": worst["guest"] if worst else None,
@@ -589,7 +590,7 @@ def render_html(report):
             out.append("<table><tr><th>guest</th><th>purpose</th><th>from</th><th>to</th><th>when</th>"
                        "<th>migration time</th><th>downtime</th><th>status</th></tr>")
             for m in migrations:
-                cls = "" if m["status"] == "ok" else ' class="failed"'
+                cls = "" if m["status"] in ("ok", "skipped") else ' class="failed"'
                 out.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
                            "<td>%s</td><td%s>%s</td></tr>" % (
                                esc(str(m["guest"])), esc(str(m["purpose"] or "-")),

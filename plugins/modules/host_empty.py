@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: host_empty
 short_description: Refuse to go on unless a hypervisor host is safe to reboot (no guest on it, none to start twice)
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Asks the host's own libvirt daemon at O(uri), at the moment the task runs, which guests are
     active on it - running, paused (a failed migration can leave one paused) or arriving (an

@@ -205,3 +205,14 @@ def test_a_guest_stopped_as_the_policy_allows_is_reported_not_lost():
     report = rr.build_report(census_events({"g1": "a1", "g2": "a1"}, {"g1": "a2"}, extra=[stop]))
     assert report["census"]["missing"] == [] and report["census"]["stopped_allowed"] == ["g2"]
     assert report["run"]["status"] == "ok"
+
+
+def test_a_skipped_move_back_is_reported_as_skipped_not_as_a_failed_migration():
+    events = [ev(0, "run_start", clusters={"a": ["a1", "a2"]}),
+              ev(5, "migration", cluster="a", guest="g1", source="a2", destination="a1", purpose="move_back",
+                 status="skipped", message="a1 cannot take it: needs 512 MiB, 256 MiB left"),
+              ev(6, "run_end", status="ok")]
+    report = rr.build_report(events)
+    assert report["totals"]["failed_migrations"] == 0 and report["totals"]["skipped_migrations"] == 1
+    assert report["guests"]["g1"]["failed_migrations"] == 0
+    assert 'class="failed"' not in rr.render_html(report).split("<h2>Where every guest is")[0].split("move_back")[-1]
