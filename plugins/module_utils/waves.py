@@ -44,7 +44,7 @@ def plan_waves(host_clusters: Union[Mapping[str, str], Sequence[Tuple[str, str]]
                max_unavailable: Union[int, Mapping[str, int]] = 1,
                order: Union[str, Callable[[str], object]] = "given",
                guest_counts: Optional[Mapping[str, int]] = None,
-               skip: Iterable[str] = ()) -> List[Wave]:
+               skip: Iterable[str] = (), first: Iterable[str] = ()) -> List[Wave]:
     """Groups hosts into maintenance waves.
 
     host_clusters: host -> cluster, or (host, cluster) pairs; their order is the "given" order.
@@ -53,6 +53,9 @@ def plan_waves(host_clusters: Union[Mapping[str, str], Sequence[Tuple[str, str]]
     order: within a cluster, "given", "fewest_guests" / "most_guests" (needs guest_counts;
       ties keep the given order), "name", or a key function of the host name.
     skip: hosts to leave out (already done, nothing to patch).
+    first: hosts that go before every other host of their cluster whatever the order (hosts a
+      failed run left in maintenance: they are out of service already); among themselves they
+      follow the order.
     Returns waves numbered from 1; wave k holds the k-th batch of every cluster that still has
     hosts. Empty clusters produce no wave.
     """
@@ -84,6 +87,11 @@ def plan_waves(host_clusters: Union[Mapping[str, str], Sequence[Tuple[str, str]]
     else:
         raise ValueError("order must be one of %s or a function, not %r" % (", ".join(ORDERINGS), order))
 
+    leading = set(first)
+
+    def rank(host):
+        return (0 if host in leading else 1, key(host))
+
     clusters: Dict[str, List[str]] = {}
     for host, cluster in pairs:
         if host not in skipped:
@@ -91,7 +99,7 @@ def plan_waves(host_clusters: Union[Mapping[str, str], Sequence[Tuple[str, str]]
     batches: Dict[str, List[List[str]]] = {}
     for cluster, members in clusters.items():
         limit = _limit_for(cluster, max_unavailable)
-        members = sorted(members, key=key)
+        members = sorted(members, key=rank)
         batches[cluster] = [members[i:i + limit] for i in range(0, len(members), limit)]
 
     waves = []

@@ -90,3 +90,17 @@ def test_every_host_exactly_once_and_within_limits(sizes, limit, skip_every):
     # Clusters run in parallel: the number of waves is set by the largest cluster alone.
     remaining = [sum(1 for h, c in pairs if c == "c%d" % i and h not in skip) for i in range(len(sizes))]
     assert len(waves) == max([-(-n // limit) for n in remaining] + [0])
+
+
+@pytest.mark.parametrize("order", ["given", "name", "fewest_guests", "most_guests"])
+def test_first_hosts_lead_their_cluster_whatever_the_order(order):
+    counts = {"a1": 0, "a2": 1, "a3": 9, "b1": 0, "b2": 5, "b3": 2}
+    waves = plan_waves(LAB, order=order, guest_counts=counts, first=["a3", "b3"])
+    assert waves[0].by_cluster == {"lab-a": ["a3"], "lab-b": ["b3"]}
+    assert sorted(h for w in waves for h in w.hosts) == sorted(h for h, _c in LAB)
+
+
+def test_first_hosts_beyond_the_limit_fill_the_first_waves():
+    waves = plan_waves(LAB, max_unavailable={"lab-a": 2}, order="name", first=["a3", "a2", "b2"])
+    assert [w.by_cluster for w in waves] == [
+        {"lab-a": ["a2", "a3"], "lab-b": ["b2"]}, {"lab-a": ["a1"], "lab-b": ["b1"]}, {"lab-b": ["b3"]}]
