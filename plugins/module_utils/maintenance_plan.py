@@ -11,14 +11,23 @@ Which hosts are maintained, in this order of precedence:
 
 1. a host marked in maintenance by somebody else (an operator, another tool, another window)
    is left as it was found: not maintained, and never a destination;
-2. a host already done in this maintenance window is skipped (a re-run resumes);
-3. a host this window's earlier run left marked is finished, whatever it has to patch;
-4. a host with nothing to patch and no reboot pending is skipped unless forced;
-5. every other host is maintained.
+2. a host already done in this maintenance window is skipped (a re-run resumes); if it is
+   still marked by this window (a run stopped between recording it done and unmarking it),
+   its mark is stale: returned in ``stale_marks`` for the role to remove at preflight, and the
+   host is in service (counted as such, and a destination in the proof);
+3. a host that could not be asked at preflight (its libvirt or its SSH did not answer) is
+   skipped;
+4. a host this window's earlier run left marked is finished, whatever it has to patch, and
+   before every other host of its cluster whatever the order;
+5. a host with nothing to patch and no reboot pending is skipped unless forced;
+6. every other host is maintained.
 
-Hosts already out of service (marked, not maintained by this run) count against the
-cluster's ``max_unavailable``: the waves take that many fewer hosts at once, and a cluster
-whose limit is used up by them is not maintained at all (its hosts are skipped, saying why).
+Hosts already out of service count against the cluster's ``max_unavailable``: hosts marked
+and not maintained by this run (by somebody else, or left marked by this window outside the
+run) and hosts whose libvirt or SSH did not answer at preflight, in or outside the run's hosts.
+The waves take that many fewer hosts at once, and a cluster whose limit is used up by them is
+not maintained at all (its hosts are skipped, saying which hosts are out of service and why).
+None of them is a destination in the capacity proof.
 
 The capacity proof follows the waves: in wave k, every host of the wave is out of service at
 once (so with ``max_unavailable`` 2 two hosts drain while neither can take the other's guests),
@@ -45,19 +54,26 @@ def mark_owner_text(mark):
     return text
 
 
-def classify_hosts(hosts, run_id, window_name, force=False):
+def mark_is_ours(mark, run_id, window):
+    """True when mark was made by this run or by an earlier run of this maintenance window."""
+    return bool(mark) and ((mark.get("owner") or {}).get("run_id") == run_id
+                           or (bool(window) and mark.get("window") == window))
+
+
+def classify_hosts(hosts, run_id, window_name, force=False, unreachable=None):
     """Splits hosts (dicts, see plan_maintenance) into maintained and skipped.
 
+    unreachable: host -> why it could not be asked at preflight (libvirt or SSH).
     Returns (maintained names, skipped {name: reason}, resumed {name: phase},
-    foreign_marked {name: reason}).
+    foreign_marked {name: reason}, stale_marks [names]).
     """
-    maintained, skipped, resumed, foreign = [], {}, {}, {}
+    maintained, skipped, resumed, foreign, stale = [], {}, {}, {}, []
+    unreachable = unreachable or {}
     for host in hosts:
         name = host["name"]
         mark = host.get("mark")
         window = host.get("window", window_name)  # windows are per cluster
-        ours = bool(mark) and ((mark.get("owner") or {}).get("run_id") == run_id
-                               or (bool(window) and mark.get("window") == window))
+        ours = mark_is_ours(mark, run_id, window)
         if mark and not ours:
             reason = "marked in maintenance by %s: %s; left as found" % (
                 mark_owner_text(mark), mark.get("reason") or "no reason given")
@@ -66,6 +82,15 @@ def classify_hosts(hosts, run_id, window_name, force=False):
             continue
         if host.get("done"):
             skipped[name] = "already done in maintenance window %s" % (window or "?")
+            if ours:
+                stale.append(name)
+                skipped[name] += ("; still marked (phase %s): the run that maintained it stopped between recording it "
+                                  "done and unmarking it. This run unmarks it at preflight" % (mark.get("phase") or "marked"))
+                skipped[name] += ("; it could not be asked at preflight (%s) and counts as out of service" % unreachable[name]
+                                  if name in unreachable else "; it is in service")
+            continue
+        if name in unreachable:
+            skipped[name] = "could not be asked at preflight: %s; it counts as out of service" % unreachable[name]
             continue
         if ours:
             maintained.append(name)
@@ -76,11 +101,15 @@ def classify_hosts(hosts, run_id, window_name, force=False):
             skipped[name] = "nothing to patch and no reboot required"
             continue
         maintained.append(name)
-    return maintained, skipped, resumed, foreign
+    return maintained, skipped, resumed, foreign, stale
 
 
-def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
+def prove_capacity_by_wave(waves, capacity, foreign_marked, policy, in_service=()):
     """Simulates the drains wave by wave (see module docstring). Returns a JSON-able dict.
+
+    foreign_marked: hosts out of service through every wave (marked by somebody else, not
+    answering at preflight): never destinations. in_service: hosts the capacity may show in
+    maintenance whose stale mark the run removes at preflight: destinations.
 
     Each cluster is one continuous simulation (``placement.prove_rolling_capacity``): a wave
     sees the guests where earlier waves put them and every host's free memory as those moves
@@ -114,8 +143,10 @@ def prove_capacity_by_wave(waves, capacity, foreign_marked, policy):
     steps_by_wave = {}
     for cluster, sequence in sequences.items():
         hosts, guests = state[cluster]
-        # Hosts marked by somebody else stay out of service through every wave.
-        hosts = [dataclasses.replace(h, in_maintenance=h.in_maintenance or h.name in set(foreign_marked))
+        # Hosts out of service (marked by somebody else, not answering) stay so through every
+        # wave; hosts whose stale mark the run removes are back in service.
+        out, back = set(foreign_marked), set(in_service) - set(foreign_marked)
+        hosts = [dataclasses.replace(h, in_maintenance=(h.in_maintenance and h.name not in back) or h.name in out)
                  for h in hosts]
         proof = prove_rolling_capacity([members for _index, members in sequence], hosts, guests, policy)
         for step in proof.steps:
@@ -152,8 +183,54 @@ def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
     return capacity
 
 
+def _unreachable_hosts(unreachable):
+    """host -> reason, from a dict (host -> reason) or a list of names or {name, reason} dicts."""
+    if not unreachable:
+        return {}
+    if isinstance(unreachable, dict):
+        entries = list(unreachable.items())
+    elif isinstance(unreachable, (list, tuple, set)):
+        entries = [(e.get("name"), e.get("reason")) if isinstance(e, dict) else (e, None) for e in unreachable]
+    else:
+        raise ValueError("unreachable must be a dict of host name to reason, not %r" % (unreachable,))
+    out = {}
+    for name, reason in entries:
+        if not isinstance(name, str) or not name:
+            raise ValueError("unreachable: a host name must be a non-empty string, not %r" % (name,))
+        out[name] = str(reason) if reason not in (None, "") else "did not answer at preflight"
+    return out
+
+
+def _cluster_states(states):
+    """cluster -> (marks {host: mark}, open window or None) from maintenance_state read results."""
+    out = {}
+    for cluster, state in (states or {}).items():
+        if state is None:
+            continue
+        if not isinstance(state, dict):
+            raise ValueError("states: the state of cluster %s must be a dict (maintenance_state's state: marks, window), "
+                             "not %r" % (cluster, state))
+        marks = state.get("marks") or {}
+        window = state.get("window") or None
+        if not isinstance(marks, dict) or not all(isinstance(m, dict) for m in marks.values()):
+            raise ValueError("states: the marks of cluster %s must be a dict of host name to mark, not %r" % (cluster, marks))
+        if window is not None and (not isinstance(window, dict) or not isinstance(window.get("hosts_done") or {}, dict)):
+            raise ValueError("states: the window of cluster %s must be a dict with hosts_done, not %r" % (cluster, window))
+        out[cluster] = (marks, None if (window is None or window.get("closed")) else window)
+    return out
+
+
+def _mark_text(mark, ours):
+    if not mark:
+        return "marked in maintenance"
+    if ours:
+        return "left marked by this maintenance window (%s, phase %s) and not finished by this run" % (
+            mark_owner_text(mark), mark.get("phase") or "marked")
+    return "marked in maintenance by %s: %s" % (mark_owner_text(mark), mark.get("reason") or "no reason given")
+
+
 def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
-                     capacity=None, policy=None, members=None, marked=None):
+                     capacity=None, policy=None, members=None, marked=None, unreachable=None, states=None):
     """The whole plan.
 
     hosts: dicts ``{name, cluster, max_unavailable (default 1), needs_patch (bool or None when
@@ -165,28 +242,68 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
     policy: a PlacementPolicy or a dict of its fields.
     members / marked: cluster -> all its host names, and every host marked in maintenance
     (any owner): marked hosts this run does not maintain reduce the cluster's max_unavailable.
+    unreachable: host -> why it could not be asked at preflight (its libvirt or its SSH did not
+    answer), for any host of the clusters (in ``hosts`` or ``members``): each counts against
+    its cluster's max_unavailable, is not maintained and is never a destination.
+    states: cluster -> its shared state as ``maintenance_state`` reads it (``marks``,
+    ``window``): the marks and done hosts of members outside ``hosts``. A host recorded done
+    in the open window and still marked by it is a stale mark (``stale_marks``): neither
+    maintained nor counted as out of service; the caller removes the mark.
     """
     if isinstance(policy, dict) or policy is None:
         policy = PlacementPolicy(**(policy or {}))
+    unreachable = _unreachable_hosts(unreachable)
+    cluster_states = _cluster_states(states)
     cluster_of = {h["name"]: h["cluster"] for h in hosts}
+    member_of = dict(cluster_of)
+    for cluster, names in (members or {}).items():
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ValueError("members: cluster %s must list host names, not %r" % (cluster, names))
+        for name in names:
+            member_of.setdefault(name, cluster)
     limits = {}
     for host in hosts:
         limit = int(host.get("max_unavailable") or 1)
         if limits.setdefault(host["cluster"], limit) != limit:
             raise ValueError("hosts of cluster %s disagree on max_unavailable (%s and %s)"
                              % (host["cluster"], limits[host["cluster"]], limit))
-    maintained, skipped, resumed, foreign = classify_hosts(hosts, run_id, window_name, force)
+    maintained, skipped, resumed, foreign, stale = classify_hosts(hosts, run_id, window_name, force, unreachable)
     configured = dict(limits)
-    # Hosts already out of service (marked by somebody else, or marked and not maintained by
-    # this run) count against max_unavailable: with a limit of 1 and one host under repair, no
-    # other host of that cluster may go down now.
-    out_of_service = {}
-    for cluster, names in (members or {}).items():
-        out_of_service[cluster] = sorted(h for h in names if h in set(marked or ()) and h not in maintained)
-    for name in foreign:
-        cluster = cluster_of[name]
-        if name not in out_of_service.setdefault(cluster, []):
-            out_of_service[cluster].append(name)
+    # Every mark known: the run's hosts' own, then the clusters' states (hosts outside the run).
+    marks = {h["name"]: h.get("mark") for h in hosts if h.get("mark")}
+    window_of = {h["name"]: h.get("window", window_name) for h in hosts}
+    marked_hosts = set(marked or ()) | set(marks)
+    for cluster, (cluster_marks, window) in sorted(cluster_states.items()):
+        done = (window or {}).get("hosts_done") or {}
+        for name, mark in sorted(cluster_marks.items()):
+            marked_hosts.add(name)
+            if name in cluster_of:
+                continue  # a host of the run: classify_hosts decided
+            marks.setdefault(name, mark)
+            member_of.setdefault(name, cluster)
+            window_of.setdefault(name, (window or {}).get("name") or window_name)
+            if name in done and mark_is_ours(mark, run_id, window_of[name]):
+                stale.append(name)
+    stale = sorted(set(stale))
+    # Hosts already out of service count against max_unavailable: marked hosts this run does
+    # not maintain (by somebody else, or left marked by this window outside the run; not a
+    # stale mark the run removes) and hosts that did not answer at preflight. With a limit of
+    # 1 and one host under repair or unreachable, no other host of that cluster may go down now.
+    out_of_service = {}  # cluster -> {host: why}
+
+    def count_down(name, why):
+        cluster = member_of.get(name)
+        if cluster is None:
+            return  # not a host of the run's clusters
+        entry = out_of_service.setdefault(cluster, {})
+        entry[name] = "%s; %s" % (entry[name], why) if name in entry else why
+
+    for name in sorted(marked_hosts):
+        if name not in maintained and name not in stale:
+            mark = marks.get(name)
+            count_down(name, _mark_text(mark, mark_is_ours(mark, run_id, window_of.get(name, window_name))))
+    for name, why in sorted(unreachable.items()):
+        count_down(name, why)
     for cluster, down in sorted(out_of_service.items()):
         if cluster not in limits or not down:
             continue
@@ -194,30 +311,36 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
         if left >= 1:
             limits[cluster] = left
             continue
-        for host in hosts:
-            if host["cluster"] == cluster and host["name"] in maintained:
-                maintained.remove(host["name"])
-                resumed.pop(host["name"], None)
-                skipped[host["name"]] = (
-                    "cluster %s already has %d host(s) out of service (%s) and max_unavailable is %d: "
-                    "no other host may go down now" % (cluster, len(down), ", ".join(sorted(down)),
-                                                       configured[cluster]))
+        why_waiting = ("cluster %s already has %d host(s) out of service (%s) and max_unavailable is %d: "
+                       "no other host may go down now (%s)" % (
+                           cluster, len(down), ", ".join(sorted(down)), configured[cluster],
+                           "; ".join("%s: %s" % (other, why) for other, why in sorted(down.items()))))
+        for name in [h["name"] for h in hosts if h["cluster"] == cluster and h["name"] in maintained]:
+            maintained.remove(name)
+            skipped[name] = why_waiting
+            if resumed.pop(name, None) is not None:
+                # Left marked by this window and not finished now: out of service as well.
+                count_down(name, _mark_text(marks.get(name), True))
     guest_counts = {h["name"]: int(h.get("guests") or 0) for h in hosts}
-    # Hosts left marked by this window go first: they are out of service already.
-    ordered = sorted(hosts, key=lambda h: 0 if h["name"] in resumed else 1)
-    waves = plan_waves([(h["name"], h["cluster"]) for h in ordered], limits, order=order,
-                       guest_counts=guest_counts, skip=set(skipped))
+    # Hosts left marked by this window go first whatever the order: they are out of service already.
+    waves = plan_waves([(h["name"], h["cluster"]) for h in hosts], limits, order=order,
+                       guest_counts=guest_counts, skip=set(skipped), first=set(resumed))
     violations = wave_violations(waves, cluster_of, limits)
     if violations:  # the wave planner's own invariant: never more than the limit at once
         raise ValueError("; ".join(violations))
-    proof = prove_capacity_by_wave(waves, capacity, foreign, policy) if capacity is not None else None
+    not_destinations = sorted(set(foreign) | {n for names in out_of_service.values() for n in names})
+    proof = (prove_capacity_by_wave(waves, capacity, not_destinations, policy, in_service=stale)
+             if capacity is not None else None)
     clusters = {}
     for host in hosts:
-        entry = clusters.setdefault(host["cluster"], {
-            "max_unavailable": configured[host["cluster"]],
-            "max_unavailable_now": max(configured[host["cluster"]]
-                                       - len(out_of_service.get(host["cluster"]) or []), 0),
-            "out_of_service": sorted(out_of_service.get(host["cluster"]) or []),
+        cluster = host["cluster"]
+        down = out_of_service.get(cluster) or {}
+        entry = clusters.setdefault(cluster, {
+            "max_unavailable": configured[cluster],
+            "max_unavailable_now": max(configured[cluster] - len(down), 0),
+            "out_of_service": sorted(down),
+            "out_of_service_reasons": dict(sorted(down.items())),
+            "stale_marks": [n for n in stale if member_of.get(n) == cluster],
             "hosts": [], "maintained": []})
         entry["hosts"].append(host["name"])
         if host["name"] in maintained:
@@ -229,6 +352,9 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
         "skipped": skipped,
         "resumed": resumed,
         "foreign_marked": sorted(foreign),
+        "out_of_service": {n: why for reasons in out_of_service.values() for n, why in sorted(reasons.items())},
+        "unreachable": {n: why for n, why in sorted(unreachable.items()) if n in member_of},
+        "stale_marks": stale,
         "clusters": clusters,
         "capacity": proof,
         "ok": proof is None or proof["ok"],

@@ -9,12 +9,20 @@ module: maintenance_plan
 short_description: Plan a rolling maintenance run - hosts, waves and capacity proof
 description:
   - Decides which hosts a rolling maintenance run maintains (hosts marked by somebody else are
-    left as found, hosts done in the maintenance window are skipped, hosts left marked by the
-    window are finished, hosts with nothing to patch are skipped unless O(force=true)).
+    left as found, hosts done in the maintenance window are skipped, hosts that could not be
+    asked at preflight are skipped, hosts left marked by the window are finished, hosts with
+    nothing to patch are skipped unless O(force=true)).
   - Groups them into waves with the collection's wave planner (at most C(max_unavailable)
-    hosts of a cluster per wave, clusters in parallel). Hosts already out of service (marked,
-    not maintained by this run) count against C(max_unavailable); a cluster whose limit they
-    use up is not maintained.
+    hosts of a cluster per wave, clusters in parallel). Hosts left marked by the window go
+    before every other host of their cluster, whatever O(order).
+  - Hosts already out of service count against C(max_unavailable) - marked and not maintained
+    by this run, or not answering at preflight (O(unreachable), and with O(facts) every member
+    without facts), in or outside the run's hosts. A cluster whose limit they use up is not
+    maintained (its hosts are skipped, naming the hosts out of service and why). None of them
+    is a destination in the capacity proof.
+  - A host recorded done in the open window and still marked by it (a run stopped between the
+    two writes) is returned in RV(stale_marks) - not maintained again, not counted as out of
+    service, a destination in the proof. The caller removes the mark (under the lock).
   - Proves, wave by wave, that the rest of each cluster can absorb the guests of the hosts of
     the wave, with the collection's placement planner (cumulative reservation). With O(facts),
     the capacity comes from the same conversion the drain uses (running guests, the larger of
@@ -71,6 +79,23 @@ options:
     type: list
     elements: str
     default: []
+  unreachable:
+    description:
+      - Host name to why it could not be asked at preflight (its libvirt or its SSH did not
+        answer), for any host of the clusters, in O(hosts) or only in O(members) (outside
+        C(--limit)). Each counts against its cluster's C(max_unavailable), is not maintained and
+        is never a destination. With O(facts), every member of O(members) without facts is
+        added (its libvirt did not answer).
+    type: dict
+    default: {}
+  states:
+    description:
+      - Cluster name to its shared maintenance state as M(virtfleet.cluster.maintenance_state)
+        O(virtfleet.cluster.maintenance_state#module:action=read) returns it (C(marks), C(window)),
+        read under the lock. Gives the marks and the done hosts of members outside O(hosts). A
+        member recorded done in the open window and still marked by it is a stale mark
+        (RV(stale_marks)), and its marks count as O(marked).
+    type: dict
   unmovable_guests:
     description: With O(facts) - guests the operator declares unmovable.
     type: list
@@ -146,8 +171,28 @@ foreign_marked:
   returned: always
   type: list
   elements: str
+out_of_service:
+  description:
+    - Host to why it counts as out of service against its cluster's C(max_unavailable) (marked
+      and not maintained by this run, or could not be asked at preflight), in or outside O(hosts).
+  returned: always
+  type: dict
+unreachable:
+  description: The hosts of the clusters that could not be asked at preflight, to why.
+  returned: always
+  type: dict
+stale_marks:
+  description:
+    - Hosts recorded done in the open maintenance window and still marked by it. Not maintained
+      and not out of service; the caller removes their marks (O(virtfleet.cluster.maintenance_state#module:action=unmark)).
+  returned: always
+  type: list
+  elements: str
 clusters:
-  description: Per cluster C(max_unavailable), C(hosts), C(maintained).
+  description:
+    - Per cluster C(max_unavailable) (configured), C(max_unavailable_now) (less the hosts out of
+      service), C(out_of_service) (names), C(out_of_service_reasons) (host to why),
+      C(stale_marks), C(hosts), C(maintained).
   returned: always
   type: dict
 capacity:
@@ -180,6 +225,8 @@ def main():
             facts=dict(type="dict"),
             members=dict(type="dict"),
             marked=dict(type="list", elements="str", default=[]),
+            unreachable=dict(type="dict", default={}),
+            states=dict(type="dict"),
             unmovable_guests=dict(type="list", elements="str", default=[]),
             anti_affinity_groups=dict(type="dict", default={}),
             stop_allowed_guests=dict(type="list", elements="str", default=[]),
@@ -192,15 +239,22 @@ def main():
     params = module.params
     try:
         capacity = params["capacity"]
+        unreachable = dict(params["unreachable"] or {})
         if params["facts"] is not None:
             capacity = capacity_from_facts(params["members"], params["facts"], params["marked"],
                                            params["unmovable_guests"], params["anti_affinity_groups"],
                                            params["stop_allowed_guests"], params["copy_storage"])
+            # A member without facts is a host whose libvirt did not answer: out of service.
+            for names in params["members"].values():
+                for name in names:
+                    if name not in params["facts"]:
+                        unreachable.setdefault(name, "its libvirt did not answer at preflight (no hypervisor facts)")
         plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
                                 force=params["force"], order=params["order"],
                                 capacity=capacity, policy=params["policy"],
-                                members=params["members"], marked=params["marked"])
-    except (ValueError, KeyError, TypeError) as exc:
+                                members=params["members"], marked=params["marked"],
+                                unreachable=unreachable, states=params["states"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         module.fail_json(msg="cannot plan the maintenance: %s" % exc)
     module.exit_json(changed=False, **plan)
 

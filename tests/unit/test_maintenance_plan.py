@@ -218,3 +218,147 @@ def test_proof_sees_free_memory_as_earlier_waves_left_it():
     assert [(m["guest"], m["destination"]) for m in steps["a1"]] == [("g1", "a3")]
     # a3 now holds g1 (424 MiB free): g2 goes to a1, which got g1's 600 MiB back.
     assert [(m["guest"], m["destination"]) for m in steps["a2"]] == [("g2", "a1")]
+
+
+# --- what counts against max_unavailable (issue 10, case 7) ---------------------------------------
+
+def test_unreachable_hosts_count_against_max_unavailable_in_or_outside_the_run():
+    # a3 is outside the run (--limit) and its libvirt does not answer; b3 is a host of the run
+    # whose SSH failed at setup. Both are out of service as surely as a marked host.
+    plan = plan_maintenance([host("a1"), host("a2"), host("b1", "b", max_unavailable=2),
+                             host("b2", "b", max_unavailable=2), host("b3", "b", max_unavailable=2)], "run-1",
+                            members={"a": ["a1", "a2", "a3"], "b": ["b1", "b2", "b3"]},
+                            unreachable={"a3": "libvirt does not answer: connection refused",
+                                         "b3": "SSH does not answer: unreachable at setup"})
+    assert plan["maintained"] == ["b1", "b2"]
+    assert plan["wave_hosts"] == [["b1"], ["b2"]]  # 2 - 1 down = one at a time
+    assert "already has 1 host(s) out of service (a3)" in plan["skipped"]["a1"]
+    assert "a3: libvirt does not answer: connection refused" in plan["skipped"]["a1"]
+    assert plan["skipped"]["b3"].startswith("could not be asked at preflight: SSH does not answer")
+    assert plan["out_of_service"] == {"a3": "libvirt does not answer: connection refused",
+                                      "b3": "SSH does not answer: unreachable at setup"}
+    assert plan["clusters"]["b"]["out_of_service"] == ["b3"]
+    assert plan["clusters"]["b"]["max_unavailable_now"] == 1
+
+
+def test_unreachable_and_marked_hosts_add_up():
+    operator = {"owner": {"run_id": "operator"}, "reason": "repair"}
+    plan = plan_maintenance([host(n, max_unavailable=2) for n in ("a1", "a2")], "run-1",
+                            members={"a": ["a1", "a2", "a3", "a4"]}, marked=["a3"],
+                            unreachable={"a4": "SSH does not answer"},
+                            states={"a": {"marks": {"a3": operator}, "window": None}})
+    assert plan["maintained"] == []
+    assert "already has 2 host(s) out of service (a3, a4)" in plan["skipped"]["a1"]
+    assert "a3: marked in maintenance by run operator: repair" in plan["skipped"]["a1"]
+
+
+def test_host_whose_ssh_does_not_answer_is_no_destination_in_the_proof():
+    # a2 answers libvirt (its facts are there) but not SSH: counted out of service, so the
+    # proof must not send a1's guest there; a3 is full.
+    capacity = {"a": {"hosts": [{"name": "a1", "memory_total_mib": 2048, "cpus": 4},
+                                {"name": "a2", "memory_total_mib": 2048, "cpus": 4},
+                                {"name": "a3", "memory_total_mib": 2048, "cpus": 4}],
+                      "guests": [{"name": "g1", "memory_mib": 1000, "vcpus": 1, "host": "a1"},
+                                 {"name": "g3", "memory_mib": 1800, "vcpus": 1, "host": "a3"}]}}
+    policy = {"memory_reserve_mib": 0, "respect_free_memory": False}
+    hosts = [host("a1", max_unavailable=2)]
+    assert plan_maintenance(hosts, "run-1", capacity=capacity, policy=policy)["ok"]
+    plan = plan_maintenance(hosts, "run-1", capacity=capacity, policy=policy,
+                            members={"a": ["a1", "a2", "a3"]}, unreachable={"a2": "SSH does not answer"})
+    assert plan["maintained"] == ["a1"]
+    assert not plan["ok"]
+    assert any("g1" in p for p in plan["capacity"]["problems"])
+
+
+@pytest.mark.parametrize("order", ["given", "name", "fewest_guests", "most_guests"])
+def test_host_left_marked_by_the_window_goes_first_whatever_the_order(order):
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "drained"}
+    plan = plan_maintenance([host("a1", guests=0), host("a2", guests=9), host("a3", mark=mark, guests=5),
+                             host("b1", "b", guests=1), host("b2", "b", guests=2)], "run-2",
+                            window_name="w", order=order)
+    assert plan["resumed"] == {"a3": "drained"}
+    assert plan["waves"][0]["by_cluster"]["a"] == ["a3"]
+
+
+def test_host_recorded_done_but_still_marked_is_unmarked_not_out_of_service():
+    # The run that maintained a1 stopped between recording it done and unmarking it.
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "verified"}
+    plan = plan_maintenance([host("a1", mark=mark, done={"at": 1}), host("a2"), host("a3")], "run-2",
+                            window_name="w", members={"a": ["a1", "a2", "a3"]}, marked=["a1"])
+    assert plan["maintained"] == ["a2", "a3"]
+    assert plan["stale_marks"] == ["a1"]
+    assert plan["skipped"]["a1"].startswith("already done in maintenance window w")
+    assert "This run unmarks it at preflight; it is in service" in plan["skipped"]["a1"]
+    assert plan["clusters"]["a"]["out_of_service"] == []
+    assert plan["clusters"]["a"]["stale_marks"] == ["a1"]
+    assert "a1" not in plan["resumed"]
+
+
+def test_stale_mark_of_a_host_outside_the_run_is_read_from_the_cluster_state():
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "verified"}
+    other = {"owner": {"run_id": "run-0"}, "window": "old", "phase": "drained"}
+    states = {"a": {"marks": {"a3": mark, "a4": other},
+                    "window": {"name": "w", "hosts_done": {"a3": {"at": 1}, "a4": {"at": 1}}, "closed": None}}}
+    plan = plan_maintenance([host("a1", max_unavailable=2), host("a2", max_unavailable=2)], "run-2", window_name="w",
+                            members={"a": ["a1", "a2", "a3", "a4"]}, marked=["a3", "a4"], states=states)
+    assert plan["stale_marks"] == ["a3"]  # a4's mark is another window's: left as found
+    assert plan["clusters"]["a"]["out_of_service"] == ["a4"]
+    assert plan["wave_hosts"] == [["a1"], ["a2"]]
+
+
+def test_stale_marked_host_is_a_destination_in_the_proof():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import capacity_from_facts
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "verified"}
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": []},
+             "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": [_guest_facts("g2", 512)]}}
+    capacity = capacity_from_facts({"a": ["a1", "a2"]}, facts, marked=["a1"])
+    plan = plan_maintenance([host("a1", mark=mark, done={"at": 1}), host("a2")], "run-2", window_name="w",
+                            capacity=capacity, policy={"memory_reserve_mib": 0},
+                            members={"a": ["a1", "a2"]}, marked=["a1"])
+    assert plan["maintained"] == ["a2"]
+    assert plan["ok"], plan["capacity"]["problems"]
+    assert plan["capacity"]["steps"][0]["plan"]["moves"][0]["destination"] == "a1"
+
+
+def _run_module(args):
+    """The maintenance_plan module's main() in-process, as the role calls it; returns its result."""
+    import contextlib
+    import io
+    import json
+    from ansible.module_utils import basic
+    from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_plan as module
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_remote_tmp="/tmp")}).encode()
+    basic._ANSIBLE_PROFILE = "legacy"
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            module.main()
+    finally:
+        basic._ANSIBLE_ARGS = None
+    return json.loads(out.getvalue())
+
+
+def test_module_counts_a_member_whose_libvirt_gave_no_facts():
+    # The role's arguments as preflight.yml passes them today: a3 (outside --limit) is a member
+    # of the cluster, but its libvirt did not answer, so it has no facts.
+    facts = {name: {"memory_total_mib": 4096, "cpus": 4, "guests": []} for name in ("a1", "a2")}
+    result = _run_module({"run_id": "run-1", "hosts": [host("a1"), host("a2")], "facts": facts,
+                          "members": {"a": ["a1", "a2", "a3"]}, "marked": []})
+    assert not result.get("failed"), result
+    assert result["maintained"] == []
+    assert "a3" in result["out_of_service"] and "libvirt" in result["out_of_service"]["a3"]
+
+
+def test_module_takes_unreachable_hosts_and_returns_stale_marks():
+    mark = {"owner": {"run_id": "run-1"}, "window": "w", "phase": "verified"}
+    facts = {name: {"memory_total_mib": 4096, "cpus": 4, "guests": []} for name in ("a1", "a2", "a3", "a4")}
+    result = _run_module({"run_id": "run-2", "window": "w", "order": "name",
+                          "hosts": [host("a1", max_unavailable=2), host("a2", max_unavailable=2)],
+                          "facts": facts, "members": {"a": ["a1", "a2", "a3", "a4"]}, "marked": ["a4"],
+                          "unreachable": {"a3": "SSH does not answer"},
+                          "states": {"a": {"marks": {"a4": mark},
+                                           "window": {"name": "w", "hosts_done": {"a4": {}}, "closed": None}}}})
+    assert not result.get("failed"), result
+    assert result["stale_marks"] == ["a4"]
+    assert result["wave_hosts"] == [["a1"], ["a2"]]
+    assert result["out_of_service"] == {"a3": "SSH does not answer"}

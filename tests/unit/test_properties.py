@@ -747,3 +747,76 @@ def test_move_back_never_overcommits_a_host_nor_breaks_anti_affinity(cluster):
             mates = [g["name"] for g in here if group_of.get(g["name"]) == group_of[move["guest"]]]
             assert len(mates) == 1, "move %d: anti-affinity group %s twice on %s: %s" % (
                 number, group_of[move["guest"]], move["destination"], mates)
+
+
+# --- max_unavailable: every host out of service counts (issue 10, case 7) --------------------
+
+@st.composite
+def clusters_with_hosts_down(draw):
+    """Clusters whose members are in the run or not (--limit), marked by nobody, by this window
+    (left by a failed run) or by somebody else, done in the window or not, unreachable at
+    preflight (libvirt or SSH) or not."""
+    clusters = {}
+    for c in range(draw(st.integers(1, 3))):
+        limit = draw(st.integers(1, 3))
+        members = []
+        for h in range(draw(st.integers(1, 6))):
+            members.append({"name": "c%d-h%d" % (c, h), "cluster": "c%d" % c, "max_unavailable": limit,
+                            "in_run": draw(st.booleans()),
+                            "mark": draw(st.sampled_from([None, None, "ours", "foreign"])),
+                            "done": draw(st.booleans()), "unreachable": draw(st.booleans()) and draw(st.booleans()),
+                            "needs_patch": draw(st.sampled_from([True, False, None])),
+                            "guests": draw(st.integers(0, 9))})
+        clusters["c%d" % c] = (limit, members)
+    order = draw(st.sampled_from(["given", "name", "fewest_guests", "most_guests"]))
+    return clusters, order
+
+
+@FAST
+@given(world=clusters_with_hosts_down())
+def test_hosts_out_of_service_plus_a_wave_never_exceed_max_unavailable(world):
+    """Whatever the hosts' state and the order: the hosts out of service (marked and not
+    maintained, or not answering at preflight; in or outside the run) plus the hosts of any
+    wave stay within the cluster's max_unavailable; a cluster whose limit is used up maintains
+    nothing; hosts left marked by the window lead their cluster; a host done but still marked
+    by the window is a stale mark, neither maintained nor out of service (unless it does not
+    answer)."""
+    from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_plan as mp
+
+    clusters, order = world
+    marks = {"ours": {"owner": {"run_id": "run-1"}, "window": "w", "phase": "drained"},
+             "foreign": {"owner": {"run_id": "operator"}, "reason": "repair"}}
+    everyone = [m for _limit, members in clusters.values() for m in members]
+    states = {c: {"marks": {m["name"]: marks[m["mark"]] for m in members if m["mark"]},
+                  "window": {"name": "w", "closed": None, "hosts_done": {m["name"]: {"at": 1} for m in members if m["done"]}}}
+              for c, (_limit, members) in clusters.items()}
+    hosts = [dict(name=m["name"], cluster=m["cluster"], max_unavailable=m["max_unavailable"], needs_patch=m["needs_patch"],
+                  mark=marks.get(m["mark"]), window="w", done={"at": 1} if m["done"] else None, guests=m["guests"])
+             for m in everyone if m["in_run"]]
+    unreachable = {m["name"]: "did not answer" for m in everyone if m["unreachable"]}
+    plan = mp.plan_maintenance(hosts, "run-2", window_name="w", order=order,
+                               members={c: [m["name"] for m in members] for c, (_l, members) in clusters.items()},
+                               marked=[m["name"] for m in everyone if m["mark"]], unreachable=unreachable, states=states)
+
+    waves = plan["waves"]
+    in_waves = [h for w in waves for h in w["hosts"]]
+    assert sorted(in_waves) == sorted(plan["maintained"])
+    assert sorted(plan["maintained"] + list(plan["skipped"])) == sorted(h["name"] for h in hosts)
+    stale = sorted(m["name"] for m in everyone if m["mark"] == "ours" and m["done"])
+    assert plan["stale_marks"] == stale
+    for c, (limit, members) in clusters.items():
+        down = {m["name"] for m in members
+                if m["unreachable"] or (m["mark"] and m["name"] not in stale and m["name"] not in plan["maintained"])}
+        assert set(n for n in plan["out_of_service"] if n.startswith(c + "-")) == down, (c, plan["out_of_service"])
+        for wave in waves:
+            taken = wave["by_cluster"].get(c, [])
+            assert len(taken) + len(down) <= limit or not taken, (c, wave, sorted(down), limit)
+        for m in members:
+            if m["unreachable"] or m["mark"] == "foreign" or m["done"]:
+                assert m["name"] not in in_waves, m
+        resumed = [m["name"] for m in members if m["name"] in plan["resumed"]]
+        assert all(m["mark"] == "ours" and m["in_run"] for m in members if m["name"] in resumed)
+        wave_of = {h: w["index"] for w in waves for h in w["by_cluster"].get(c, [])}
+        if resumed:
+            others = [h for h in wave_of if h not in resumed]
+            assert not others or max(wave_of[h] for h in resumed) <= min(wave_of[h] for h in others), (c, waves, resumed)
