@@ -314,7 +314,7 @@ def main():
             cluster=dict(type="str", required=True),
             action=dict(type="str", required=True, choices=ACTIONS),
             run_id=dict(type="str"),
-            token=dict(type="str"),
+            token=dict(type="str", no_log=False),  # an identity, not a secret: shown in messages
             identity=dict(type="str"),
             holder=dict(type="dict", default={}),
             host=dict(type="str"),

@@ -26,6 +26,7 @@ attributes:
     support: none
     description: Nothing changes.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller.
 """

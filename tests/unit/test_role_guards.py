@@ -225,7 +225,7 @@ def _run_check_updates(tmp_path, valid_time, check_mode=False):
             "vars": {"ansible_become": False,  # the controller itself, already root (no sudo needed)
                      "rolling_maintenance_package_cache_valid_time": valid_time},
             "tasks": [{"name": "The role's default check", "ansible.builtin.include_role": {
-                           "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}},
+                "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}},
                       {"name": "Show the verdict", "ansible.builtin.debug": {
                           "msg": "NEEDS PATCH: {{ rolling_maintenance_needs_patch }} PENDING: {{ rolling_maintenance_pending_updates | length }}"}}]}
     playbook = tmp_path / "check.yml"
@@ -264,7 +264,7 @@ def _rebootable_local_connection(directory):
     """The local connection under another name: ansible.builtin.reboot refuses `local` (it would
     reboot the controller); here the reboot command only records who ran it."""
     import ast
-    import ansible.plugins.connection.local as local
+    from ansible.plugins.connection import local
     source = open(local.__file__).read()
     documentation = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
                          and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
@@ -381,7 +381,7 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         {"name": "Canary turn", "block": [{"name": "The role's canary", "ansible.builtin.include_role": {
             "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "canary"}}],
          "rescue": [{"name": "Show whether a migration was tried", "ansible.builtin.debug": {
-             "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}},
+            "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}},
                     {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}]}]}
     playbook = tmp_path / "canary.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
