@@ -270,8 +270,11 @@ def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
 
     ``migrate_one`` raises ``MigrationError`` (or anything) on failure. The first failure
     stops new starts; migrations already running finish. Returns one outcome per move, in
-    ``moves`` order: ``status`` migrated | failed | not_started, ``running_on``, timings,
-    ``start_index`` (order actually started), ``result`` or ``error``.
+    ``moves`` order: ``status`` migrated | failed | not_started, ``running_on`` (the host
+    running the guest, None when nobody does), ``where`` (where the guest is, for people: the
+    host running it, ``hv-1 (paused)``, ``hv-1 and hv-2 (active on both)``, ``NOWHERE`` or
+    ``unknown``; a failure also gives ``paused_on``), timings, ``start_index`` (order actually
+    started), ``result`` or ``error``.
     """
     pending = list(range(len(moves)))
     outcomes = [None] * len(moves)
@@ -288,12 +291,15 @@ def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
         try:
             result = migrate_one(move)
             outcome = {"status": "migrated", "running_on": move["destination"],
-                       "location": "destination", "result": result}
+                       "location": "destination", "where": move["destination"],
+                       "result": result}
         except mig.MigrationError as exc:
             outcome = {"status": "failed", "running_on": exc.running_on,
-                       "location": exc.location, "error": exc.message, "reason": exc.reason}
+                       "location": exc.location, "where": exc.where, "paused_on": exc.paused_on,
+                       "error": exc.message, "reason": exc.reason}
         except Exception as exc:  # a bug or an unexpected libvirt state: report, don't hide
             outcome = {"status": "failed", "running_on": None, "location": "unknown",
+                       "where": "unknown", "paused_on": None,
                        "error": "%s: unexpected error: %r" % (move["guest"], exc),
                        "reason": "unexpected"}
         outcome["started_s"] = round(began - t0, 3)
@@ -328,7 +334,7 @@ def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
 
     for index in pending:
         outcomes[index] = {"status": "not_started", "running_on": moves[index]["source"],
-                           "location": "source", "start_index": None,
+                           "location": "source", "where": moves[index]["source"], "start_index": None,
                            "error": "not started: an earlier migration of the drain failed"}
     report = []
     for move, outcome in zip(moves, outcomes):
@@ -432,11 +438,14 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
         failures = [o for o in outcomes if o["status"] == "failed"]
         if failures:
             result["locations"] = _locations(view.guests_on(source), outcomes)
+            result["where"] = _where(view.guests_on(source), outcomes)
+            # Where each guest is in words: a guest paused on one host, or active on both,
+            # is named so (its host-or-None location would say nobody runs it).
             raise DrainError(
                 "drain of %s stopped: %s. Where the guests are: %s"
                 % (source, "; ".join(o["error"] for o in failures),
-                   ", ".join("%s on %s" % (g, h or "NOWHERE/unknown")
-                             for g, h in sorted(result["locations"].items()))), result)
+                   ", ".join("%s on %s" % item for item in sorted(result["where"].items()))),
+                result)
 
         source_conn = view.connections[source]
         for action in plan["unmovable"]:
@@ -453,6 +462,7 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
         result["remaining_guests"] = still_running
         unexpected = [g for g in still_running if g not in result["left"]]
         result["locations"] = _locations(view.guests_on(source), outcomes)
+        result["where"] = _where(view.guests_on(source), outcomes)
         result["elapsed_s"] = round(time.monotonic() - began, 3)
         if unexpected:
             why = ["%s: %s" % (item["guest"], item["error"]) for item in result["shutdown"]
@@ -469,6 +479,15 @@ def _locations(guests_on_source, outcomes):
     where = dict((g.name, g.host) for g in guests_on_source)
     for outcome in outcomes:
         where[outcome["guest"]] = outcome["running_on"]
+    return where
+
+
+def _where(guests_on_source, outcomes):
+    """Guest -> where it is, in words (the outcome's ``where``; a guest not moved is on its
+    host): never just "nowhere" for a guest paused on a host or active on two."""
+    where = dict((g.name, g.host) for g in guests_on_source)
+    for outcome in outcomes:
+        where[outcome["guest"]] = outcome.get("where") or "unknown"
     return where
 
 

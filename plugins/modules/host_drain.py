@@ -226,15 +226,30 @@ plan:
 migrations:
   description:
     - One entry per planned move - guest, source, destination, status (migrated, failed,
-      not_started), running_on, start_index, started_s/ended_s (relative to the drain start),
+      not_started), running_on, where, start_index, started_s/ended_s (relative to the drain start),
       result (the job statistics of M(virtfleet.cluster.guest_migrate)) or error.
+    - C(running_on) is the host running the guest (null when nobody does); C(where) says where the
+      guest is in words - the host running it, C(hv-1 (paused)) for a guest a failed migration left
+      paused there, C(hv-1 and hv-2 (active on both)), C(NOWHERE) or C(unknown). A failed entry also
+      has C(paused_on), the host holding the guest paused (null if none), C(location) and C(reason).
+    - A migrated entry's result may carry C(warnings) (autostart not carried over, with the command
+      that does it by hand); they are also shown as task warnings.
   returned: when not in check mode
   type: list
   elements: dict
 locations:
-  description: Where each guest of the host is after the task (guest -> host; null if unknown).
+  description:
+    - Where each guest of the host is after the task (guest -> host running it; null if nobody
+      runs it or it is not known - a guest left paused is null here, see RV(where)).
   returned: when not in check mode, or on refusal
   type: dict
+where:
+  description:
+    - Where each guest of the host is after the task, in words (guest -> the host running it,
+      C(hv-1 (paused)), C(hv-1 and hv-2 (active on both)), C(NOWHERE) or C(unknown)).
+  returned: when migrations ran (not in check mode, not on refusal)
+  type: dict
+  sample: {"web-1": "hv-2", "db-1": "hv-1 (paused)"}
 remaining_guests:
   description: Guests the host still runs at the end (only guests left on purpose may be here).
   returned: when the drain ran to the end

@@ -189,3 +189,102 @@ def test_invalid_drain_options_are_refused(kwargs, words):
 def test_migration_options_accept_a_dict():
     options = d.DrainOptions(migration={"max_downtime_ms": 200, "guest": "ignored"})
     assert options.migration.max_downtime_ms == 200
+
+
+# --- where every guest is after a failed migration (issue 10, case 15) -------------------
+
+class PausedOnSource:
+    """Injected migrate function: the migration left ``paused`` paused on hv-1 (nobody runs
+    it: the driver could not prove the destination has no copy), the others migrate."""
+
+    def __init__(self, paused="g1", location="source (paused)", paused_on="hv-1"):
+        self.paused = paused
+        self.location = location
+        self.paused_on = paused_on
+
+    def __call__(self, move):
+        if move["guest"] == self.paused:
+            raise MigrationError("%s left paused on hv-1: the destination %s could not be asked"
+                                 % (move["guest"], move["destination"]), guest=move["guest"],
+                                 source=move["source"], destination=move["destination"],
+                                 reason="destination-unreachable", location=self.location,
+                                 running_on=None, paused_on=self.paused_on)
+        return {"guest": move["guest"], "downtime_ms": 20}
+
+
+def test_a_guest_left_paused_is_reported_paused_and_where():
+    outcome = d.run_moves(moves(("g1", "hv-2")), PausedOnSource())[0]
+    assert outcome["status"] == "failed" and outcome["running_on"] is None
+    assert outcome["where"] == "hv-1 (paused)"
+    assert outcome["paused_on"] == "hv-1"
+
+
+def test_every_outcome_says_where_the_guest_is():
+    plan = moves(("moved", "hv-2"), ("g1", "hv-3"), ("later", "hv-2"))
+    outcomes = d.run_moves(plan, PausedOnSource(), max_parallel=1)
+    assert [(o["guest"], o["status"], o["where"]) for o in outcomes] == [
+        ("moved", "migrated", "hv-2"), ("g1", "failed", "hv-1 (paused)"),
+        ("later", "not_started", "hv-1")]
+    rec = Recorder(fail={"a"})
+    assert d.run_moves(moves(("a", "hv-2")), rec)[0]["where"] == "hv-1"  # still running there
+
+    def explode(move):
+        raise RuntimeError("boom")
+    assert d.run_moves(moves(("a", "hv-2")), explode)[0]["where"] == "unknown"
+
+
+def test_a_guest_active_on_both_hosts_is_reported_so():
+    migrate = PausedOnSource(location="both", paused_on=None)
+    outcome = d.run_moves(moves(("g1", "hv-2")), migrate)[0]
+    assert outcome["where"] == "hv-1 and hv-2 (active on both)"
+
+
+def _facts(*names):
+    return {"memory_total_mib": 8192, "memory_free_mib": 6000, "cpus": 4, "guests": [
+        {"name": name, "active": True, "state": "running", "memory_mib": 256, "max_memory_mib": 256,
+         "vcpus": 1, "movable": True, "migration_blockers": [], "local_disks": [], "migration_notes": []}
+        for name in names]}
+
+
+class _ClosingConnection:
+    def close(self):
+        return 0
+
+
+def _drain_with(monkeypatch, migrate_one, **facts_by_host):
+    """drain_host over fixed facts (hv-1 to drain) with ``migrate_one(move)`` as the migration."""
+    by_uri = {"test:///%s" % host: _facts(*guests) for host, guests in facts_by_host.items()}
+    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    hosts = [d.ClusterHost(host, "test:///%s" % host) for host in sorted(facts_by_host)]
+
+    def migrate(guest, source_uri, dest_uri, options, **kwargs):
+        return migrate_one({"guest": guest, "source": kwargs["source_name"],
+                            "destination": kwargs["dest_name"]})
+    with pytest.raises(d.DrainError) as caught:
+        d.drain_host("hv-1", hosts, d.DrainOptions(cpu_check=False, max_parallel=1),
+                     connect=lambda uri: _ClosingConnection(), migrate=migrate)
+    return caught.value
+
+
+def test_a_drain_stopped_by_a_paused_guest_names_it_paused_not_nowhere(monkeypatch):
+    error = _drain_with(monkeypatch, PausedOnSource(), **{"hv-1": ["g1"], "hv-2": []})
+    assert "g1 on hv-1 (paused)" in error.message
+    assert "NOWHERE" not in error.message
+    assert error.result["locations"] == {"g1": None}  # host running it: nobody
+    assert error.result["where"] == {"g1": "hv-1 (paused)"}
+
+
+def test_a_drain_stopped_by_a_guest_active_on_both_hosts_says_so(monkeypatch):
+    error = _drain_with(monkeypatch, PausedOnSource(location="both", paused_on=None),
+                        **{"hv-1": ["g1"], "hv-2": []})
+    assert "g1 on hv-1 and hv-2 (active on both)" in error.message
+    assert "NOWHERE" not in error.message
+
+
+def test_the_drain_failure_says_where_every_guest_of_the_host_is(monkeypatch):
+    migrate = PausedOnSource(paused="small")
+    error = _drain_with(monkeypatch, migrate, **{"hv-1": ["big", "small", "tiny"], "hv-2": []})
+    where = error.result["where"]
+    assert where["small"] == "hv-1 (paused)"
+    assert set(where.values()) <= {"hv-1", "hv-2", "hv-1 (paused)"}
+    assert all("%s on %s" % item in error.message for item in where.items())
