@@ -202,7 +202,12 @@ destination:
   returned: always
   type: str
 location:
-  description: Where the guest is after the task, as host name -> state (C(running), C(paused), C(absent), ...).
+  description:
+    - Where the guest is after the task, as host name -> state (C(running), C(paused), C(absent),
+      C(defined), or C(unreachable) followed by why).
+    - After a failed migration it is read again from both hosts (not the state read before the
+      attempt); when that read fails it is not returned, and RV(where) says where the migration
+      left the guest.
   returned: when the guest could be located
   type: dict
   sample: {"hv-1": "absent", "hv-2": "running"}
@@ -248,7 +253,9 @@ autostart:
   returned: success, when migrated
   type: bool
 warnings:
-  description: What could not be carried over (autostart), with the command that does it by hand.
+  description:
+    - What could not be carried over (autostart), with the command that does it by hand; shown as
+      task warnings.
   returned: success, when something could not be done
   type: list
   elements: str
@@ -264,6 +271,17 @@ running_on:
   description: Host running the guest after a failure (null when nobody does - the message says so).
   returned: failure
   type: str
+paused_on:
+  description: Host holding the guest paused after a failure (null when it is not paused anywhere); the message says how to resume it.
+  returned: failure
+  type: str
+where:
+  description:
+    - Where the guest is after a failure, in words - the host running it, V(hv-1 \(paused\)),
+      V(hv-1 and hv-2 \(active on both\)), V(NOWHERE) or V(unknown).
+  returned: failure
+  type: str
+  sample: hv-1 (paused)
 msg:
   description: What happened; on failure, where the guest runs now and why.
   returned: always
@@ -341,8 +359,14 @@ def run(params, check_mode=False, progress=None):
                                     dest_peer_uri=params.get("dest_migration_uri"))
     except mig.MigrationError as exc:
         result.update(failed=True, msg=exc.message, reason=exc.reason,
-                      running_on=exc.running_on,
+                      running_on=exc.running_on, paused_on=exc.paused_on, where=exc.where,
                       last_progress=exc.last_progress.as_dict() if exc.last_progress else None)
+        # The location read before the attempt may be wrong now (paused, moved, on both):
+        # read it again, or return none rather than a stale one.
+        result.pop("location", None)
+        after = _locate_after_failure(guest, {source: params["source_uri"], dest: params["dest_uri"]})
+        if after is not None:
+            result["location"] = after
         return result
     result.update(outcome)
     result["location"] = {source: "absent" if options.undefine_source else "defined",
@@ -352,16 +376,33 @@ def run(params, check_mode=False, progress=None):
     return result
 
 
+def _locate_after_failure(guest, uris):
+    """Where the guest is after a failed attempt (``locate_guest``: each host asked once, the
+    connection bounded by the opener's timeout), or None when it could not be read: never
+    raises, the failure being reported is the migration's."""
+    try:
+        return mig.locate_guest(guest, uris)
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def finish(module, result):
+    """Hands ``run()``'s result to Ansible: what the migration could not carry over
+    (``warnings``, with the command that does it by hand) becomes task warnings; Ansible
+    returns them in the result's ``warnings``."""
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if not mig.HAS_LIBVIRT:
         module.fail_json(msg="libvirt-python is required on the host running this module"
                              " (the controller): %s" % mig.LIBVIRT_IMPORT_ERROR)
-    result = run(module.params, module.check_mode)
-    if result.get("failed"):
-        result.pop("failed")
-        module.fail_json(**result)
-    module.exit_json(**result)
+    finish(module, run(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -796,3 +796,87 @@ def test_completed_post_copy_leaving_the_destination_paused_says_how_to_resume_i
     assert error.location == "destination (paused)" and error.paused_on == "hv-2"
     assert "do not resume" not in error.message
     assert "virsh -c %s resume web-3" % DST_URI in error.message
+
+
+# --- guest_migrate on a failure: where the guest is, read again (issue 10 case 15) ---------
+
+def _module_run(monkeypatch, migrate, located):
+    """guest_migrate.run() with the driver replaced: ``migrate`` raises or returns, each
+    locate_guest call takes the next entry of ``located`` (an exception is raised)."""
+    from ansible_collections.virtfleet.cluster.plugins.modules import guest_migrate
+    reads = list(located)
+
+    def locate(guest, uris, connect=None):
+        answer = reads.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+    monkeypatch.setattr(m, "locate_guest", locate)
+    monkeypatch.setattr(m, "migrate_guest", migrate)
+    params = {"guest": "g1", "source_uri": "test:///hv-1", "dest_uri": "test:///hv-2",
+              "source_name": "hv-1", "dest_name": "hv-2"}
+    return guest_migrate.run(params), reads
+
+
+def _left_paused(*_args, **_kwargs):
+    raise m.MigrationError("g1 left paused on hv-1: hv-2 could not be asked", guest="g1",
+                           source="hv-1", destination="hv-2", reason="destination-unreachable",
+                           location="source (paused)", running_on=None, paused_on="hv-1")
+
+
+def test_guest_migrate_failure_names_the_paused_guest_and_where(monkeypatch):
+    result, _left = _module_run(monkeypatch, _left_paused,
+                                [{"hv-1": "running", "hv-2": "absent"}, {"hv-1": "paused", "hv-2": "absent"}])
+    assert result["failed"] and result["running_on"] is None
+    assert result["paused_on"] == "hv-1"
+    assert result["where"] == "hv-1 (paused)"
+
+
+def test_guest_migrate_failure_location_is_read_again_after_the_attempt(monkeypatch):
+    result, left = _module_run(monkeypatch, _left_paused,
+                               [{"hv-1": "running", "hv-2": "absent"}, {"hv-1": "paused", "hv-2": "absent"}])
+    assert result["location"] == {"hv-1": "paused", "hv-2": "absent"}  # not the "running" read before
+    assert left == []
+
+
+def test_guest_migrate_failure_with_an_unreadable_location_does_not_report_the_old_one(monkeypatch):
+    result, _left = _module_run(monkeypatch, _left_paused,
+                                [{"hv-1": "running", "hv-2": "absent"}, RuntimeError("no answer")])
+    assert result["failed"] and result["where"] == "hv-1 (paused)"
+    assert result.get("location") != {"hv-1": "running", "hv-2": "absent"}  # stale: never shown
+    assert "g1 left paused on hv-1" in result["msg"]
+
+
+class _FakeModule:
+    def __init__(self):
+        self.warnings, self.exited, self.failed = [], None, None
+
+    def warn(self, text):
+        self.warnings.append(text)
+
+    def exit_json(self, **result):
+        self.exited = result
+        raise SystemExit(0)  # as AnsibleModule does
+
+    def fail_json(self, **result):
+        self.failed = result
+        raise SystemExit(1)
+
+
+def test_guest_migrate_shows_migration_warnings_as_task_warnings(monkeypatch):
+    from ansible_collections.virtfleet.cluster.plugins.modules import guest_migrate
+    warning = "g1 runs on hv-2 without the autostart it had on hv-1: run `virsh -c URI autostart g1`"
+
+    def migrated(*_args, **_kwargs):
+        return {"guest": "g1", "downtime_ms": 20, "total_time_ms": 700, "warnings": [warning]}
+    result, _left = _module_run(monkeypatch, migrated, [{"hv-1": "running", "hv-2": "absent"}])
+    module = _FakeModule()
+    with pytest.raises(SystemExit):
+        guest_migrate.finish(module, result)
+    assert module.warnings == [warning]
+    assert module.exited is not None and "warnings" not in module.exited  # not passed to exit_json
+    assert module.failed is None
+    failed = _FakeModule()
+    with pytest.raises(SystemExit):
+        guest_migrate.finish(failed, dict(result, failed=True))
+    assert failed.failed is not None and "failed" not in failed.failed and failed.exited is None
