@@ -64,7 +64,7 @@ class ActionModule(ActionBase):
             result.update(self._execute_module(module_name="virtfleet.cluster.host_drain",
                                                module_args=self._task.args,
                                                task_vars=task_vars))
-            return result
+            return _with_migration_warnings(result)
 
         validation, params = self.validate_argument_spec(argument_spec=module.ARGUMENT_SPEC)
         check_mode = bool(self._task.check_mode)
@@ -77,7 +77,20 @@ class ActionModule(ActionBase):
         # URIs are no_log: scrub them from anything that might quote one (libvirt errors).
         outcome = remove_values(outcome, validation._no_log_values)
         result.update(outcome)
-        return result
+        return _with_migration_warnings(result)
+
+
+def _with_migration_warnings(result):
+    """What a migration could not carry over (its result's ``warnings``: autostart, with the
+    command that does it by hand) shown as task warnings, also when the drain failed later."""
+    warnings = list(result.get("warnings") or [])
+    for entry in result.get("migrations") or []:
+        for warning in (entry.get("result") or {}).get("warnings") or []:
+            if warning not in warnings:
+                warnings.append(warning)
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 def _summary(outcome):
@@ -89,6 +102,6 @@ def _summary(outcome):
                          % (entry["guest"], entry["destination"], stats.get("downtime_ms"),
                             stats.get("elapsed_s")))
         else:
-            lines.append("%s: %s - %s" % (entry["guest"], entry["status"],
-                                          entry.get("error")))
+            lines.append("%s: %s - %s (where it is: %s)" % (entry["guest"], entry["status"],
+                                                          entry.get("error"), entry.get("where") or "unknown"))
     return lines

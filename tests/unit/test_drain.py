@@ -288,3 +288,53 @@ def test_the_drain_failure_says_where_every_guest_of_the_host_is(monkeypatch):
     assert where["small"] == "hv-1 (paused)"
     assert set(where.values()) <= {"hv-1", "hv-2", "hv-1 (paused)"}
     assert all("%s on %s" % item in error.message for item in where.items())
+
+
+# --- the host_drain action shows what a migration could not carry over ----------------------
+
+AUTOSTART_WARNING = "g1 runs on hv-2 without the autostart it had on hv-1: run `virsh -c URI autostart g1`"
+
+
+def _run_action(monkeypatch, report=None, error=None):
+    """The host_drain action plugin, in-process path, with drain_host replaced."""
+    from unittest import mock
+    from ansible_collections.virtfleet.cluster.plugins.action import host_drain as action
+
+    def drain_host(*_args, **_kwargs):
+        if error is not None:
+            raise error
+        return report
+    monkeypatch.setattr(d, "drain_host", drain_host)
+    monkeypatch.setattr(action.mig, "HAS_LIBVIRT", True)
+    task = mock.MagicMock(async_val=0, check_mode=False, action="virtfleet.cluster.host_drain",
+                          args={"host": "hv-1", "hosts": [{"name": "hv-1", "uri": "test:///hv-1"},
+                                                          {"name": "hv-2", "uri": "test:///hv-2"}]})
+    connection = mock.MagicMock()
+    connection._shell.tmpdir = "/nonexistent"
+    plugin = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(),
+                                 mock.MagicMock())
+    return plugin.run(task_vars={})
+
+
+def _migrated(guest, destination, **result):
+    return {"guest": guest, "source": "hv-1", "destination": destination, "status": "migrated",
+            "running_on": destination, "where": destination, "result": dict(result, guest=guest)}
+
+
+def test_host_drain_action_shows_migration_warnings_as_task_warnings(monkeypatch):
+    report = {"host": "hv-1", "changed": True, "plan": {"moves": []}, "left": [], "shutdown": [],
+              "elapsed_s": 1.0, "migrations": [_migrated("g1", "hv-2", warnings=[AUTOSTART_WARNING]),
+                                               _migrated("g2", "hv-2")]}
+    result = _run_action(monkeypatch, report=report)
+    assert not result.get("failed"), result.get("msg")
+    assert result.get("warnings") == [AUTOSTART_WARNING]
+
+
+def test_host_drain_action_shows_warnings_of_the_migrations_done_before_a_failure(monkeypatch):
+    failed = {"guest": "g2", "source": "hv-1", "destination": "hv-2", "status": "failed", "running_on": None,
+              "where": "hv-1 (paused)", "paused_on": "hv-1", "error": "g2 left paused on hv-1"}
+    report = {"host": "hv-1", "changed": True, "plan": {"moves": []}, "left": [], "shutdown": [],
+              "migrations": [_migrated("g1", "hv-2", warnings=[AUTOSTART_WARNING]), failed]}
+    result = _run_action(monkeypatch, error=d.DrainError("drain of hv-1 stopped", report))
+    assert result["failed"] and result["msg"] == "drain of hv-1 stopped"
+    assert result.get("warnings") == [AUTOSTART_WARNING]
