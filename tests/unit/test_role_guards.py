@@ -221,13 +221,14 @@ def _apt_usable():
 
 
 def _run_check_updates(tmp_path, valid_time, check_mode=False):
+    check = {"name": "The role's default check",
+             "ansible.builtin.include_role": {"name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}}
+    verdict = {"name": "Show the verdict", "ansible.builtin.debug": {
+        "msg": "NEEDS PATCH: {{ rolling_maintenance_needs_patch }} PENDING: {{ rolling_maintenance_pending_updates | length }}"}}
     play = {"name": "check", "hosts": "kvm-a", "gather_facts": False,
             "vars": {"ansible_become": False,  # the controller itself, already root (no sudo needed)
                      "rolling_maintenance_package_cache_valid_time": valid_time},
-            "tasks": [{"name": "The role's default check", "ansible.builtin.include_role": {
-                "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "check_updates"}},
-                      {"name": "Show the verdict", "ansible.builtin.debug": {
-                          "msg": "NEEDS PATCH: {{ rolling_maintenance_needs_patch }} PENDING: {{ rolling_maintenance_pending_updates | length }}"}}]}
+            "tasks": [check, verdict]}
     playbook = tmp_path / "check.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
     env = _env(APT_CONFIG=str(_fake_apt(tmp_path)))
@@ -377,12 +378,13 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         "rolling_maintenance_migration_options": options or {},
     }
     play_vars.update(extra_vars or {})
-    play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars, "tasks": marks + [
-        {"name": "Canary turn", "block": [{"name": "The role's canary", "ansible.builtin.include_role": {
-            "name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "canary"}}],
-         "rescue": [{"name": "Show whether a migration was tried", "ansible.builtin.debug": {
-            "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}},
-                    {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}]}]}
+    canary = {"name": "The role's canary",
+              "ansible.builtin.include_role": {"name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "canary"}}
+    tried = {"name": "Show whether a migration was tried", "ansible.builtin.debug": {
+        "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}}
+    fail = {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}
+    play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars,
+            "tasks": marks + [{"name": "Canary turn", "block": [canary], "rescue": [tried, fail]}]}
     playbook = tmp_path / "canary.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
     command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(tmp_path / "canary-inventory.yml"), str(playbook)]
