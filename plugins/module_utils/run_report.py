@@ -20,7 +20,8 @@ phase              ``phase`` (drain, verify_empty, patch, reboot, verify, canary
                    ``start`` (then no start event is needed)
 migration          ``guest``, ``source``, ``destination``, ``purpose`` (drain, canary,
                    move_back, rebalance), ``started``, ``ended``, ``time_ms``, ``downtime_ms``,
-                   ``status`` (ok/failed/skipped: a move-back that would not fit), ``message``
+                   ``status`` (ok/failed/skipped: a move-back that would not fit), ``message``,
+                   ``where`` (a failed one: where the guest is, e.g. ``hv-1 (paused)``)
 host_done          ``boot_id_before``, ``boot_id_after``, ``rebooted``
 host_skipped       ``reason``
 host_failed        ``phase``, ``message``
@@ -185,7 +186,7 @@ def build_report(events):
         elif kind == "migration":
             record = {k: event.get(k) for k in ("guest", "source", "destination", "purpose",
                                                 "started", "ended", "time_ms", "downtime_ms",
-                                                "status", "message")}
+                                                "status", "message", "where")}
             record["cluster"] = cluster
             record["host"] = host
             record["started"] = record["started"] or ts
@@ -428,6 +429,14 @@ def _status_word(status):
             "in_maintenance": "left in maintenance", "planned": "not started"}.get(status, status)
 
 
+def _shown_destination(migration):
+    """The "to" column: the destination; a failed migration without one (its guest runs
+    nowhere: left paused, active on both) shows where the guest is instead."""
+    if migration["status"] not in ("ok", "skipped") and not migration["destination"] and migration.get("where"):
+        return migration["where"]
+    return migration["destination"]
+
+
 def render_markdown(report, svg_name="timeline.svg"):
     run, totals = report["run"], report["totals"]
     out = ["# Rolling maintenance run %s" % run["run_id"], ""]
@@ -488,7 +497,7 @@ def render_markdown(report, svg_name="timeline.svg"):
                     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for m in migrations:
                 out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                    m["guest"], m["purpose"] or "-", m["source"], m["destination"],
+                    m["guest"], m["purpose"] or "-", m["source"], _shown_destination(m),
                     _fmt_time(m["started"]), _fmt_ms(m["time_ms"]), _fmt_ms(m["downtime_ms"]),
                     m["status"] if m["status"] == "ok" else "%s: %s" % (m["status"], m["message"])))
         out.append("")
@@ -594,7 +603,7 @@ def render_html(report):
                 out.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
                            "<td>%s</td><td%s>%s</td></tr>" % (
                                esc(str(m["guest"])), esc(str(m["purpose"] or "-")),
-                               esc(str(m["source"])), esc(str(m["destination"])),
+                               esc(str(m["source"])), esc(str(_shown_destination(m))),
                                _fmt_time(m["started"]), _fmt_ms(m["time_ms"]),
                                _fmt_ms(m["downtime_ms"]), cls,
                                esc(m["status"] if m["status"] == "ok"

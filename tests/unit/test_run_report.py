@@ -217,3 +217,22 @@ def test_a_skipped_move_back_is_reported_as_skipped_not_as_a_failed_migration():
     assert report["guests"]["g1"]["failed_migrations"] == 0
     html_rows = rr.render_html(report).split("<h2>Where every guest is", maxsplit=1)[0]
     assert 'class="failed"' not in html_rows.split("move_back")[-1]
+
+
+def test_a_failed_migration_row_says_where_the_guest_was_left():
+    """A failed migration whose guest runs nowhere (left paused, or active on both) has no
+    destination: the "to" column says where it is, not "None" (issue 10 case 15)."""
+    events = [ev(0, "run_start", clusters={"a": ["a1", "a2"]}),
+              ev(5, "migration", cluster="a", host="a1", guest="g1", source="a1", destination=None,
+                 where="a1 (paused)", purpose="drain", status="failed", message="g1 left paused on a1"),
+              ev(6, "migration", cluster="a", host="a1", guest="g2", source="a1", destination="a1",
+                 where="a1", purpose="drain", status="failed", message="aborted, still on a1"),
+              ev(7, "run_end", status="failed")]
+    report = rr.build_report(events)
+    md = rr.render_markdown(report)
+    row = next(line for line in md.splitlines() if line.startswith("| g1 | drain |"))
+    assert row.split(" | ")[3] == "a1 (paused)"
+    assert "| g2 | drain | a1 | a1 |" in md  # a destination recorded is shown as before
+    page = rr.render_html(report)
+    assert "<td>g1</td><td>drain</td><td>a1</td><td>a1 (paused)</td>" in page
+    assert "None" not in row
