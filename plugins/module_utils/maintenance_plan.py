@@ -353,7 +353,8 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
         "resumed": resumed,
         "foreign_marked": sorted(foreign),
         "out_of_service": {n: why for reasons in out_of_service.values() for n, why in sorted(reasons.items())},
-        "unreachable": {n: why for n, why in sorted(unreachable.items()) if n in member_of},
+        # Not "unreachable": Ansible takes a result carrying a true "unreachable" for an unreachable host.
+        "not_answering": {n: why for n, why in sorted(unreachable.items()) if n in member_of},
         "stale_marks": stale,
         "clusters": clusters,
         "capacity": proof,

@@ -177,8 +177,8 @@ out_of_service:
       and not maintained by this run, or could not be asked at preflight), in or outside O(hosts).
   returned: always
   type: dict
-unreachable:
-  description: The hosts of the clusters that could not be asked at preflight, to why.
+not_answering:
+  description: The hosts of the clusters that could not be asked at preflight (option O(unreachable) and members without facts), to why.
   returned: always
   type: dict
 stale_marks:

@@ -35,6 +35,18 @@ def _clean_state(state):
     state.release_lock("operator", force=True)
 
 
+def _close_window(state):
+    """Close the window an earlier test left open, as a run that finished the cluster would."""
+    holder = ms.default_holder("test-setup")
+    state.acquire_lock(holder)
+    try:
+        window = state.window()
+        if window and not window.get("closed"):
+            state.close_window("test-setup", token=holder["token"])
+    finally:
+        state.release_lock("test-setup", token=holder["token"])
+
+
 def _move(lab, guest, source, destination):
     """Live-migrate guest as an operator would, with virsh on the source host."""
     command = ("virsh -c qemu:///session migrate --live --p2p --persistent --undefinesource %s %s"
@@ -165,3 +177,24 @@ def test_rebalance_holds_the_lock_while_it_moves_and_never_fills_a_marked_host(l
     finally:
         _clean_state(state)
         _send_home(lab, cluster)
+
+
+def test_a_host_whose_libvirt_does_not_answer_counts_against_max_unavailable(lab, tmp_path):
+    """A cluster member outside the run whose libvirt is down is out of service: with
+    max_unavailable 1 no other host of its cluster may go down (the dry run's plan says so)."""
+    from test_faults import kill_libvirtd
+    cluster = sorted(lab.clusters)[-1]
+    *run_hosts, down = lab.clusters[cluster]
+    _close_window(ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster))  # no host "already done"
+    kill_libvirtd(lab, down)
+    try:
+        rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=run_hosts,
+                                             rolling_maintenance_dry_run=True, rolling_maintenance_force=True)
+        assert rc == 0, output[-4000:]
+        assert report["clusters"][cluster]["max_unavailable"] == 1
+        for host in run_hosts:
+            assert report["hosts"][host]["status"] == "skipped", report["hosts"][host]
+            assert down in report["hosts"][host]["reason"] and "libvirt did not answer" in report["hosts"][host]["reason"]
+        assert report["plan"]["waves"] == []
+    finally:
+        lab.up()  # starts the host's libvirtd (and its guests) again

@@ -362,3 +362,5 @@ def test_module_takes_unreachable_hosts_and_returns_stale_marks():
     assert result["stale_marks"] == ["a4"]
     assert result["wave_hosts"] == [["a1"], ["a2"]]
     assert result["out_of_service"] == {"a3": "SSH does not answer"}
+    # A true "unreachable" in a module result makes Ansible take the host for unreachable.
+    assert "unreachable" not in result and result["not_answering"] == {"a3": "SSH does not answer"}
