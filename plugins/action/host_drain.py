@@ -102,6 +102,6 @@ def _summary(outcome):
                          % (entry["guest"], entry["destination"], stats.get("downtime_ms"),
                             stats.get("elapsed_s")))
         else:
-            lines.append("%s: %s - %s (where it is: %s)" % (entry["guest"], entry["status"],
-                                                          entry.get("error"), entry.get("where") or "unknown"))
+            lines.append("%s: %s - %s (where it is: %s)"
+                         % (entry["guest"], entry["status"], entry.get("error"), entry.get("where") or "unknown"))
     return lines

@@ -277,8 +277,8 @@ paused_on:
   type: str
 where:
   description:
-    - Where the guest is after a failure, in words - the host running it, V(hv-1 \(paused\)),
-      V(hv-1 and hv-2 \(active on both\)), V(NOWHERE) or V(unknown).
+    - Where the guest is after a failure, in words - the host running it, V(hv-1 (paused\)),
+      V(hv-1 and hv-2 (active on both\)), V(NOWHERE) or V(unknown).
   returned: failure
   type: str
   sample: hv-1 (paused)

@@ -229,8 +229,8 @@ migrations:
       not_started), running_on, where, start_index, started_s/ended_s (relative to the drain start),
       result (the job statistics of M(virtfleet.cluster.guest_migrate)) or error.
     - C(running_on) is the host running the guest (null when nobody does); C(where) says where the
-      guest is in words - the host running it, V(hv-1 \(paused\)) for a guest a failed migration left
-      paused there, V(hv-1 and hv-2 \(active on both\)), V(NOWHERE) or V(unknown). A failed entry also
+      guest is in words - the host running it, V(hv-1 (paused\)) for a guest a failed migration left
+      paused there, V(hv-1 and hv-2 (active on both\)), V(NOWHERE) or V(unknown). A failed entry also
       has C(paused_on), the host holding the guest paused (null if none), C(location) and C(reason).
     - A migrated entry's result may carry C(warnings) (autostart not carried over, with the command
       that does it by hand); they are also shown as task warnings.
@@ -246,7 +246,7 @@ locations:
 where:
   description:
     - Where each guest of the host is after the task, in words (guest -> the host running it,
-      V(hv-1 \(paused\)), V(hv-1 and hv-2 \(active on both\)), V(NOWHERE) or V(unknown)).
+      V(hv-1 (paused\)), V(hv-1 and hv-2 (active on both\)), V(NOWHERE) or V(unknown)).
   returned: when migrations ran (not in check mode, not on refusal)
   type: dict
   sample: {"web-1": "hv-2", "db-1": "hv-1 (paused)"}
