@@ -671,7 +671,16 @@ class ClusterState(object):
             return window
         return self._update_window(run_id, update, token)
 
-    def close_window(self, run_id, token=None):
+    def close_window(self, run_id, token=None, members=None, not_needed=()):
+        """Close the window (the cluster is finished). Returns (changed, window), the window with
+        ``left``: with ``members`` given, the window stays open while a member is neither
+        recorded done in it nor in ``not_needed`` (nothing to patch), and ``left`` names them."""
+        current = self.window() or {}
+        left = [m for m in (members or ()) if m not in (current.get("hosts_done") or {}) and m not in set(not_needed)]
+        if left:
+            self._require_lock(run_id, token)
+            return False, dict(current, left=left)
+
         def update(window):
             window["closed"] = now()
             window["closed_by"] = run_id
@@ -679,7 +688,7 @@ class ClusterState(object):
         changed, window = self._update_window(run_id, update, token)
         if changed:
             self._history({"event": "window_closed", "name": window["name"], "by": run_id})
-        return changed, window
+        return changed, dict(window, left=[])
 
     # ----------------------------------------------------------------- marks
     def mark_belongs_to(self, mark, run_id, window_name):

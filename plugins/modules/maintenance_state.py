@@ -55,7 +55,9 @@ options:
       - C(mark) marks O(host) in maintenance or advances its O(phase).
       - C(unmark) removes this window's mark of O(host).
       - C(host_done) records O(host) as done in the window.
-      - C(close_window) closes the window (the cluster is finished).
+      - C(close_window) closes the window (the cluster is finished); with O(members), only when each of them
+        is recorded done in the window or listed in O(not_needed) - otherwise it stays open and RV(window.left)
+        names the hosts left.
     type: str
     required: true
     choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window]
@@ -100,6 +102,17 @@ options:
     description: With O(action=record_origins), guest name to host name.
     type: dict
     default: {}
+  members:
+    description:
+      - With O(action=close_window), every host of the cluster - the window closes only when each is recorded
+        done in it or listed in O(not_needed).
+    type: list
+    elements: str
+  not_needed:
+    description: With O(action=close_window), hosts that had nothing to patch (they need not be done).
+    type: list
+    elements: str
+    default: []
   details:
     description: Extra data stored with a mark or a done host (boot ids, ...).
     type: dict
@@ -270,7 +283,8 @@ def act(state, params, action, run_id, holder):
     elif action == "host_done":
         result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"], token=token)
     elif action == "close_window":
-        result["changed"], result["window"] = state.close_window(run_id, token=token)
+        result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
+                                                                 not_needed=params["not_needed"])
     return result
 
 
@@ -323,6 +337,8 @@ def main():
             window=dict(type="str"),
             new_window=dict(type="bool", default=False),
             guests=dict(type="dict", default={}),
+            members=dict(type="list", elements="str"),
+            not_needed=dict(type="list", elements="str", default=[]),
             details=dict(type="dict", default={}),
             reason=dict(type="str"),
             force=dict(type="bool", default=False),

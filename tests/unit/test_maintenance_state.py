@@ -100,6 +100,20 @@ def test_window_needs_the_lock_and_is_joined_by_a_rerun(state):
     assert window["name"] == "run-2" and window["hosts_done"] == {}
 
 
+def test_window_stays_open_while_a_member_is_neither_done_nor_without_patches(state):
+    """Issue 10, case 11: a run stopped before some hosts (a downtime budget exceeded in another
+    cluster) must not close the window; the hosts left are named."""
+    state.acquire_lock(holder("run-1"))
+    state.open_window("run-1")
+    state.host_done("run-1", "h1")
+    changed, window = state.close_window("run-1", members=["h1", "h2", "h3"], not_needed=["h3"])
+    assert not changed and window["closed"] is None and window["left"] == ["h2"]
+    assert state.window()["closed"] is None
+    state.host_done("run-1", "h2")
+    changed, window = state.close_window("run-1", members=["h1", "h2", "h3"], not_needed=["h3"])
+    assert changed and window["closed"] and window["left"] == []
+
+
 def test_named_window_and_new_window(state):
     state.acquire_lock(holder("run-1"))
     state.open_window("run-1", name="2026-11")
