@@ -18,6 +18,7 @@ from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.modules import host_drain as module
 
@@ -69,8 +70,10 @@ class ActionModule(ActionBase):
         validation, params = self.validate_argument_spec(argument_spec=module.ARGUMENT_SPEC)
         check_mode = bool(self._task.check_mode)
         printer = ProgressPrinter(params["host"], display.display)
+        recheck = validation.validated_parameters.get("recheck_state")
+        gate = self._state_gate(recheck, task_vars) if recheck and not check_mode else None
         outcome = module.run(validation.validated_parameters, check_mode=check_mode,
-                             progress=printer)
+                             progress=printer, gate=gate)
         if not check_mode:
             for line in _summary(outcome):
                 display.display("%s drain: %s" % (params["host"], line))
@@ -78,6 +81,19 @@ class ActionModule(ActionBase):
         outcome = remove_values(outcome, validation._no_log_values)
         result.update(outcome)
         return _with_migration_warnings(result)
+
+    def _state_gate(self, recheck, task_vars):
+        """gate(move) for the drain: reads the cluster's shared state over the task's connection
+        (the host being drained sees the shared storage) right before each move."""
+        def gate(move):
+            read = self._execute_module(module_name="virtfleet.cluster.maintenance_state",
+                                        module_args={"path": recheck["path"], "cluster": recheck["cluster"],
+                                                     "action": "read"},
+                                        task_vars=task_vars)
+            if read.get("failed") or "state" not in read:
+                return "the cluster's shared state could not be read before the move: %s" % read.get("msg", "no answer")
+            return drain.move_refusal(move, read["state"], recheck["token"])
+        return gate
 
 
 def _with_migration_warnings(result):

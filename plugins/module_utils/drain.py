@@ -381,8 +381,24 @@ def running_guest_names(conn):
     return sorted(d.name() for d in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE))
 
 
+def move_refusal(move, state, token):
+    """Why ``move`` must not start now, from the cluster's shared state read just before it
+    (``maintenance_state`` read: ``lock``, ``marks``), or None: the run (``token``) no longer
+    holds the cluster's lock, or the destination was marked in maintenance since the plan."""
+    lock = (state or {}).get("lock") or {}
+    holder = lock.get("holder") or {}
+    if holder.get("token") != token:
+        return ("this run no longer holds the lock of the cluster (%s): no further guest moves"
+                % (("held by run %s" % holder.get("run_id", "?")) if lock else "nobody holds it"))
+    mark = ((state or {}).get("marks") or {}).get(move["destination"])
+    if mark:
+        return ("%s was marked in maintenance since the plan (by %s: %s)"
+                % (move["destination"], (mark.get("owner") or {}).get("run_id", "?"), mark.get("reason") or "no reason given"))
+    return None
+
+
 def drain_host(source, hosts, options=None, check_mode=False, progress=None, connect=None,
-               migrate=None):
+               migrate=None, gate=None):
     """Drain ``source`` (a host name) of its running guests.
 
     ``hosts``: the cluster's hosts, ``ClusterHost`` or dicts {name, uri, in_maintenance,
@@ -424,7 +440,18 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
         by_name = view.hosts
         sample = _serialized(progress)
 
+        gate_lock = threading.Lock()
+
         def migrate_one(move):
+            if gate is not None:
+                with gate_lock:  # one question at a time (the caller's connection is not shared)
+                    why = gate(move)
+                if why:
+                    raise mig.MigrationError("%s not moved, still running on %s: %s"
+                                             % (move["guest"], move["source"], why), guest=move["guest"],
+                                             source=move["source"], destination=move["destination"],
+                                             reason="refused-before-start", location="source",
+                                             running_on=move["source"])
             return migrate(move["guest"], by_name[move["source"]].uri,
                            by_name[move["destination"]].uri, options.migration,
                            progress=sample, source_name=move["source"],

@@ -140,6 +140,29 @@ options:
     description: Seconds to wait for a clean shutdown with O(unmovable=shutdown).
     type: int
     default: 300
+  recheck_state:
+    description:
+      - Ask the cluster's shared maintenance state again right before each migration starts (a
+        M(virtfleet.cluster.maintenance_state) read over the task's connection - run the task on
+        the host being drained, without C(delegate_to), so the host that sees the shared storage
+        answers). A migration whose destination was marked in maintenance since the plan, or that
+        would start after the run lost the cluster's lock, does not start - the drain stops there,
+        the guest still running on its source, and says why.
+      - Needs the action plugin (the drain running on the controller), and is skipped in check mode.
+    type: dict
+    suboptions:
+      path:
+        description: The cluster's shared storage path, as O(virtfleet.cluster.maintenance_state#module:path).
+        type: str
+        required: true
+      cluster:
+        description: The cluster's name.
+        type: str
+        required: true
+      token:
+        description: The token of the lock the run holds (the lock must still carry it).
+        type: str
+        required: true
   migration:
     description:
       - Options of each migration, as in M(virtfleet.cluster.guest_migrate) (C(max_downtime_ms),
@@ -307,6 +330,11 @@ ARGUMENT_SPEC = dict(
     shared_storage_path=dict(type="str"),
     shutdown_timeout=dict(type="int", default=drain.DEFAULT_SHUTDOWN_TIMEOUT),
     migration=dict(type="dict", default={}),
+    recheck_state=dict(type="dict", options=dict(
+        path=dict(type="str", required=True),
+        cluster=dict(type="str", required=True),
+        token=dict(type="str", required=True, no_log=False),
+    )),
 )
 
 DRAIN_KEYS = ("max_parallel", "max_incoming_per_destination", "order", "unmovable",
@@ -315,9 +343,10 @@ DRAIN_KEYS = ("max_parallel", "max_incoming_per_destination", "order", "unmovabl
               "shutdown_timeout")
 
 
-def run(params, check_mode=False, progress=None):
+def run(params, check_mode=False, progress=None, gate=None):
     """The drain on validated parameters; returns the result dict (``failed`` set on failure).
-    Shared by this module's main() and the action plugin (which passes ``progress``)."""
+    Shared by this module's main() and the action plugin (which passes ``progress`` and, for
+    O(recheck_state), ``gate(move) -> refusal or None``)."""
     result = {"changed": False, "host": params["host"]}
     unknown = sorted(set(params.get("migration") or {}) - set(MIGRATION_KEYS))
     if unknown:
@@ -332,7 +361,7 @@ def run(params, check_mode=False, progress=None):
         return result
     try:
         report = drain.drain_host(params["host"], params["hosts"], options,
-                                  check_mode=check_mode, progress=progress)
+                                  check_mode=check_mode, progress=progress, gate=gate)
     except drain.DrainError as exc:
         result.update(exc.result)
         result.update(failed=True, msg=exc.message)

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
 
 pytestmark = pytest.mark.lab
 
@@ -334,7 +335,7 @@ def test_cpu_check_asks_each_destination_and_names_missing_features(lab, cluster
         guest = [g for g in view.guests if g.host == source][0]
         target = [c for c in view.capacities if c.name == destination][0]
         assert guest.cpu["xml"] and view.cpu_check(guest, target) is None
-        alien = dr.Guest("alien", 128, 1, source, cpu=dict(
+        alien = Guest("alien", 128, 1, source, cpu=dict(
             guest.cpu, xml="<cpu mode='custom' match='exact'><model fallback='forbid'>"
                            "Icelake-Server</model></cpu>"))
         refusal = view.cpu_check(alien, target)

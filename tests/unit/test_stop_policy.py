@@ -59,3 +59,45 @@ def test_drain_refuses_before_anything_moves_or_stops_when_an_unallowed_guest_ca
         assert exc.result["shutdown"] == [] and moved == []
     else:
         raise AssertionError("the drain went on with a guest that may not be stopped")
+
+
+# --- the destination's mark and the cluster lock, asked before each move (issue 10, case 1b) ---
+def _state(marks=(), token="t-run"):
+    return {"lock": {"holder": {"run_id": "run-1", "token": token}},
+            "marks": {h: {"owner": {"run_id": "operator"}, "reason": "RAM swap"} for h in marks}}
+
+
+def test_a_destination_marked_since_the_plan_is_refused_naming_the_mark():
+    why = d.move_refusal({"guest": "g1", "source": "hv-1", "destination": "hv-2"}, _state(marks=["hv-2"]), "t-run")
+    assert why.startswith("hv-2 was marked in maintenance since the plan") and "RAM swap" in why
+
+
+def test_a_lock_no_longer_held_by_the_run_refuses_every_move():
+    move = {"guest": "g1", "source": "hv-1", "destination": "hv-2"}
+    assert "no longer holds the lock" in d.move_refusal(move, _state(token="t-other"), "t-run")
+    assert "no longer holds the lock" in d.move_refusal(move, {"lock": None, "marks": {}}, "t-run")
+    assert d.move_refusal(move, _state(marks=["hv-1"]), "t-run") is None  # the source's own mark is expected
+
+
+def test_the_drain_asks_before_each_move_and_stops_at_a_refusal(monkeypatch):
+    by_uri = {"test:///hv-1": facts(("g1", False), ("g2", False)), "test:///hv-2": facts(), "test:///hv-3": facts()}
+    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    asked, moved = [], []
+
+    def gate(move):
+        asked.append(move["guest"])
+        if len(asked) > 1:
+            return "hv-9 was marked in maintenance since the plan"
+        return None
+
+    hosts = [d.ClusterHost("hv-1", "test:///hv-1"), d.ClusterHost("hv-2", "test:///hv-2"), d.ClusterHost("hv-3", "test:///hv-3")]
+    options = d.DrainOptions(cpu_check=False, max_parallel=1)
+    try:
+        d.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), gate=gate,
+                     migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
+    except d.DrainError as exc:
+        assert "marked in maintenance since the plan" in exc.message
+        assert exc.result["where"] == {"g1": exc.result["migrations"][0]["destination"], "g2": "hv-1"}
+    else:
+        raise AssertionError("the drain went on after the gate refused a move")
+    assert len(asked) == 2 and len(moved) == 1
