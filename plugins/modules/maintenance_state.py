@@ -56,7 +56,7 @@ options:
       - C(unmark) removes this window's mark of O(host).
       - C(host_done) records O(host) as done in the window.
       - C(close_window) closes the window (the cluster is finished); with O(members), only when each of them
-        is recorded done in the window or listed in O(not_needed) - otherwise it stays open and RV(window.left)
+        is recorded done in the window or listed in O(not_needed) - otherwise it stays open and C(left) in RV(window)
         names the hosts left.
     type: str
     required: true
