@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import pytest
@@ -232,3 +236,49 @@ def test_the_drain_asks_before_each_move_and_never_fills_a_host_marked_since_the
     finally:
         state.unmark("operator", destination, force=True)
         state.release_lock("drain-test", token=holder["token"])
+
+
+def test_a_host_that_does_not_see_the_shared_state_after_its_reboot_stays_out_of_service(lab, tmp_path):
+    """Case 3, after the reboot: the host's view of the shared state is taken away while it
+    reboots (an ACL hides the identity file from its user, as a mount that did not come back
+    would): after the reboot its next state step is refused naming the file, it stays marked,
+    and the lock is released from a host that still sees the state."""
+    cluster = sorted(lab.clusters)[0]
+    first = lab.clusters[cluster][0]
+    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state.init_identity()
+    identity_file = os.path.join(state.path, ms.IDENTITY_FILE)
+    # Somewhere the host's own user may write (pytest's tmp_path is private to root).
+    shared_tmp = tempfile.mkdtemp(prefix="virtfleet-test-", dir="/tmp")
+    os.chmod(shared_tmp, 0o777)
+    flag = pathlib.Path(shared_tmp) / "rebooting"
+    reboot = "sh -c 'touch %s && %s reboot'" % (flag, lab.host_tool)
+
+    def hide_state_once_rebooting():
+        deadline = time.time() + 300
+        while time.time() < deadline and not flag.exists():
+            time.sleep(0.2)
+        subprocess.run(["setfacl", "-m", "u:%s:0" % lab.hosts[first].user, identity_file], check=True)
+    boots_before = lab.boot_id(first)
+    hider = threading.Thread(target=hide_state_once_rebooting, daemon=True)
+    hider.start()
+    try:
+        rc, output, report = run_maintenance(
+            lab, tmp_path, rolling_maintenance_hosts=[first], rolling_maintenance_force=True,
+            rolling_maintenance_new_window=True, rolling_maintenance_canary=False, test_reboot_command=reboot,
+            reboot_command="{{ test_reboot_command if inventory_hostname == '%s' else lab_reboot_command }}" % first)
+        hider.join(5)
+        assert flag.exists(), output[-3000:]
+        assert rc != 0, output[-6000:]
+        host = report["hosts"][first]
+        assert host["status"] == "failed" and host["failed_phase"] in ("reboot", "verify"), host
+        assert lab.boot_id(first) != boots_before                 # it did reboot
+        assert identity_file in host["message"], host["message"]
+        assert list(state.marks()) == [first]               # stays out of service
+        assert state.marks()[first]["phase"] == "patched"   # nothing written once it lost the view
+        assert state.lock() is None                         # released from a host that sees the state
+    finally:
+        subprocess.run(["setfacl", "-x", "u:%s" % lab.hosts[first].user, identity_file], check=False)
+        shutil.rmtree(shared_tmp, ignore_errors=True)
+        _clean_state(state)
+        _send_home(lab, cluster)
