@@ -2,6 +2,7 @@
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import plan_maintenance
+from module_main import run_module_main
 
 
 def host(name, cluster="a", **kw):
@@ -322,20 +323,8 @@ def test_stale_marked_host_is_a_destination_in_the_proof():
 
 def _run_module(args):
     """The maintenance_plan module's main() in-process, as the role calls it; returns its result."""
-    import contextlib
-    import io
-    import json
-    from ansible.module_utils import basic
     from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_plan as module
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_remote_tmp="/tmp")}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-            module.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-    return json.loads(out.getvalue())
+    return run_module_main(module, args)[1]
 
 
 def test_module_counts_a_member_whose_libvirt_gave_no_facts():

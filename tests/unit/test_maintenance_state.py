@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from module_main import run_module_main
 
 
 @pytest.fixture
@@ -229,23 +230,8 @@ def test_private_storage_stays_private(tmp_path):
 # Running the module in-process (as tests/unit/test_properties.py does): the operator sees
 # fail_json's message, never a traceback.
 def run_state_module(args, check_mode=False):
-    import contextlib
-    import io
-    from ansible.module_utils import basic
     from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_state as module
-    arguments = dict(args, _ansible_check_mode=check_mode, _ansible_tmpdir=None, _ansible_remote_tmp="/tmp")
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    out = io.StringIO()
-    code = None
-    try:
-        with contextlib.redirect_stdout(out):
-            module.main()
-    except SystemExit as done:
-        code = done.code
-    finally:
-        basic._ANSIBLE_ARGS = None
-    return code, json.loads(out.getvalue())
+    return run_module_main(module, args, check_mode)
 
 
 def history_of(state):

@@ -15,11 +15,8 @@ Two kinds of input an operator controls:
 Pure functions that take operator input (migration/drain options, the stall watchdog,
 placement) get random input too. max_examples stays modest: the whole file runs in seconds.
 """
-import io
-import json
 import os
 import string
-import contextlib
 
 import pytest
 import yaml
@@ -38,6 +35,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import placement  # noqa: E402
+from module_main import run_module_main  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 inventory_loader.add_directory(os.path.join(REPO, "plugins", "inventory"))
@@ -208,25 +206,6 @@ def no_libvirt(monkeypatch):
     for name in ("open", "openReadOnly", "openAuth"):
         monkeypatch.setattr(libvirt, name, refuse)
     return libvirt
-
-
-def run_module_main(module, args, check_mode=False):
-    """Run a module's main() in-process; returns (exit code, result dict)."""
-    arguments = dict(args, _ansible_check_mode=check_mode, _ansible_tmpdir=None, _ansible_remote_tmp="/tmp")
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    out = io.StringIO()
-    code = None
-    try:
-        with contextlib.redirect_stdout(out):
-            module.main()
-    except SystemExit as done:
-        code = done.code
-    else:
-        pytest.fail("%s.main() returned without exit_json/fail_json" % module.__name__)
-    finally:
-        basic._ANSIBLE_ARGS = None
-    return code, json.loads(out.getvalue())
 
 
 TYPED = {
