@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest, HostCapacity
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest, HostCapacity, PlacementPolicy
 
 
 def reserved_memory_mib(guest_facts: Mapping) -> int:
@@ -122,3 +122,26 @@ def cluster_from_facts(facts_by_host: Mapping[str, Optional[Mapping]], members: 
                                        stop_allowed_guests)
                       for guest in running_guests(facts))
     return hosts, guests
+
+
+# The options of the cluster planners (rebalance_plan, move_back_plan): the cluster's facts and
+# what constrains placement in it. Declared once; each module adds its own.
+CLUSTER_PLAN_ARGUMENT_SPEC = dict(
+    facts=dict(type="dict", required=True),
+    cluster=dict(type="str", default="cluster"),
+    marked=dict(type="list", elements="str", default=[]),
+    unmovable_guests=dict(type="list", elements="str", default=[]),
+    anti_affinity_groups=dict(type="dict", default={}),
+    copy_storage=dict(type="bool", default=False),
+    policy=dict(type="dict", default={}),
+)
+
+
+def cluster_plan_inputs(params: Mapping) -> Tuple[PlacementPolicy, List[HostCapacity], List[Guest]]:
+    """``(policy, hosts, guests)`` from validated CLUSTER_PLAN_ARGUMENT_SPEC parameters; raises
+    ValueError, KeyError or TypeError on bad input."""
+    policy = PlacementPolicy(**params["policy"])
+    hosts, guests = cluster_from_facts(params["facts"], sorted(params["facts"]), params["marked"],
+                                       params["unmovable_guests"], params["anti_affinity_groups"],
+                                       params["copy_storage"], cluster=params["cluster"])
+    return policy, hosts, guests

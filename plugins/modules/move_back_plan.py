@@ -133,33 +133,21 @@ skipped:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
-from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import PlacementPolicy, plan_move_back
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import plan_move_back
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            facts=dict(type="dict", required=True),
-            origins=dict(type="dict", required=True),
-            cluster=dict(type="str", default="cluster"),
-            marked=dict(type="list", elements="str", default=[]),
-            unmovable_guests=dict(type="list", elements="str", default=[]),
-            anti_affinity_groups=dict(type="dict", default={}),
-            copy_storage=dict(type="bool", default=False),
-            policy=dict(type="dict", default={}),
-        ),
+        argument_spec=dict(CLUSTER_PLAN_ARGUMENT_SPEC, origins=dict(type="dict", required=True)),
         supports_check_mode=True,
     )
     params = module.params
     try:
-        policy = PlacementPolicy(**params["policy"])
         origins = {str(guest): home for guest, home in params["origins"].items()}
         if not all(isinstance(home, str) for home in origins.values()):
             raise ValueError("origins must map each guest name to a host name")
-        hosts, guests = cluster_from_facts(params["facts"], sorted(params["facts"]), params["marked"],
-                                           params["unmovable_guests"], params["anti_affinity_groups"],
-                                           params["copy_storage"], cluster=params["cluster"])
+        policy, hosts, guests = cluster_plan_inputs(params)
         plan = plan_move_back(hosts, guests, origins, policy, params["marked"])
     except (ValueError, KeyError, TypeError) as exc:
         module.fail_json(msg="cannot plan the move-back of cluster %s: %s" % (params["cluster"], exc))

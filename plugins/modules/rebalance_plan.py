@@ -102,9 +102,9 @@ import dataclasses
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    PlacementPolicy, memory_loads, plan_rebalance)
+    memory_loads, plan_rebalance)
 
 
 def _spread(loads, marked):
@@ -114,25 +114,14 @@ def _spread(loads, marked):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            facts=dict(type="dict", required=True),
-            cluster=dict(type="str", default="cluster"),
-            marked=dict(type="list", elements="str", default=[]),
-            threshold=dict(type="float", default=0.10),
-            max_moves=dict(type="int", default=0),
-            unmovable_guests=dict(type="list", elements="str", default=[]),
-            anti_affinity_groups=dict(type="dict", default={}),
-            copy_storage=dict(type="bool", default=False),
-            policy=dict(type="dict", default={}),
-        ),
+        argument_spec=dict(CLUSTER_PLAN_ARGUMENT_SPEC,
+                           threshold=dict(type="float", default=0.10),
+                           max_moves=dict(type="int", default=0)),
         supports_check_mode=True,
     )
     params = module.params
     try:
-        policy = PlacementPolicy(**params["policy"])
-        hosts, guests = cluster_from_facts(params["facts"], sorted(params["facts"]), params["marked"],
-                                           params["unmovable_guests"], params["anti_affinity_groups"],
-                                           params["copy_storage"], cluster=params["cluster"])
+        policy, hosts, guests = cluster_plan_inputs(params)
         moves = plan_rebalance(hosts, guests, policy, threshold=params["threshold"],
                                max_moves=params["max_moves"] or None)
     except (ValueError, KeyError, TypeError) as exc:
