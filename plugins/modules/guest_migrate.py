@@ -288,9 +288,9 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import host_label
 
 MIGRATION_OPTION_SPEC = dict(
     max_downtime_ms=dict(type="int"),
@@ -326,8 +326,8 @@ ARGUMENT_SPEC = dict(
 def run(params, check_mode=False, progress=None):
     """The module's work on plain parameters; returns the result dict (``failed`` set on
     failure)."""
-    source = params.get("source_name") or mig.host_label(params["source_uri"])
-    dest = params.get("dest_name") or mig.host_label(params["dest_uri"])
+    source = params.get("source_name") or host_label(params["source_uri"])
+    dest = params.get("dest_name") or host_label(params["dest_uri"])
     guest = params["guest"]
     result = dict(changed=False, guest=guest, source=source, destination=dest)
     try:
@@ -386,23 +386,8 @@ def _locate_after_failure(guest, uris):
         return None
 
 
-def finish(module, result):
-    """Hands ``run()``'s result to Ansible: what the migration could not carry over
-    (``warnings``, with the command that does it by hand) becomes task warnings; Ansible
-    returns them in the result's ``warnings``."""
-    for warning in result.pop("warnings", None) or []:
-        module.warn(warning)
-    if result.pop("failed", False):
-        module.fail_json(**result)
-    module.exit_json(**result)
-
-
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not mig.HAS_LIBVIRT:
-        module.fail_json(msg="libvirt-python is required on the host running this module"
-                             " (the controller): %s" % mig.LIBVIRT_IMPORT_ERROR)
-    finish(module, run(module.params, module.check_mode))
+    run_module(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

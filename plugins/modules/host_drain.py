@@ -299,8 +299,7 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 
@@ -384,15 +383,7 @@ def run(params, check_mode=False, progress=None, gate=None):
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not mig.HAS_LIBVIRT:
-        module.fail_json(msg="libvirt-python is required on the host running this module"
-                             " (the controller): %s" % mig.LIBVIRT_IMPORT_ERROR)
-    result = run(module.params, module.check_mode)
-    if result.get("failed"):
-        result.pop("failed")
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_module(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":
