@@ -19,7 +19,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import HAS_LIBVIRT
 from ansible_collections.virtfleet.cluster.plugins.modules import host_drain as module
 
 display = Display()
@@ -59,7 +59,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp
-        if not mig.HAS_LIBVIRT:
+        if not HAS_LIBVIRT:
             display.warning("libvirt-python is missing on the controller: running host_drain"
                             " as a plain module, without live progress")
             result.update(self._execute_module(module_name="virtfleet.cluster.host_drain",

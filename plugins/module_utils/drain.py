@@ -34,16 +34,16 @@ except ImportError:  # pragma: no cover
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
     PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
 
-libvirt = mig.libvirt
+libvirt = libvirt_connection.libvirt
 
 DEFAULT_MAX_PARALLEL = 2             # vdsm: 2 outgoing per host
 DEFAULT_MAX_INCOMING = 1             # vdsm allows 2 in; 1 keeps a destination's link calm
 DEFAULT_SHUTDOWN_TIMEOUT = 300
-VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1
 
 
 class DrainError(Exception):
@@ -192,7 +192,7 @@ class ClusterView(object):
 def gather_cluster(source, hosts, options, connect=None):
     """Reads every host of the cluster. The source must answer; another host that doesn't is
     left out of the plan (listed in ``unreachable``), as is any host in maintenance."""
-    connect = connect or libvirt_facts.open_connection
+    connect = connect or libvirt_connection.open_connection
     by_name = dict((h.name, h) for h in hosts)
     if source not in by_name:
         raise DrainError("host %s is not among the cluster hosts given (%s)"
@@ -207,8 +207,8 @@ def gather_cluster(source, hosts, options, connect=None):
                 for opened in connections.values():
                     opened.close()
                 raise DrainError("cannot read host %s to drain it: %s"
-                                 % (source, mig._libvirt_message(exc)))
-            unreachable[host.name] = mig._libvirt_message(exc)
+                                 % (source, libvirt_connection.libvirt_message(exc)))
+            unreachable[host.name] = libvirt_connection.libvirt_message(exc)
             continue
         connections[host.name] = conn
         capacities.append(capacity)
@@ -365,7 +365,7 @@ def _shutdown_cleanly(conn, guest, timeout):
             return None
         dom.shutdown()
     except Exception as exc:
-        return "shutdown request failed: %s" % mig._libvirt_message(exc)
+        return "shutdown request failed: %s" % libvirt_connection.libvirt_message(exc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -378,7 +378,7 @@ def _shutdown_cleanly(conn, guest, timeout):
 
 
 def running_guest_names(conn):
-    return sorted(d.name() for d in conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+    return sorted(d.name() for d in conn.listAllDomains(libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
 
 
 def move_refusal(move, state, token):

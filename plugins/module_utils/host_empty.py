@@ -17,19 +17,18 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    VIR_DOMAIN_PAUSED, open_connection, state_name)
 
-# virDomainState and the virDomainPausedReason values an operator needs told apart.
-_STATE_NAMES = libvirt_facts.DOMAIN_STATES
+# The virDomainPausedReason values an operator needs told apart.
 _PAUSED_REASONS = {2: "migration", 6: "failed migration", 11: "starting up", 12: "post-copy",
                    13: "failed post-copy"}
-_PAUSED = 3
 
 
 def describe_state(state: int, reason: int) -> str:
     """'running', 'paused (migration)', ... as virsh domstate --reason would say it."""
-    name = _STATE_NAMES.get(state, str(state))
-    if state == _PAUSED and reason in _PAUSED_REASONS:
+    name = state_name(state)
+    if state == VIR_DOMAIN_PAUSED and reason in _PAUSED_REASONS:
         return "%s (%s)" % (name, _PAUSED_REASONS[reason])
     return name
 
@@ -70,7 +69,7 @@ def check_host(conn, peers: Sequence[Mapping[str, str]] = (),
     definitions = inactive_autostart_definitions(conn)
     if not definitions:
         return result
-    connect = connect or libvirt_facts.open_connection
+    connect = connect or open_connection
     active_on_peers: Dict[str, str] = {}
     unasked: List[str] = []
     for peer in peers:

@@ -7,193 +7,18 @@ and tested on recorded documents; `gather_hypervisor_facts` is the glue that ask
 `LibvirtCpuOracle` lets the pure `homogeneity` module use libvirt's own CPU baseline and
 comparison (`baselineHypervisorCPU` / `compareHypervisorCPU`).
 
-Every message that shows a URI shows it through `redact_uri`, so a password embedded in a
-URI never reaches Ansible output.
+Connections come from `libvirt_connection.open_connection`; every URI shown goes through
+`redact_uri`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterable, List, Mapping, Optional
 
-try:
-    import libvirt  # type: ignore
-    HAS_LIBVIRT = True
-    LIBVIRT_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the controller
-    libvirt = None
-    HAS_LIBVIRT = False
-    LIBVIRT_IMPORT_ERROR = exc
-
-DOMAIN_STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
-                 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
-
-
-class LibvirtFactsError(Exception):
-    """A failure that names the (redacted) URI and what to do about it."""
-
-
-# --- URIs --------------------------------------------------------------------------------------
-
-_SECRET_QUERY = re.compile(r"([?&](?:[^=&]*(?:pass|secret|token|key)[^=&]*)=)[^&]*", re.IGNORECASE)
-_USERINFO_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^/@:]*):[^/@]*@", re.IGNORECASE)
-
-
-def redact_uri(uri: Optional[str]) -> Optional[str]:
-    """Hides a password in `user:password@host` and secret-looking query parameters."""
-    if not uri:
-        return uri
-    uri = _USERINFO_PASSWORD.sub(r"\1:********@", uri)
-    return _SECRET_QUERY.sub(r"\1********", uri)
-
-
-def uri_secrets(uri: Optional[str]) -> List[str]:
-    """Every secret a URI carries: the password of `user:password@host` and the values of
-    secret-looking query parameters (`apikey=`, `secretkey=`, `*pass*`, `*token*`), so a
-    module can mask them wherever Ansible prints arguments or results (`-vvv` too)."""
-    secrets = [uri_password(uri)]
-    query = (uri or "").partition("?")[2]
-    for name, _sep, value in (part.partition("=") for part in query.split("&")):
-        if re.search(r"pass|secret|token|key", name, re.IGNORECASE):
-            secrets.append(value)
-    return [secret for secret in secrets if secret]
-
-
-def uri_password(uri: Optional[str]) -> Optional[str]:
-    """The password embedded in `user:password@host` of a URI, or None (to mask it in output)."""
-    match = re.match(r"^[a-z0-9+.-]+://[^/@:]*:([^/@]*)@", uri or "", re.IGNORECASE)
-    return match.group(1) if match and match.group(1) else None
-
-
-def _hint(message: str, uri: str) -> str:
-    """Turns a libvirt connection error into the most likely fix."""
-    text = message.lower()
-    if "connection refused" in text:
-        return "is libvirtd running on that host and listening on this transport (libvirtd --listen, or virtproxyd-tcp/-tls.socket)?"
-    if "no route to host" in text or "network is unreachable" in text or "timed out" in text:
-        return "the host is unreachable from the controller: check the address and firewalls"
-    if "name or service not known" in text or "unknown host" in text or "temporary failure in name resolution" in text:
-        return "the host name does not resolve: check ansible_host / virtfleet_libvirt_uri"
-    if "no such file or directory" in text and "sock" in text:
-        return "no libvirt daemon socket on this machine: start libvirtd (or the modular daemons) or use a remote URI"
-    if "permission denied" in text or "authentication" in text or "auth" in text and "fail" in text:
-        return "authentication failed: check the SSH key / SASL credentials / TLS certificates for this URI"
-    if "host key verification failed" in text:
-        return "SSH host key verification failed: add the host key to known_hosts on the controller"
-    if "certificate" in text:
-        return "TLS certificate problem: check the CA and client certificates (pkipath)"
-    if uri.startswith("qemu+ssh") and ("nc" in text or "virt-ssh-helper" in text):
-        return "the remote side has no libvirt client tools (virt-ssh-helper / nc): install libvirt-clients there"
-    return "check that the URI is right and the daemon is reachable (virsh -c URI version)"
-
-
-# A call to a daemon that stopped answering (host frozen, network cut, daemon stopped) waits for
-# ever unless the connection runs libvirt's keepalive: the client then gives up after
-# KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1) seconds without an answer and the call fails
-# with an error. virsh uses the same 5 s x 6; a busy daemon still answers keepalive from its
-# event loop, so a long migration is never cut by it.
-KEEPALIVE_INTERVAL_S = 5
-KEEPALIVE_COUNT = 6
-_EVENT_LOOP_LOCK = threading.Lock()
-_event_loop = []  # the thread running libvirt's default event loop, once started
-
-
-def _run_event_loop() -> None:
-    while True:
-        libvirt.virEventRunDefaultImpl()
-
-
-def ensure_event_loop() -> None:
-    """Keepalive needs an event loop registered before connections open: libvirt's default
-    one, run by a daemon thread, started once per process."""
-    with _EVENT_LOOP_LOCK:
-        if _event_loop:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-        thread = threading.Thread(target=_run_event_loop, name="libvirt-event-loop", daemon=True)
-        thread.start()
-        _event_loop.append(thread)
-
-
-# Keepalive only starts once a connection is open: the opening handshake with a daemon that
-# accepted the TCP connection but never answers (frozen) would wait for ever, so it is bounded.
-OPEN_TIMEOUT_S = 60
-
-
-def open_connection(uri: str, username: Optional[str] = None, password: Optional[str] = None,
-                    readonly: bool = False, timeout: float = OPEN_TIMEOUT_S):
-    """Opens a libvirt connection with keepalive, or raises LibvirtFactsError naming the URI
-    and the fix, also when the daemon does not answer within ``timeout`` seconds.
-
-    Read-write by default: CPU baseline and comparison refuse read-only connections.
-    """
-    if not HAS_LIBVIRT:
-        raise LibvirtFactsError("the libvirt Python bindings are missing on the controller (pip install "
-                                "libvirt-python, needs libvirt-dev): %s" % LIBVIRT_IMPORT_ERROR)
-    # libvirt prints every error to stderr by default; we report them ourselves.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    ensure_event_loop()
-    outcome: dict = {}
-    lock = threading.Lock()
-
-    def attempt():
-        try:
-            conn = _open(uri, username, password, readonly)
-        except Exception as exc:  # handed to the caller's thread
-            conn, outcome["error"] = None, exc
-        with lock:
-            if "abandoned" in outcome and conn is not None:
-                conn.close()  # answered after the caller gave up: nobody will use it
-            outcome["conn"] = conn
-
-    opener = threading.Thread(target=attempt, name="libvirt-open", daemon=True)
-    opener.start()
-    opener.join(timeout)
-    with lock:
-        if "conn" not in outcome:
-            outcome["abandoned"] = True
-            raise LibvirtFactsError(
-                "cannot connect to %s: no answer within %d s - the libvirt daemon or its host is"
-                " frozen or overloaded: check it (virsh -c URI version) and restart libvirtd there"
-                % (redact_uri(uri), timeout))
-    if "error" in outcome:
-        raise outcome["error"]
-    conn = outcome["conn"]
-    try:
-        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-    except libvirt.libvirtError:
-        pass  # an in-process driver (test:///) has no daemon to lose and no keepalive
-    return conn
-
-
-def _open(uri: str, username: Optional[str], password: Optional[str], readonly: bool):
-    try:
-        if username is not None or password is not None:
-            def request_credentials(credentials, _data):
-                for cred in credentials:
-                    if cred[0] == libvirt.VIR_CRED_AUTHNAME:
-                        cred[4] = username
-                    elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
-                        cred[4] = password
-                return 0
-            auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], request_credentials, None]
-            flags = libvirt.VIR_CONNECT_RO if readonly else 0
-            conn = libvirt.openAuth(uri, auth, flags)
-        elif readonly:
-            conn = libvirt.openReadOnly(uri)
-        else:
-            conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        message = str(exc)
-        if password:
-            message = message.replace(password, "********")
-        raise LibvirtFactsError("cannot connect to %s: %s - %s" % (redact_uri(uri), message, _hint(message, uri)))
-    if conn is None:
-        raise LibvirtFactsError("cannot connect to %s: libvirt returned no connection" % redact_uri(uri))
-    return conn
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    LibvirtHostError, libvirt, open_connection, redact_uri, state_name)
 
 
 def version_string(number: int) -> str:
@@ -420,7 +245,7 @@ def gather_hypervisor_facts(uri: str, shared_storage_path: Optional[str] = None,
         try:
             return _gather(conn, shown, shared_storage_path, include_guests)
         except libvirt.libvirtError as exc:
-            raise LibvirtFactsError("reading facts from %s failed: %s" % (shown, exc))
+            raise LibvirtHostError("reading facts from %s failed: %s" % (shown, exc))
     finally:
         if own:
             try:
@@ -506,7 +331,7 @@ def _guest_facts(dom, shared_storage_path):
                 "state": "gone", "persistent": False, "autostart": False, "movable": False,
                 "migration_blockers": ["vanished while being read"], "migration_notes": [], "disks": []}
     state, _reason = dom.state()
-    guest["state"] = DOMAIN_STATES.get(state, str(state))
+    guest["state"] = state_name(state)
     guest["active"] = bool(dom.isActive())
     guest["persistent"] = bool(dom.isPersistent())
     try:
@@ -533,7 +358,7 @@ class LibvirtCpuOracle:
 
     def _any(self):
         if not self.connections:
-            raise LibvirtFactsError("no libvirt connection to compute a CPU baseline with")
+            raise LibvirtHostError("no libvirt connection to compute a CPU baseline with")
         return self.connections[sorted(self.connections)[0]]
 
     def baseline(self, cpu_xmls: List[str], arch: Optional[str], virttype: Optional[str]) -> str:

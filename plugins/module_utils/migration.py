@@ -34,47 +34,17 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-try:  # libvirt-python is needed to migrate, not to plan or to unit-test the pure parts.
-    import libvirt
-    HAS_LIBVIRT = True
-    LIBVIRT_IMPORT_ERROR = None
-except ImportError as _exc:  # pragma: no cover - exercised only where libvirt-python is absent
-    libvirt = None
-    HAS_LIBVIRT = False
-    LIBVIRT_IMPORT_ERROR = _exc
-
-from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
-
-try:
-    from urllib.parse import urlsplit
-except ImportError:  # pragma: no cover - Python 2 is not supported, kept for sanity checks
-    from urlparse import urlsplit
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    VIR_DOMAIN_JOB_CANCELLED, VIR_DOMAIN_JOB_FAILED, VIR_DOMAIN_JOB_NONE,
+    VIR_DOMAIN_JOB_STATS_COMPLETED, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY,
+    VIR_DOMAIN_PAUSED_POSTCOPY_FAILED, VIR_DOMAIN_RUNNING, VIR_ERR_NO_DOMAIN, VIR_MIGRATE_AUTO_CONVERGE,
+    VIR_MIGRATE_LIVE, VIR_MIGRATE_NON_SHARED_DISK, VIR_MIGRATE_PARALLEL, VIR_MIGRATE_PEER2PEER,
+    VIR_MIGRATE_PERSIST_DEST, VIR_MIGRATE_POSTCOPY, VIR_MIGRATE_UNDEFINE_SOURCE, GUEST_STATES, host_label,
+    libvirt, libvirt_message, open_connection, redact_uri, state_name)
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
-# Numeric values of the libvirt constants used here, so the pure parts (flag mapping, stall
-# logic) work and are testable without libvirt-python. Asserted equal to libvirt's own values
-# in the unit tests.
-VIR_MIGRATE_LIVE = 1
-VIR_MIGRATE_PEER2PEER = 2
-VIR_MIGRATE_PERSIST_DEST = 8
-VIR_MIGRATE_UNDEFINE_SOURCE = 16
-VIR_MIGRATE_NON_SHARED_DISK = 64
-VIR_MIGRATE_AUTO_CONVERGE = 8192
-VIR_MIGRATE_POSTCOPY = 32768
-VIR_MIGRATE_PARALLEL = 131072
-
-VIR_DOMAIN_JOB_NONE = 0
-VIR_DOMAIN_JOB_COMPLETED = 3
-VIR_DOMAIN_JOB_FAILED = 4
-VIR_DOMAIN_JOB_CANCELLED = 5
-VIR_DOMAIN_JOB_STATS_COMPLETED = 1
-VIR_DOMAIN_RUNNING = 1
-VIR_DOMAIN_PAUSED = 3
-VIR_DOMAIN_PAUSED_POSTCOPY = 12
-VIR_DOMAIN_PAUSED_POSTCOPY_FAILED = 13
-VIR_ERR_NO_DOMAIN = 42
 
 # Nova and KubeVirt give a migration 800 s per GiB of guest memory before giving up.
 DEFAULT_TIMEOUT_PER_GIB = 800
@@ -423,16 +393,6 @@ def human_bytes(value):
     return "%d B" % value
 
 
-def host_label(uri):
-    """Short host name for messages, derived from a libvirt URI (never prints the URI itself:
-    it may carry user names, key paths or other things that don't belong in logs)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "?"
-    return parts.hostname or "localhost"
-
-
 def completed_stats_summary(stats):
     """The figures worth reporting from ``jobStats(COMPLETED)``: times in ms, sizes in bytes."""
     stats = stats or {}
@@ -494,21 +454,17 @@ def _disk_bytes(dom, targets=None):
     return total
 
 
-GUEST_STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
-                5: "shutoff", 6: "crashed", 7: "pmsuspended"}
-
-
 def locate_guest(guest, uris, connect=None):
     """Where ``guest`` (name) is: ``{host name: state}`` over ``uris`` ({host name: URI}),
     state being ``running``, ``paused``..., ``defined`` (inactive), ``absent`` or
     ``unreachable: <why>``. Read-only; used for idempotency and check mode."""
-    connect = connect or libvirt_facts.open_connection
+    connect = connect or open_connection
     where = {}
     for name, uri in sorted(uris.items()):
         try:
             conn = connect(uri)
         except Exception as exc:
-            where[name] = "unreachable: %s" % _libvirt_message(exc)
+            where[name] = "unreachable: %s" % libvirt_message(exc)
             continue
         try:
             try:
@@ -520,7 +476,7 @@ def locate_guest(guest, uris, connect=None):
                 raise
             where[name] = GUEST_STATES.get(dom.state()[0], "unknown") if dom.isActive() else "defined"
         except Exception as exc:
-            where[name] = "unreachable: %s" % _libvirt_message(exc)
+            where[name] = "unreachable: %s" % libvirt_message(exc)
         finally:
             conn.close()
     return where
@@ -579,7 +535,7 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
     which says where the guest runs now; the guest is never stopped or destroyed.
     """
     options = options or MigrationOptions()
-    connect = connect or libvirt_facts.open_connection
+    connect = connect or open_connection
     source_name = source_name or host_label(source_uri)
     dest_name = dest_name or host_label(dest_uri)
 
@@ -592,18 +548,18 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
         src_conn = connect(source_uri)
     except Exception as exc:
         raise fail("%s not migrated: cannot connect to source %s: %s"
-                   % (guest, source_name, _libvirt_message(exc)), "source-unreachable")
+                   % (guest, source_name, libvirt_message(exc)), "source-unreachable")
     dst_conn = None
     try:
         try:
             dst_conn = connect(dest_uri)
         except Exception as exc:
             raise fail("%s still on %s: not migrated, cannot connect to destination %s: %s"
-                       % (guest, source_name, dest_name, _libvirt_message(exc)),
+                       % (guest, source_name, dest_name, libvirt_message(exc)),
                        "destination-unreachable", "source", source_name)
         # For the commands the messages give (virsh -c <uri> ...): the controller's URIs,
         # passwords hidden.
-        shown_uris = (libvirt_facts.redact_uri(source_uri), libvirt_facts.redact_uri(dest_uri))
+        shown_uris = (redact_uri(source_uri), redact_uri(dest_uri))
         return _migrate(guest, src_conn, dst_conn, dest_peer_uri or dest_uri, options,
                         progress, source_name, dest_name, fail, cancel_event, shown_uris)
     finally:
@@ -615,17 +571,11 @@ def migrate_guest(guest, source_uri, dest_uri, options=None, progress=None,
                     pass
 
 
-def _libvirt_message(exc):
-    if HAS_LIBVIRT and isinstance(exc, libvirt.libvirtError):
-        return exc.get_error_message() or str(exc)
-    return str(exc)
-
-
 def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name, dest_name,
              fail, cancel_event, shown_uris=None):
     def untouched(what, exc):
         return fail("%s not migrated, left untouched on %s: %s failed: %s"
-                    % (guest, source_name, what, _libvirt_message(exc)),
+                    % (guest, source_name, what, libvirt_message(exc)),
                     "preflight-error", "source", source_name)
 
     def ask(what, call, *args):
@@ -642,7 +592,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
         if exc.get_error_code() != VIR_ERR_NO_DOMAIN:
             raise untouched("looking it up on %s" % source_name, exc)
         raise fail("%s not migrated: not found on %s: %s"
-                   % (guest, source_name, _libvirt_message(exc)), "not-found", "unknown")
+                   % (guest, source_name, libvirt_message(exc)), "not-found", "unknown")
     uuid = ask("reading its UUID on %s" % source_name, dom.UUIDString)
     state, _reason = ask("reading its state on %s" % source_name, dom.state)
     if not ask("reading its state on %s" % source_name, dom.isActive):
@@ -777,7 +727,7 @@ def _migrate(guest, src_conn, dst_conn, peer_uri, options, progress, source_name
     else:
         reason = "failed"
         exc = outcome.get("error")
-        text = _libvirt_message(exc) if exc is not None else "unknown error"
+        text = libvirt_message(exc) if exc is not None else "unknown error"
         if "same host" in text:
             reason = "same-host-uuid"
         hint = _hint_for(text)
@@ -798,7 +748,7 @@ def _verify_success(guest, uuid, src_conn, dst_conn, options, flags, elapsed, po
         src_active, src_state, _src_reason = _guest_state(src_conn, uuid)
     except Exception as exc:
         raise fail("%s: migration to %s reported success but its location could not be"
-                   " verified: %s" % (guest, dest_name, _libvirt_message(exc)),
+                   " verified: %s" % (guest, dest_name, libvirt_message(exc)),
                    "unverified", "unknown", None, last)
     if src_active and dst_active:
         raise fail("%s is active on both %s and %s after migration; resolve by hand before"
@@ -862,7 +812,7 @@ def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, sou
         try:
             return _guest_state(conn, uuid), None
         except Exception as exc:
-            return None, _libvirt_message(exc)  # host unreachable: unknown
+            return None, libvirt_message(exc)  # host unreachable: unknown
 
     src, src_error = state_on(src_conn)
     dst, dst_error = state_on(dst_conn)
@@ -879,7 +829,7 @@ def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, sou
             src_conn.lookupByUUIDString(uuid).resume()
             resumed = True
         except Exception as exc:
-            why += "; resuming it on %s failed: %s" % (source_name, _libvirt_message(exc))
+            why += "; resuming it on %s failed: %s" % (source_name, libvirt_message(exc))
         src, src_error = state_on(src_conn)
 
     src_active, dst_active = bool(src and src[0]), bool(dst and dst[0])
@@ -895,7 +845,7 @@ def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, sou
                     % (guest, dest_name, why), reason, "destination", dest_name, last)
     if src_active and dst_active:
         return fail("%s is active on both %s (%s) and %s (%s): %s; resolve by hand"
-                    % (guest, source_name, _state_name(src[1]), dest_name, _state_name(dst[1]),
+                    % (guest, source_name, state_name(src[1]), dest_name, state_name(dst[1]),
                        why), reason, "both", None, last)
     src_uri, dst_uri = shown_uris or ("<libvirt URI of %s>" % source_name,
                                       "<libvirt URI of %s>" % dest_name)
@@ -925,19 +875,15 @@ def _recover(guest, uuid, src_conn, dst_conn, was_running, postcopy_started, sou
                 % (guest, source_name, dest_name, why), reason, "nowhere", None, last)
 
 
-def _state_name(state):
-    return GUEST_STATES.get(state, "state %s" % state)
-
-
 def _held_location(side, state):
     """``source (paused)``: the side holding the guest active but not running, and how."""
-    return "%s (%s)" % (side, _state_name(state))
+    return "%s (%s)" % (side, state_name(state))
 
 
 def _held_text(guest, host, state):
     if state == VIR_DOMAIN_PAUSED:
         return "%s is PAUSED on %s" % (guest, host)
-    return "%s is on %s but not running (%s)" % (guest, host, _state_name(state))
+    return "%s is on %s but not running (%s)" % (guest, host, state_name(state))
 
 
 def _held_hint(guest, state, was_running, host, host_uri, other, other_uri):
@@ -1035,7 +981,7 @@ def _keep_admin_state(guest, uuid, src_conn, dst_conn, autostart, flags, source_
         except Exception as exc:
             warnings.append("%s runs on %s without the autostart it had on %s: setting it failed:"
                             " %s; run `virsh -c %s autostart %s`"
-                            % (guest, dest_name, source_name, _libvirt_message(exc), dst_uri, guest))
+                            % (guest, dest_name, source_name, libvirt_message(exc), dst_uri, guest))
     if not flags & VIR_MIGRATE_UNDEFINE_SOURCE:
         try:
             left = _lookup(src_conn, uuid)
@@ -1046,7 +992,7 @@ def _keep_admin_state(guest, uuid, src_conn, dst_conn, autostart, flags, source_
             warnings.append("the definition of %s left on %s keeps autostart and would start a"
                             " second copy when %s boots: disabling it failed: %s; run `virsh -c"
                             " %s autostart --disable %s`"
-                            % (guest, source_name, source_name, _libvirt_message(exc), src_uri,
+                            % (guest, source_name, source_name, libvirt_message(exc), src_uri,
                                guest))
     if warnings:
         result["warnings"] = warnings

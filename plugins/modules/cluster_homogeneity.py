@@ -212,9 +212,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.homogeneity import (
     QUERYABLE_HYPERVISORS, FeatureSetCpuOracle, HostInput, compare_cluster)
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
-    HAS_LIBVIRT, LibvirtCpuOracle, LibvirtFactsError, gather_hypervisor_facts, open_connection,
-    uri_secrets)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import LibvirtCpuOracle, gather_hypervisor_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    HAS_LIBVIRT, LibvirtHostError, open_connection, uri_secrets)
 
 
 class _PartialLibvirtOracle(LibvirtCpuOracle):
@@ -233,11 +233,11 @@ def _gather(host, username, password):
     storage_path = (host.get("storage") or {}).get("path")
     try:
         conn = open_connection(host["uri"], username, password)
-    except LibvirtFactsError as exc:
+    except LibvirtHostError as exc:
         return None, None, str(exc)
     try:
         return conn, gather_hypervisor_facts(host["uri"], storage_path, conn=conn), None
-    except LibvirtFactsError as exc:
+    except LibvirtHostError as exc:
         conn.close()
         return None, None, str(exc)
 

@@ -80,10 +80,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
-    HAS_LIBVIRT, LibvirtFactsError, open_connection, uri_secrets)
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import host_label
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    HAS_LIBVIRT, LibvirtHostError, host_label, libvirt, open_connection, uri_secrets)
 
 
 def start_guests(conn, names, check_mode=False):
@@ -139,7 +137,7 @@ def main():
                              "this module; install them on the controller")
     try:
         failed, result = run(module.params, module.check_mode)
-    except (LibvirtFactsError, libvirt_facts.libvirt.libvirtError) as exc:
+    except (LibvirtHostError, libvirt.libvirtError) as exc:
         module.fail_json(msg="cannot start %s on %s: %s" % (", ".join(module.params["guests"]),
                                                             module.params["host"] or host_label(module.params["uri"]), exc))
     if failed:

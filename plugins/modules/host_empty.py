@@ -124,10 +124,9 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty, libvirt_facts
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
-    HAS_LIBVIRT, LibvirtFactsError, open_connection, uri_secrets)
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import host_label
+from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    HAS_LIBVIRT, LibvirtHostError, host_label, libvirt, open_connection, uri_secrets)
 
 
 def check(params, check_mode, connect=open_connection):
@@ -169,7 +168,7 @@ def main():
                              "this module; install them on the controller")
     try:
         failed, result = check(module.params, module.check_mode)
-    except (LibvirtFactsError, libvirt_facts.libvirt.libvirtError) as exc:
+    except (LibvirtHostError, libvirt.libvirtError) as exc:
         module.fail_json(msg="cannot tell whether %s is safe to reboot, so not going on: %s"
                              % (module.params["host"] or host_label(module.params["uri"]), exc))
     if failed:

@@ -195,8 +195,9 @@ hypervisor:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import (
-    HAS_LIBVIRT, LibvirtFactsError, gather_hypervisor_facts, uri_secrets)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import gather_hypervisor_facts
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    HAS_LIBVIRT, LibvirtHostError, uri_secrets)
 
 
 def main():
@@ -220,7 +221,7 @@ def main():
         facts = gather_hypervisor_facts(module.params["uri"], module.params["shared_storage_path"],
                                         module.params["username"], module.params["password"],
                                         include_guests=module.params["gather_guests"])
-    except LibvirtFactsError as exc:
+    except LibvirtHostError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, hypervisor=facts, ansible_facts={"virtfleet_hypervisor_facts": facts})
 

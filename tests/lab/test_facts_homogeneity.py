@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import homogeneity as hg
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts as lf
 
@@ -71,7 +72,7 @@ def test_facts_list_every_guest_of_each_lab_host(lab):
             assert facts["memory_total_mib"] > 0 and facts["cpus"] >= 1
             assert facts["running_guest_count"] == sum(1 for g in facts["guests"] if g["active"])
             for guest in facts["guests"]:
-                assert guest["state"] in lf.DOMAIN_STATES.values()
+                assert guest["state"] in libvirt_connection.GUEST_STATES.values()
                 assert guest["memory_mib"] > 0 and guest["vcpus"] >= 1
                 assert guest["persistent"] in (True, False)
             assert facts["cpu"]["xml"].startswith("<cpu")
@@ -86,7 +87,7 @@ def test_host_uuids_of_the_lab_are_distinct(lab):
 
 def test_lab_clusters_are_homogeneous_with_libvirt_baseline(lab):
     for cluster, members in sorted(lab.clusters.items()):
-        connections = {h: lf.open_connection(host_uri(lab, h)) for h in members}
+        connections = {h: libvirt_connection.open_connection(host_uri(lab, h)) for h in members}
         try:
             inputs = [hg.HostInput(h, "kvm", {"name": "s", "path": "/same"},
                                    lf.gather_hypervisor_facts(host_uri(lab, h), conn=connections[h]))
@@ -131,7 +132,7 @@ def test_assert_homogeneity_playbook_names_host_and_attribute_on_a_declared_diff
 def test_recorded_cpus_real_libvirt_baseline(lab):
     """libvirt's own baseline on recorded real CPUs (Intel Skylake-Server, AMD EPYC, Haswell)."""
     some_host = sorted(lab.hosts)[0]
-    conn = lf.open_connection(host_uri(lab, some_host))
+    conn = libvirt_connection.open_connection(host_uri(lab, some_host))
     try:
         oracle = lf.LibvirtCpuOracle({some_host: conn})
         skylake = read_cpu("x86_64-cpuid-Xeon-Gold-6148-host.xml")
@@ -183,9 +184,9 @@ def test_recorded_cpus_real_libvirt_baseline(lab):
 
 def _reachable(uri):
     try:
-        lf.open_connection(uri, readonly=True).close()
+        libvirt_connection.open_connection(uri, readonly=True).close()
         return True
-    except lf.LibvirtFactsError:
+    except libvirt_connection.LibvirtHostError:
         return False
 
 

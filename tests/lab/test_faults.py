@@ -37,8 +37,8 @@ import time
 import pytest
 import yaml
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
-from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts as lf
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 
@@ -255,7 +255,7 @@ def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_boun
         assert not worker.is_alive(), "the migration still waits 240 s after its destination froze"
         opened, open_seconds = bounded(lambda: mig.locate_guest(
             guest, {destination: uri(lab, destination)},
-            connect=lambda address: lf.open_connection(address, timeout=10)), 60)
+            connect=lambda address: libvirt_connection.open_connection(address, timeout=10)), 60)
     finally:
         if pid:
             os.kill(pid, signal.SIGCONT)

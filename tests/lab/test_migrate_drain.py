@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
@@ -381,14 +382,13 @@ def test_migration_keeps_autostart_and_persistence_on_the_destination(lab, clust
     it on the destination, the guest stays persistent there and its source definition is gone
     (so nothing on the source starts a second copy at boot). The guest keeps beating."""
     import libvirt  # pylint: disable=import-outside-toplevel
-    from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # pylint: disable=import-outside-toplevel
 
     source, destination = sorted(lab.clusters[cluster_a])[:2]
     guest = guests_on(lab, source)[0]
 
     def admin_state(host):
         """(autostart, persistent) of the guest's definition on host, None if not defined."""
-        conn = libvirt_facts.open_connection(host_uri(lab, host))
+        conn = libvirt_connection.open_connection(host_uri(lab, host))
         try:
             try:
                 dom = conn.lookupByName(guest)
@@ -399,7 +399,7 @@ def test_migration_keeps_autostart_and_persistence_on_the_destination(lab, clust
             conn.close()
 
     def set_autostart(host, flag):
-        conn = libvirt_facts.open_connection(host_uri(lab, host))
+        conn = libvirt_connection.open_connection(host_uri(lab, host))
         try:
             conn.lookupByName(guest).setAutostart(int(flag))
         finally:

@@ -305,7 +305,7 @@ def _run_action(monkeypatch, report=None, error=None):
             raise error
         return report
     monkeypatch.setattr(d, "drain_host", drain_host)
-    monkeypatch.setattr(action.mig, "HAS_LIBVIRT", True)
+    monkeypatch.setattr(action, "HAS_LIBVIRT", True)
     task = mock.MagicMock(async_val=0, check_mode=False, action="virtfleet.cluster.host_drain",
                           args={"host": "hv-1", "hosts": [{"name": "hv-1", "uri": "test:///hv-1"},
                                                           {"name": "hv-2", "uri": "test:///hv-2"}]})

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts as lf
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "cpu")
@@ -125,7 +126,7 @@ def test_hostdev_makes_a_guest_unmovable():
     ("esx://u:p@vc/?password=x&transport=https", "esx://u:********@vc/?password=********&transport=https"),
 ])
 def test_redact_uri(uri, shown):
-    assert lf.redact_uri(uri) == shown
+    assert libvirt_connection.redact_uri(uri) == shown
 
 
 def test_version_string():
@@ -140,11 +141,11 @@ def test_version_string():
     ("Cannot recv data: Host key verification failed.", "add the host key to known_hosts"),
 ])
 def test_error_hints(message, hint):
-    assert hint in lf._hint(message, "qemu+tcp://h/system")
+    assert hint in libvirt_connection.connection_hint(message, "qemu+tcp://h/system")
 
 
 def test_connection_error_names_uri_without_password():
-    with pytest.raises(lf.LibvirtFactsError) as err:
+    with pytest.raises(libvirt_connection.LibvirtHostError) as err:
         lf.gather_hypervisor_facts("qemu+tcp://admin:s3cret@127.0.0.1:1/session")
     text = str(err.value)
     assert text.startswith("cannot connect to qemu+tcp://admin:********@127.0.0.1:1/session")
@@ -162,8 +163,8 @@ def test_open_gives_up_on_a_daemon_that_never_answers():
     uri = "qemu+tcp://admin:s3cret@127.0.0.1:%d/session" % silent.getsockname()[1]
     began = time.monotonic()
     try:
-        with pytest.raises(lf.LibvirtFactsError) as err:
-            lf.open_connection(uri, timeout=2)
+        with pytest.raises(libvirt_connection.LibvirtHostError) as err:
+            libvirt_connection.open_connection(uri, timeout=2)
     finally:
         silent.close()
     took = time.monotonic() - began
@@ -174,15 +175,15 @@ def test_open_gives_up_on_a_daemon_that_never_answers():
 
 
 def test_connections_run_keepalive_on_the_event_loop():
-    conn = lf.open_connection("test:///default")  # in-process: no keepalive, still opens
+    conn = libvirt_connection.open_connection("test:///default")  # in-process: no keepalive, still opens
     try:
         assert conn.getHostname()
     finally:
         conn.close()
-    (loop,) = lf._event_loop
+    (loop,) = libvirt_connection._event_loop
     assert loop.is_alive() and loop.daemon
-    lf.ensure_event_loop()  # registered once per process, never twice
-    assert lf._event_loop == [loop]
+    libvirt_connection.ensure_event_loop()  # registered once per process, never twice
+    assert libvirt_connection._event_loop == [loop]
 
 
 def test_gather_from_libvirt_test_driver():
@@ -201,9 +202,9 @@ def test_gather_from_libvirt_test_driver():
 
 
 def test_uri_password():
-    assert lf.uri_password("qemu+ssh://root:hunter2@hv1/system") == "hunter2"
-    assert lf.uri_password("qemu+ssh://root@hv1/system") is None
-    assert lf.uri_password("qemu:///system") is None
+    assert libvirt_connection.uri_password("qemu+ssh://root:hunter2@hv1/system") == "hunter2"
+    assert libvirt_connection.uri_password("qemu+ssh://root@hv1/system") is None
+    assert libvirt_connection.uri_password("qemu:///system") is None
 
 
 # --- the module, through Ansible (libvirt's in-process test driver, no daemon) -------------------

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as m
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import (
     MigrationOptions, MigrationProgress, StallDetector, completion_timeout,
@@ -212,16 +213,14 @@ def test_from_params_ignores_unrelated_keys():
     assert options.bandwidth_mib == 5 and options.postcopy is False
 
 
-def test_flag_values_match_libvirt():
+def test_libvirt_constant_values_match_libvirt():
     libvirt = pytest.importorskip("libvirt")
-    for name in ("VIR_MIGRATE_LIVE", "VIR_MIGRATE_PEER2PEER", "VIR_MIGRATE_PERSIST_DEST",
-                 "VIR_MIGRATE_UNDEFINE_SOURCE", "VIR_MIGRATE_NON_SHARED_DISK",
-                 "VIR_MIGRATE_AUTO_CONVERGE", "VIR_MIGRATE_POSTCOPY", "VIR_MIGRATE_PARALLEL",
-                 "VIR_DOMAIN_JOB_NONE", "VIR_DOMAIN_JOB_COMPLETED", "VIR_DOMAIN_JOB_FAILED",
-                 "VIR_DOMAIN_JOB_CANCELLED", "VIR_DOMAIN_JOB_STATS_COMPLETED", "VIR_DOMAIN_RUNNING",
-                 "VIR_DOMAIN_PAUSED", "VIR_DOMAIN_PAUSED_POSTCOPY",
-                 "VIR_DOMAIN_PAUSED_POSTCOPY_FAILED", "VIR_ERR_NO_DOMAIN"):
-        assert getattr(m, name) == getattr(libvirt, name), name
+    names = [name for name in dir(libvirt_connection) if name.startswith("VIR_")]
+    assert len(names) >= 19
+    for name in names:
+        assert getattr(libvirt_connection, name) == getattr(libvirt, name), name
+    for value, name in libvirt_connection.GUEST_STATES.items():
+        assert getattr(libvirt, "VIR_DOMAIN_" + name.upper()) == value, name
 
 
 # --- progress and reporting -----------------------------------------------------------
@@ -251,9 +250,9 @@ def test_completed_stats_summary_names_the_figures():
 
 
 def test_host_label_never_leaks_the_uri():
-    assert m.host_label("qemu+ssh://root@hv-1.example/system?keyfile=/secret/id") == "hv-1.example"
-    assert m.host_label("qemu+tcp://127.0.1.12/session") == "127.0.1.12"
-    assert m.host_label("qemu:///system") == "localhost"
+    assert libvirt_connection.host_label("qemu+ssh://root@hv-1.example/system?keyfile=/secret/id") == "hv-1.example"
+    assert libvirt_connection.host_label("qemu+tcp://127.0.1.12/session") == "127.0.1.12"
+    assert libvirt_connection.host_label("qemu:///system") == "localhost"
 
 
 def test_stall_suggestion_names_the_remedies():
@@ -864,7 +863,7 @@ class _FakeModule:
 
 
 def test_guest_migrate_shows_migration_warnings_as_task_warnings(monkeypatch):
-    from ansible_collections.virtfleet.cluster.plugins.modules import guest_migrate
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import finish
     warning = "g1 runs on hv-2 without the autostart it had on hv-1: run `virsh -c URI autostart g1`"
 
     def migrated(*_args, **_kwargs):
@@ -872,11 +871,11 @@ def test_guest_migrate_shows_migration_warnings_as_task_warnings(monkeypatch):
     result, _left = _module_run(monkeypatch, migrated, [{"hv-1": "running", "hv-2": "absent"}])
     module = _FakeModule()
     with pytest.raises(SystemExit):
-        guest_migrate.finish(module, result)
+        finish(module, result)
     assert module.warnings == [warning]
     assert module.exited is not None and "warnings" not in module.exited  # not passed to exit_json
     assert module.failed is None
     failed = _FakeModule()
     with pytest.raises(SystemExit):
-        guest_migrate.finish(failed, dict(result, failed=True))
+        finish(failed, dict(result, failed=True))
     assert failed.failed is not None and "failed" not in failed.failed and failed.exited is None

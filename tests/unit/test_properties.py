@@ -31,6 +31,7 @@ from ansible.module_utils import basic  # noqa: E402
 from ansible.parsing.dataloader import DataLoader  # noqa: E402
 from ansible.plugins.loader import inventory_loader  # noqa: E402
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig  # noqa: E402
@@ -474,8 +475,8 @@ def test_every_secret_of_a_uri_is_masked_and_redacted(password, apikey, secretke
         scheme, password, apikey, secretkey)
     plain = uri.replace(password, "").replace(apikey, "").replace(secretkey, "")
     hypothesis.assume(not any(secret in plain for secret in (password, apikey, secretkey)))
-    assert {password, apikey, secretkey} <= set(libvirt_facts.uri_secrets(uri))
-    redacted = libvirt_facts.redact_uri(uri)
+    assert {password, apikey, secretkey} <= set(libvirt_connection.uri_secrets(uri))
+    redacted = libvirt_connection.redact_uri(uri)
     assert not any(secret in redacted for secret in (password, apikey, secretkey)), redacted
     assert redacted.startswith("%s://admin:********@hv-1.example/system?" % scheme)
 
