@@ -19,6 +19,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
     ClusterSimulation, CpuCheck, Guest, HostCapacity, Move, PlacementPolicy, cpu_refusal, ordered_guests)
 
+
 def memory_loads(hosts: Sequence[HostCapacity], guests: Sequence[Guest]) -> Dict[str, float]:
     """Allocated guest memory / total memory per host (0.0 .. 1.0+)."""
     totals = {h.name: h.memory_total_mib for h in hosts}

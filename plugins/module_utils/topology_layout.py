@@ -21,6 +21,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import 
     parse_topology,
 )
 
+
 @dataclass(slots=True)
 class ClusterLayout:
     """One cluster as the inventory sees it.

@@ -613,8 +613,6 @@ def _sshd_config(lab: dict, host: dict) -> str:
     ])
 
 
-
-
 def prepare(lab: dict, image: dict) -> None:
     """Users, groups, directories, keys and configuration files (idempotent)."""
     state = lab["state_dir"]
