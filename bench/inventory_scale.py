@@ -68,7 +68,8 @@ def static_inventory(topology: dict) -> dict:
     plugin's own model (so the two inventories cannot drift apart)."""
     sys.path.insert(0, os.path.join(REPO, ".collections"))
     from ansible.inventory.group import to_safe_group_name
-    from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import build_layout, parse_topology
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import parse_topology
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import build_layout
 
     layout = build_layout(parse_topology(topology), lambda name: to_safe_group_name(name, force=True, silent=True))
     groups: dict = {}

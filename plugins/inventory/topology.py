@@ -194,8 +194,9 @@ regions:
 
 import hashlib
 import inspect
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.inventory.group import to_safe_group_name
@@ -204,12 +205,11 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import (
     PLUGIN_NAMES,
-    InventoryLayout,
     TopologyError,
-    build_layout,
     check_top_level_keys,
     parse_topology,
 )
+from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import InventoryLayout, build_layout
 
 # verify_file must not parse a possibly large YAML file just to see whose it is: a top-level
 # `plugin:` line is enough.
@@ -222,7 +222,7 @@ _TOPOLOGY_KEYS = ("regions", "vars")
 _CACHE_FORMAT = 1
 
 
-def _safe_group_name(name):
+def _safe_group_name(name: str) -> str:
     # Forced and silent: the tree's group names must not depend on TRANSFORM_INVALID_GROUP_CHARS,
     # and collisions after replacement are reported as errors instead of warnings.
     return to_safe_group_name(name, force=True, silent=True)
@@ -239,7 +239,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     _sanitize_group_name = staticmethod(_safe_group_name)
 
-    def verify_file(self, path):
+    def verify_file(self, path: str) -> bool:
         if not super().verify_file(path) or not path.endswith((".yml", ".yaml")):
             return False
         try:
@@ -249,7 +249,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             return False
         return _PLUGIN_LINE.search(text) is not None
 
-    def parse(self, inventory, loader, path, cache=True):
+    def parse(self, inventory, loader, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         fingerprint = self._fingerprint(path)
 
@@ -288,7 +288,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     # -- reading --------------------------------------------------------------------------------
 
     @staticmethod
-    def _fingerprint(path):
+    def _fingerprint(path: str) -> str:
         try:
             with open(path, "rb") as handle:
                 return hashlib.sha256(handle.read()).hexdigest()
@@ -298,7 +298,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 % (path, error.strerror or error)
             )
 
-    def _load_document(self, path):
+    def _load_document(self, path: str) -> Mapping:
         # ansible-core 2.19 marks file contents as trusted templates only on request; 2.17 has no such argument.
         if "trusted_as_template" in inspect.signature(self.loader.load_from_file).parameters:
             load_options = {"cache": "none", "trusted_as_template": True, "unsafe": True}
@@ -326,7 +326,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                      % (path, document.get("plugin"), " or ".join(PLUGIN_NAMES)))
         return document
 
-    def _layout(self, path, document):
+    def _layout(self, path: str, document: Mapping) -> InventoryLayout:
         try:
             check_top_level_keys(document, self._options)
             return build_layout(parse_topology(document), self._sanitize_group_name)
@@ -334,7 +334,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             error.source = path
             raise AnsibleParserError(str(error))
 
-    def _cache_lookup(self, path, fingerprint, cache):
+    def _cache_lookup(self, path: str, fingerprint: str, cache: bool) -> Optional[Mapping[str, Any]]:
         if not (cache and self.get_option("cache")):
             return None
         self.load_cache_plugin()
@@ -350,7 +350,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # -- populating -----------------------------------------------------------------------------
 
-    def _populate(self, layout):
+    def _populate(self, layout: InventoryLayout) -> None:
         inventory = self.inventory
         for group, parent in layout.groups:
             inventory.add_group(group)

@@ -6,14 +6,14 @@ Nothing here talks to libvirt or imports Ansible; callers build `HostCapacity` a
 objects (from hypervisor facts through `capacity.cluster_from_facts`, or by hand) and get plain
 data back.
 
-Four planners:
+The model (hosts, guests, policy, plans), the simulation every planner runs on
+(`ClusterSimulation`) and the drain planners:
 
 * `plan_drain` places every guest of one host on the other hosts of its cluster.
 * `prove_rolling_capacity` simulates draining hosts one after the other (each drain sees
   where the previous ones put their guests) and says whether every step fits.
-* `plan_rebalance` evens out memory load with few moves.
-* `plan_move_back` sends guests back to the hosts they ran on before a maintenance, where
-  they fit.
+
+The cluster planners (`plan_rebalance`, `plan_move_back`) live in `cluster_plans`.
 
 Capacity is reserved cumulatively: a guest placed on a host consumes its memory and vCPUs
 before the next guest is considered. Checking each guest against the untouched free
@@ -169,7 +169,7 @@ class Plan:
 CpuCheck = Callable[[Guest, HostCapacity], Union[None, bool, str]]
 
 
-def _cpu_refusal(cpu_check: Optional[CpuCheck], guest: Guest, host: HostCapacity) -> Optional[str]:
+def cpu_refusal(cpu_check: Optional[CpuCheck], guest: Guest, host: HostCapacity) -> Optional[str]:
     if cpu_check is None:
         return None
     verdict = cpu_check(guest, host)
@@ -180,7 +180,7 @@ def _cpu_refusal(cpu_check: Optional[CpuCheck], guest: Guest, host: HostCapacity
     return "CPU cannot run the guest: %s" % verdict
 
 
-class _HostState:
+class HostState:
     """Mutable accounting of one host during a simulation."""
 
     def __init__(self, host: HostCapacity, policy: PlacementPolicy):
@@ -244,7 +244,7 @@ class _HostState:
         return "; ".join(reasons) or None
 
 
-class _Cluster:
+class ClusterSimulation:
     """Simulation state: every host's accounting plus where each guest is."""
 
     def __init__(self, hosts: Sequence[HostCapacity], guests: Sequence[Guest], policy: PlacementPolicy):
@@ -252,7 +252,7 @@ class _Cluster:
         if len(set(names)) != len(names):
             raise ValueError("duplicate host names: %s" % sorted({n for n in names if names.count(n) > 1}))
         self.policy = policy
-        self.states: Dict[str, _HostState] = {h.name: _HostState(h, policy) for h in hosts}
+        self.states: Dict[str, HostState] = {h.name: HostState(h, policy) for h in hosts}
         self.in_maintenance = {h.name for h in hosts if h.in_maintenance}
         self.guests: List[Guest] = [copy.copy(g) for g in guests]
         seen = set()
@@ -276,7 +276,7 @@ class _Cluster:
         self.states[destination].add(guest, arriving=True)
 
 
-def _ordered(guests: List[Guest], order: str) -> List[Guest]:
+def ordered_guests(guests: List[Guest], order: str) -> List[Guest]:
     if order == "largest_first":
         return sorted(guests, key=lambda g: (-g.memory_mib, -g.vcpus, g.name))
     if order == "smallest_first":
@@ -284,7 +284,7 @@ def _ordered(guests: List[Guest], order: str) -> List[Guest]:
     return list(guests)
 
 
-def _drain(cluster: _Cluster, source: str, cpu_check: Optional[CpuCheck]) -> Plan:
+def _drain(cluster: ClusterSimulation, source: str, cpu_check: Optional[CpuCheck]) -> Plan:
     """Plans the drain of `source` and applies the moves to `cluster`."""
     policy = cluster.policy
     if source not in cluster.states:
@@ -301,7 +301,7 @@ def _drain(cluster: _Cluster, source: str, cpu_check: Optional[CpuCheck]) -> Pla
                              % (guest.name, ", ".join(UNMOVABLE_POLICIES)))
         plan.unmovable.append(UnmovableAction(guest.name, action, guest.unmovable_reason or "not movable"))
 
-    for guest in _ordered(movable, policy.order):
+    for guest in ordered_guests(movable, policy.order):
         per_host: Dict[str, str] = {}
         candidates = []
         for name, state in sorted(cluster.states.items()):
@@ -310,7 +310,7 @@ def _drain(cluster: _Cluster, source: str, cpu_check: Optional[CpuCheck]) -> Pla
             if name in cluster.in_maintenance:
                 per_host[name] = "in maintenance"
                 continue
-            why = _cpu_refusal(cpu_check, guest, state.host) or state.refusal(guest, policy)
+            why = cpu_refusal(cpu_check, guest, state.host) or state.refusal(guest, policy)
             if why:
                 per_host[name] = why
             else:
@@ -342,7 +342,7 @@ def plan_drain(source: str, hosts: Sequence[HostCapacity], guests: Sequence[Gues
     host the `cpu_check` refuses. The inputs are not modified.
     """
     policy = policy or PlacementPolicy()
-    return _drain(_Cluster(hosts, guests, policy), source, cpu_check)
+    return _drain(ClusterSimulation(hosts, guests, policy), source, cpu_check)
 
 
 @dataclass
@@ -390,7 +390,7 @@ def prove_rolling_capacity(order: Sequence[Union[str, Sequence[str]]], hosts: Se
     the rest stay, so later steps still report their own shortfalls.
     """
     policy = policy or PlacementPolicy()
-    cluster = _Cluster(hosts, guests, policy)
+    cluster = ClusterSimulation(hosts, guests, policy)
     steps_hosts = [[step] if isinstance(step, str) else list(step) for step in order]
     unknown = [h for step in steps_hosts for h in step if h not in cluster.states]
     if unknown:
@@ -403,77 +403,6 @@ def prove_rolling_capacity(order: Sequence[Union[str, Sequence[str]]], hosts: Se
             steps.append(CapacityStep(host, _drain(cluster, host, cpu_check), number))
         cluster.in_maintenance.difference_update(newly_marked)
     return CapacityProof(steps)
-
-
-def memory_loads(hosts: Sequence[HostCapacity], guests: Sequence[Guest]) -> Dict[str, float]:
-    """Allocated guest memory / total memory per host (0.0 .. 1.0+)."""
-    totals = {h.name: h.memory_total_mib for h in hosts}
-    used = dict.fromkeys(totals, 0)
-    for g in guests:
-        if g.host in used:
-            used[g.host] += g.memory_mib
-    return {name: (used[name] / float(totals[name]) if totals[name] else 0.0) for name in totals}
-
-
-def plan_rebalance(hosts: Sequence[HostCapacity], guests: Sequence[Guest],
-                   policy: Optional[PlacementPolicy] = None, cpu_check: Optional[CpuCheck] = None,
-                   threshold: float = 0.10, max_moves: Optional[int] = None) -> List[Move]:
-    """Evens out memory load (allocated / total) across the hosts with few moves.
-
-    Greedy: while the spread between the most and least loaded host exceeds `threshold`
-    (a fraction, 0.10 = ten percentage points), move the one guest from the most loaded host
-    (or, when none of its guests can usefully move, the next most loaded) that leaves the
-    smallest spread, to the least loaded host that can take it; stop when no single move makes
-    the spread smaller. Hosts in maintenance neither give nor take guests;
-    unmovable guests stay. Moves are returned in the order to run them.
-    """
-    policy = policy or PlacementPolicy()
-    cluster = _Cluster(hosts, guests, policy)
-    active = {n: s for n, s in cluster.states.items()
-              if n not in cluster.in_maintenance and s.host.memory_total_mib > 0}
-    moves: List[Move] = []
-
-    def load(name, delta=0):
-        state = active[name]
-        return (state.memory_allocated + delta) / float(state.host.memory_total_mib)
-
-    def spread(changes=None):
-        changes = changes or {}
-        loads = [load(n, changes.get(n, 0)) for n in active]
-        return max(loads) - min(loads) if loads else 0.0
-
-    while len(active) > 1 and (max_moves is None or len(moves) < max_moves):
-        current = spread()
-        if current <= threshold:
-            break
-        best = None
-        by_load = sorted(active, key=lambda n: (load(n), n))
-        # Most loaded source first; if its guests cannot move (unmovable, too big, constraints),
-        # a less loaded source may still lift the least loaded host and shrink the spread.
-        for source in reversed(by_load):
-            for destination in by_load:
-                if load(destination) >= load(source):
-                    break
-                for guest in _ordered([g for g in cluster.guests_on(source) if g.movable], policy.order):
-                    if _cpu_refusal(cpu_check, guest, active[destination].host):
-                        continue
-                    if active[destination].refusal(guest, policy):
-                        continue
-                    after = spread({source: -guest.memory_mib, destination: guest.memory_mib})
-                    if after < current - 1e-9 and (best is None or after < best[0] - 1e-9):
-                        best = (after, guest, source, destination)
-                if best is not None:
-                    # The least loaded host that can take a useful guest wins; trying hosts
-                    # that are already fuller would only shift the imbalance around.
-                    break
-            if best is not None:
-                break
-        if best is None:
-            break
-        _after, guest, source, destination = best
-        moves.append(Move(guest.name, source, destination, guest.memory_mib, guest.vcpus))
-        cluster.move(guest, destination)
-    return moves
 
 
 def capacity_from_dicts(hosts: Iterable[Mapping], guests: Iterable[Mapping]):
@@ -490,80 +419,3 @@ def capacity_from_dicts(hosts: Iterable[Mapping], guests: Iterable[Mapping]):
                              % (cls.__name__, sorted(extra), ", ".join(sorted(known))))
         return cls(**data)
     return [build(HostCapacity, h) for h in hosts], [build(Guest, g) for g in guests]
-
-
-@dataclass
-class Skipped:
-    """A guest the move-back leaves where it runs, and why."""
-
-    guest: str
-    source: str
-    destination: Optional[str]
-    reason: str
-
-
-@dataclass
-class MoveBackPlan:
-    moves: List[Move] = field(default_factory=list)
-    skipped: List[Skipped] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"moves": [asdict(m) for m in self.moves], "skipped": [asdict(s) for s in self.skipped]}
-
-
-def plan_move_back(hosts: Sequence[HostCapacity], guests: Sequence[Guest], origins: Mapping[str, str],
-                   policy: Optional[PlacementPolicy] = None, marked: Iterable[str] = (),
-                   cpu_check: Optional[CpuCheck] = None) -> MoveBackPlan:
-    """Sends guests back to the host they ran on before the maintenance (`origins`: guest ->
-    home host), only where they fit.
-
-    A guest away from home goes back when its home host is among `hosts`, not in maintenance
-    (`marked` or `HostCapacity.in_maintenance`), the guest can live-migrate, and the home host
-    can take it now (memory with overcommit and reserve, host free memory, vCPUs,
-    anti-affinity, `cpu_check`). Moves are simulated in the order returned, each seeing the
-    earlier ones, so running them one after the other never overfills a host: a guest that
-    does not fit yet is tried again after the others moved (a guest leaving a host can make
-    room for one coming home), and is skipped, with the reason, when no further move helps.
-    Guests at home or without an origin stay and are not listed; guests without facts (not
-    running) are not in `guests` and are ignored. The inputs are not modified.
-    """
-    policy = policy or PlacementPolicy()
-    cluster = _Cluster(hosts, guests, policy)
-    marked = set(marked or ()) | cluster.in_maintenance
-    plan = MoveBackPlan()
-    pending: List[Guest] = []
-    for guest in sorted(cluster.guests, key=lambda g: g.name):
-        home = origins.get(guest.name)
-        if not home or home == guest.host:
-            continue
-        if home not in cluster.states:
-            why = "its home host %s was not read now (its libvirt did not answer, or it left the cluster)" % home
-        elif home in marked:
-            why = "its home host %s is in maintenance" % home
-        elif not guest.movable:
-            why = "it cannot live-migrate (%s)" % (guest.unmovable_reason or "not movable")
-        else:
-            pending.append(guest)
-            continue
-        plan.skipped.append(Skipped(guest.name, guest.host, home, why))
-    last_refusal: Dict[str, str] = {}
-    progress = True
-    while pending and progress:
-        progress = False
-        for guest in _ordered(pending, policy.order):
-            home = origins[guest.name]
-            state = cluster.states[home]
-            why = _cpu_refusal(cpu_check, guest, state.host) or state.refusal(guest, policy)
-            if why:
-                last_refusal[guest.name] = why
-                continue
-            plan.moves.append(Move(guest.name, guest.host, home, guest.memory_mib, guest.vcpus))
-            cluster.move(guest, home)
-            pending.remove(guest)
-            progress = True
-    for guest in sorted(pending, key=lambda g: g.name):
-        home = origins[guest.name]
-        plan.skipped.append(Skipped(guest.name, guest.host, home, "it does not fit on its home host %s now: %s"
-                                    % (home, last_refusal[guest.name])))
-    plan.skipped.sort(key=lambda s: s.guest)
-    return plan

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Topology model: parse and validate a topology document, derive groups and host variables.
+"""Topology model: parse and validate a topology document.
 
 A topology document describes regions > zones > pods > clusters > hosts as lists of named
 mappings (see the DOCUMENTATION of the ``virtfleet.cluster.topology`` inventory plugin).
@@ -8,14 +8,15 @@ This module is pure Python on purpose (no Ansible imports), so the inventory plu
 and the unit tests share one definition of what a valid topology is.
 
 Every problem is raised as :class:`TopologyError`, which says where in the tree it is, what is
-wrong and how to fix it.
+wrong and how to fix it. The groups and host variables an inventory derives from the model are
+in ``topology_layout``.
 """
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 PLUGIN_NAMES = ("topology", "virtfleet.cluster.topology")
 
@@ -384,124 +385,3 @@ def _cluster(node: Mapping, where: tuple, inherited_vars: dict, host_places: dic
         hosts.append(_host(h_node, hypervisor, h_where))
     return Cluster(name=where[-1][1], hypervisor=hypervisor, storage=storage, max_unavailable=max_unavailable,
                    vars=cluster_vars, hosts=hosts, where=where)
-
-
-# --------------------------------------------------------------------------------------------
-# Inventory layout: groups and host variables
-# --------------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class ClusterLayout:
-    """One cluster as the inventory sees it.
-
-    ``variables`` are shared by all its hosts (inherited free vars + the ``virtfleet_*`` of the
-    cluster); ``hosts`` are ``(host name, variables of that host only)``. A host's complete
-    variables are ``{**variables, **host_variables}`` (see :func:`host_variables`).
-    """
-
-    group: str
-    hypervisor_group: str
-    variables: dict
-    hosts: list
-
-
-@dataclass(slots=True)
-class InventoryLayout:
-    """What an inventory needs, in the order to create it.
-
-    ``groups``: ``(group, parent group or None)``, parents before children.
-    ``clusters``: one :class:`ClusterLayout` per cluster, in topology order.
-    """
-
-    groups: list
-    clusters: list
-
-    def hosts(self) -> Iterator[tuple[str, str, str, dict]]:
-        """``(host, cluster group, hypervisor group, complete host variables)`` for every host."""
-        for cluster in self.clusters:
-            for name, own in cluster.hosts:
-                yield name, cluster.group, cluster.hypervisor_group, {**cluster.variables, **own}
-
-    def to_data(self) -> dict:
-        """Plain lists and dicts (JSON-friendly), e.g. for an inventory cache."""
-        return {"groups": [list(pair) for pair in self.groups],
-                "clusters": [[c.group, c.hypervisor_group, c.variables, [list(h) for h in c.hosts]]
-                             for c in self.clusters]}
-
-    @classmethod
-    def from_data(cls, data: Mapping) -> "InventoryLayout":
-        return cls(groups=[tuple(pair) for pair in data["groups"]],
-                   clusters=[ClusterLayout(group, hypervisor_group, variables, [tuple(h) for h in hosts])
-                             for group, hypervisor_group, variables, hosts in data["clusters"]])
-
-
-def _identity(name: str) -> str:
-    return name
-
-
-def group_name(kind: str, name: str, sanitize: Callable[[str], str] = _identity) -> str:
-    return sanitize(GROUP_PREFIXES[kind] + name)
-
-
-def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity) -> InventoryLayout:
-    """Derive groups and host variables.
-
-    ``sanitize`` turns a candidate group name into a valid one (the plugin passes Ansible's).
-    Two different topology names that end up as the same group are refused, naming both places,
-    so two parts of the tree never merge silently.
-    """
-    claimed: dict[str, tuple] = {}  # group -> where the name came from
-
-    def claim(kind: str, where: tuple) -> str:
-        group = group_name(kind, where[-1][1], sanitize)
-        previous = claimed.setdefault(group, where)
-        if previous is not where:  # equal names were refused by parse_topology: these differ
-            raise TopologyError(where, "%s names %r (at %s) and %r (at %s) both become the Ansible group %r" % (
-                kind, previous[-1][1], describe_place(previous), where[-1][1], describe_place(where), group),
-                "%s names must stay unique after characters invalid in group names are replaced by _; "
-                "rename one of them" % kind)
-        return group
-
-    groups: list = []
-    clusters: list = []
-    hypervisor_groups: dict[str, str] = {}
-    for region in topology.regions:
-        region_group = claim("region", region.where)
-        groups.append((region_group, None))
-        for zone in region.zones:
-            zone_group = claim("zone", zone.where)
-            groups.append((zone_group, region_group))
-            for pod in zone.pods:
-                pod_group = claim("pod", pod.where)
-                groups.append((pod_group, zone_group))
-                for cluster in pod.clusters:
-                    cluster_group = claim("cluster", cluster.where)
-                    groups.append((cluster_group, pod_group))
-                    hypervisor_group = hypervisor_groups.get(cluster.hypervisor)
-                    if hypervisor_group is None:
-                        hypervisor_group = sanitize(HYPERVISOR_GROUP_PREFIX + cluster.hypervisor)
-                        hypervisor_groups[cluster.hypervisor] = hypervisor_group
-                        groups.append((hypervisor_group, None))
-                    variables = dict(cluster.vars)
-                    variables.update(
-                        virtfleet_region=region.name,
-                        virtfleet_zone=zone.name,
-                        virtfleet_pod=pod.name,
-                        virtfleet_cluster=cluster.name,
-                        virtfleet_hypervisor=cluster.hypervisor,
-                        virtfleet_storage=cluster.storage,
-                        virtfleet_max_unavailable=cluster.max_unavailable,
-                    )
-                    hosts = []
-                    for host in cluster.hosts:
-                        own = dict(host.vars) if host.vars else {}
-                        own["ansible_host"] = host.address
-                        own["virtfleet_libvirt_uri"] = host.libvirt_uri
-                        hosts.append((host.name, own))
-                    clusters.append(ClusterLayout(cluster_group, hypervisor_group, variables, hosts))
-    return InventoryLayout(groups=groups, clusters=clusters)
-
-
-def topology_layout(document: Any, sanitize: Callable[[str], str] = _identity) -> InventoryLayout:
-    """Parse, validate and lay out a topology document in one call."""
-    return build_layout(parse_topology(document), sanitize)

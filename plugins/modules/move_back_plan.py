@@ -134,7 +134,7 @@ skipped:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
-from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import plan_move_back
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_plans import plan_move_back
 
 
 def main():

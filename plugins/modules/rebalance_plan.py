@@ -103,7 +103,7 @@ import dataclasses
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
-from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_plans import (
     memory_loads, plan_rebalance)
 
 

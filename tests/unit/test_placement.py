@@ -2,9 +2,10 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_plans import (
+    memory_loads, plan_move_back, plan_rebalance)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    Guest, HostCapacity, PlacementPolicy, capacity_from_dicts, memory_loads, plan_drain,
-    plan_move_back, plan_rebalance, prove_rolling_capacity)
+    Guest, HostCapacity, PlacementPolicy, capacity_from_dicts, plan_drain, prove_rolling_capacity)
 
 NO_RESERVE = PlacementPolicy(memory_reserve_mib=0)
 

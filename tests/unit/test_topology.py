@@ -6,13 +6,15 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import topology as topo
 from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import (
     TopologyError,
-    build_layout,
     check_top_level_keys,
     default_libvirt_uri,
     parse_topology,
+)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import (
+    InventoryLayout,
+    build_layout,
     topology_layout,
 )
 
@@ -164,7 +166,7 @@ def test_explicit_libvirt_uri_wins_and_hyperv_has_none():
 def test_layout_round_trips_through_plain_data():
     layout = topology_layout(base_document(), sanitize)
     data = yaml.safe_load(yaml.safe_dump(layout.to_data()))  # what a cache would hold
-    again = topo.InventoryLayout.from_data(data)
+    again = InventoryLayout.from_data(data)
     assert again.groups == layout.groups
     assert list(again.hosts()) == list(layout.hosts())
 

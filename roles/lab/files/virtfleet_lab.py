@@ -47,6 +47,46 @@ import uuid
 
 import yaml
 
+ROLE_FILES = os.path.dirname(os.path.abspath(__file__))
+
+
+def _put_collection_on_path() -> None:
+    """Make ``ansible_collections.virtfleet.cluster`` importable: the lab reads topologies and
+    opens libvirt connections with the collection's own code.
+
+    The lab runs as a program (the role's command task, the lab tests, the command line), not
+    as a module Ansible loads, so it finds the collection it belongs to: the directory holding
+    ``ansible_collections`` when this file lies inside one (an installed collection, or the
+    repository reached through its ``.collections`` link, as the role runs it), else the
+    repository's ``.collections`` link (``make deps`` creates it), then ANSIBLE_COLLECTIONS_PATH.
+    """
+    collection_root = os.path.dirname(os.path.dirname(os.path.dirname(ROLE_FILES)))  # <root>/roles/lab/files
+    parts = collection_root.split(os.sep)
+    candidates = []
+    if "ansible_collections" in parts:
+        candidates.append(os.sep.join(parts[:len(parts) - 1 - parts[::-1].index("ansible_collections")]) or os.sep)
+    candidates.append(os.path.join(collection_root, ".collections"))
+    for entry in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep):
+        entry = entry.rstrip(os.sep)
+        # Ansible accepts the directory holding ansible_collections as well as that directory itself.
+        candidates.append(os.path.dirname(entry) if entry.endswith(os.sep + "ansible_collections") else entry)
+    for path in reversed([path for path in candidates if path and os.path.isdir(path)]):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
+_put_collection_on_path()
+try:
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+        HAS_LIBVIRT, LibvirtHostError, open_connection)
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import TopologyError
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import topology_layout
+except ImportError as import_error:
+    raise SystemExit("virtfleet-lab: error: cannot import the virtfleet.cluster collection this program belongs to "
+                     "(%s): run it from the repository after `make deps` (which links .collections), or set "
+                     "ANSIBLE_COLLECTIONS_PATH to where the collection is installed" % import_error) from import_error
+
 LAB_UUID_NAMESPACE = uuid.UUID("5d3c1c1e-6f0b-4a43-9a3e-1f4e7a0c2b71")
 DEFAULT_STATE_ROOT = "/var/lib/virtfleet-lab"
 DEFAULT_IMAGE_DIR = "/var/cache/virtfleet-lab/images"
@@ -89,54 +129,6 @@ def log(message: str) -> None:
 # The lab description, from a topology file
 # ---------------------------------------------------------------------------------------------
 
-def _import_topology_model():
-    """The collection's topology model (one definition of a valid topology), when importable.
-
-    This file lives in ``<collection>/roles/lab/files``; the collection resolves as
-    ``ansible_collections.virtfleet.cluster`` either because it is installed (a parent directory
-    is ``ansible_collections``) or through the repository's ``.collections`` link.
-    """
-    here = os.path.dirname(os.path.abspath(__file__))
-    collection_root = os.path.dirname(os.path.dirname(here))
-    candidates = [os.path.join(collection_root, ".collections")]
-    parts = collection_root.split(os.sep)
-    if "ansible_collections" in parts:
-        candidates.append(os.sep.join(parts[:len(parts) - 1 - parts[::-1].index("ansible_collections")]) or os.sep)
-    for path in candidates:
-        if os.path.isdir(path) and path not in sys.path:
-            sys.path.insert(0, path)
-    try:
-        from ansible_collections.virtfleet.cluster.plugins.module_utils import topology as model
-    except ImportError:
-        return None
-    return model
-
-
-def _host_records_without_model(document):
-    """Fallback reader of the topology schema (lists of named mappings), used only when the
-    collection's model cannot be imported. Yields (host, cluster, variables)."""
-    def named(node, key):
-        return [item for item in (node.get(key) or []) if isinstance(item, dict)]
-    top_vars = dict(document.get("vars") or {})
-    for region in named(document, "regions"):
-        r_vars = {**top_vars, **(region.get("vars") or {})}
-        for zone in named(region, "zones"):
-            z_vars = {**r_vars, **(zone.get("vars") or {})}
-            for pod in named(zone, "pods"):
-                p_vars = {**z_vars, **(pod.get("vars") or {})}
-                for cluster in named(pod, "clusters"):
-                    c_vars = {**p_vars, **(cluster.get("vars") or {})}
-                    c_vars.update(virtfleet_region=region["name"], virtfleet_zone=zone["name"],
-                                  virtfleet_pod=pod["name"], virtfleet_cluster=cluster["name"],
-                                  virtfleet_hypervisor=cluster.get("hypervisor", "kvm"),
-                                  virtfleet_storage=cluster.get("storage"))
-                    for host in named(cluster, "hosts"):
-                        h_vars = {**c_vars, **(host.get("vars") or {})}
-                        h_vars["ansible_host"] = host["address"]
-                        h_vars["virtfleet_libvirt_uri"] = host.get("libvirt_uri")
-                        yield host["name"], cluster["name"], h_vars
-
-
 def _user_name(lab_name: str, host: str) -> str:
     user = "vf-%s-%s" % (lab_name, host)
     if len(user) > 32 or not re.match(r"^[a-z][a-z0-9-]*$", user):
@@ -168,16 +160,12 @@ def load_lab(topology_path: str) -> dict:
         raise LabError("the lab topology %s is not valid YAML: %s" % (topology_path, error))
     if not isinstance(document, dict):
         raise LabError("the lab topology %s is not a topology document (a mapping)" % topology_path)
-    model = _import_topology_model()
-    if model is not None:
-        try:
-            layout = model.topology_layout(document)
-        except model.TopologyError as error:
-            error.source = topology_path
-            raise LabError(str(error))
-        records = [(name, variables["virtfleet_cluster"], variables) for name, _c, _h, variables in layout.hosts()]
-    else:
-        records = list(_host_records_without_model(document))
+    try:
+        layout = topology_layout(document)
+    except TopologyError as error:
+        error.source = topology_path
+        raise LabError(str(error))
+    records = [(name, variables["virtfleet_cluster"], variables) for name, _c, _h, variables in layout.hosts()]
     if not records:
         raise LabError("the lab topology %s has no hosts" % topology_path)
     first = records[0][2]
@@ -274,6 +262,12 @@ def _write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         handle.write(text)
     os.chmod(temporary, mode)
     os.replace(temporary, path)
+
+
+def _role_file(name: str) -> str:
+    """A file of the lab role (roles/lab/files), such as the guest's init or the host tool."""
+    with open(os.path.join(ROLE_FILES, name)) as handle:
+        return handle.read()
 
 
 def _write_if_changed(path: str, text: str, mode: int = 0o644) -> bool:
@@ -388,57 +382,13 @@ def _listener(address: str, port: int) -> str | None:
 # Guest image: Debian cloud kernel + busybox initramfs printing a heartbeat
 # ---------------------------------------------------------------------------------------------
 
-GUEST_INIT = r"""#!/bin/busybox sh
-# virtfleet lab guest: prints "virtfleet-heartbeat <guest> <boot> <seq>" to the serial port
-# every 100 ms, forever. Optional workload (virtfleet.workload=dirty): rewrite
-# virtfleet.dirty_mib MiB of random data in a loop, so live migration has pages to chase.
-/bin/busybox mkdir -p /proc /sys /dev /tmp /dirty
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t devtmpfs dev /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-guest=unknown
-workload=heartbeat
-dirty_mib=48
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        virtfleet.guest=*) guest="${arg#virtfleet.guest=}" ;;
-        virtfleet.workload=*) workload="${arg#virtfleet.workload=}" ;;
-        virtfleet.dirty_mib=*) dirty_mib="${arg#virtfleet.dirty_mib=}" ;;
-    esac
-done
-boot=$(cut -c1-8 /proc/sys/kernel/random/boot_id)
-if [ "$workload" = dirty ]; then
-    mount -t tmpfs -o size=$((dirty_mib + 8))m tmpfs /dirty
-    # Random seed: zero pages would be sent as zero markers and not stress migration.
-    dd if=/dev/urandom of=/dirty/seed bs=1M count=4 2>/dev/null
-    (
-        shift=0
-        while :; do
-            # Every pass shifts the data by 2 MiB, so each page really changes content (a page
-            # rewritten with the same bytes looks clean to QEMU's dirty-rate sampling).
-            offset=$shift
-            while [ $offset -lt $dirty_mib ]; do
-                dd if=/dirty/seed of=/dirty/pages bs=1M seek=$offset conv=notrunc 2>/dev/null
-                offset=$((offset + 4))
-            done
-            shift=$((2 - shift))
-        done
-    ) &
-fi
-exec 3>/dev/ttyS0
-# The loop forks nothing (echo and read are shell built-ins; read -t on a FIFO nobody writes is
-# the sleep): forks are expensive under TCG, and a dozen idle guests share two cores.
-mkfifo /tmp/never
-exec 4<>/tmp/never
-seq=0
-while :; do
-    echo "virtfleet-heartbeat $guest $boot $seq" >&3
-    seq=$((seq + 1))
-    read -t 0.1 -u 4 _ || true
-done
-"""
+def guest_init() -> str:
+    """The guest's /init (roles/lab/files/guest-init), run by the kernel with busybox's shell.
+
+    The file carries no shebang line because ansible-test's sanity check allows only standard
+    interpreters in a collection's files; the guest has nothing but /bin/busybox.
+    """
+    return "#!/bin/busybox sh\n" + _role_file("guest-init")
 
 
 def _kernel_package() -> str:
@@ -463,7 +413,8 @@ def build_image(image_dir: str) -> dict:
     os.makedirs(image_dir, mode=0o755, exist_ok=True)
     os.chmod(image_dir, 0o755)
     manifest_path = os.path.join(image_dir, "image.json")
-    init_digest = uuid.uuid5(LAB_UUID_NAMESPACE, GUEST_INIT).hex[:12]
+    init = guest_init()
+    init_digest = uuid.uuid5(LAB_UUID_NAMESPACE, init).hex[:12]
     try:
         with open(manifest_path) as handle:
             manifest = json.load(handle)
@@ -500,7 +451,7 @@ def build_image(image_dir: str) -> dict:
         os.makedirs(os.path.join(root, "bin"))
         shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
         with open(os.path.join(root, "init"), "w") as handle:
-            handle.write(GUEST_INIT)
+            handle.write(init)
         os.chmod(os.path.join(root, "init"), 0o755)
         files = subprocess.run("find . | sort", shell=True, cwd=root, capture_output=True, check=True).stdout
         with open(initrd + ".tmp", "wb") as out:
@@ -662,44 +613,6 @@ def _sshd_config(lab: dict, host: dict) -> str:
     ])
 
 
-HOST_TOOL = r"""#!/bin/sh
-# virtfleet lab: commands a lab host offers over SSH (what a real hypervisor does with
-# `systemctl reboot`, /proc/sys/kernel/random/boot_id, apt and /var/run/reboot-required).
-set -eu
-dir="${VIRTFLEET_LAB_HOST_DIR:?not inside a virtfleet lab host session}"
-control="$dir/control"
-case "${1:-}" in
-    reboot)
-        # The lab agent (root) reboots the host a moment later: this command returns first.
-        : > "$control/reboot-request"
-        echo "reboot of $VIRTFLEET_LAB_HOST scheduled" ;;
-    boot-id)
-        cat "$dir/boot_id" ;;
-    ready)
-        # A host is up when its libvirt daemon answers.
-        virsh -q -c qemu:///session uri >/dev/null && echo ready ;;
-    pending-updates)
-        # One pending update per line; nothing once patched.
-        cat "$control/pending-updates" 2>/dev/null || true ;;
-    patch)
-        if [ -s "$control/pending-updates" ]; then
-            sed 's/^/patched: /' "$control/pending-updates"
-            cp "$control/pending-updates" "$control/reboot-required.pkgs"
-            rm -f "$control/pending-updates"
-            echo "*** System restart required ***" > "$control/reboot-required"
-        else
-            echo "no pending updates"
-        fi ;;
-    reboot-required)
-        # Exit 0 and say yes when a reboot is needed to finish patching.
-        if [ -e "$control/reboot-required" ]; then echo yes; else echo no; fi ;;
-    *)
-        echo "usage: $0 reboot|boot-id|ready|pending-updates|patch|reboot-required" >&2
-        exit 2 ;;
-esac
-"""
-
-
 def prepare(lab: dict, image: dict) -> None:
     """Users, groups, directories, keys and configuration files (idempotent)."""
     state = lab["state_dir"]
@@ -707,7 +620,8 @@ def prepare(lab: dict, image: dict) -> None:
     _mkdir(state)
     for sub in ("bin", "ssh", "heartbeats", "log"):
         _mkdir(os.path.join(state, sub))
-    _write_if_changed(os.path.join(state, "bin", "lab-host"), HOST_TOOL, 0o755)
+    # The commands a lab host offers over SSH (roles/lab/files/lab-host).
+    _write_if_changed(os.path.join(state, "bin", "lab-host"), _role_file("lab-host"), 0o755)
     key = os.path.join(state, "ssh", "id_ed25519")
     if not os.path.exists(key):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "virtfleet-lab-%s" % lab["name"],
@@ -1015,9 +929,12 @@ def _virt_type(lab: dict, host: dict) -> str:
 
 
 def _connect(host: dict):
-    import libvirt  # noqa: PLC0415 - only the commands that talk to libvirt need it
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed
-    return libvirt.open(host["libvirt_uri"])
+    """The collection's opener: a daemon that accepts but never answers (a host frozen or
+    half-way through a reboot) fails the command in bounded time instead of hanging it."""
+    try:
+        return open_connection(host["libvirt_uri"])
+    except LibvirtHostError as error:
+        raise LabError("lab host %s: %s" % (host["name"], error)) from error
 
 
 def locate_guests(lab: dict) -> dict:
@@ -1252,9 +1169,7 @@ def check_prerequisites(lab: dict) -> list:
     if missing:
         raise LabError("the lab needs Debian packages that are not installed: %s. Run `make deps` "
                        "(scripts/install-deps installs the bindep.txt lab packages)" % " ".join(missing))
-    try:
-        import libvirt  # noqa: F401, PLC0415
-    except ImportError:
+    if not HAS_LIBVIRT:
         raise LabError("%s cannot import libvirt (libvirt-python): run the lab with the project's "
                        ".venv/bin/python (`make deps` creates it)" % sys.executable)
     notes = []
