@@ -5,7 +5,7 @@ import io
 import json
 
 import pytest
-from ansible.module_utils import basic
+from ansible.module_utils import _internal, basic
 
 
 def run_module_main(module, args, check_mode=False):
@@ -15,6 +15,10 @@ def run_module_main(module, args, check_mode=False):
     basic._ANSIBLE_PROFILE = "legacy"
     out = io.StringIO()
     code = None
+    # A module runs on the host, never on the controller: once a test of a controller plugin
+    # (action, inventory) has imported Ansible's controller side, warnings would be printed
+    # instead of returned in the result.
+    was_controller, _internal.is_controller = _internal.is_controller, False
     try:
         with contextlib.redirect_stdout(out):
             module.main()
@@ -24,4 +28,5 @@ def run_module_main(module, args, check_mode=False):
         pytest.fail("%s.main() returned without exit_json/fail_json" % module.__name__)
     finally:
         basic._ANSIBLE_ARGS = None
+        _internal.is_controller = was_controller
     return code, json.loads(out.getvalue())
