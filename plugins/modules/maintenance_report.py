@@ -17,7 +17,7 @@ description:
   - Run it on the controller (delegated to localhost). The report directory is the
     controller's own output, not the managed system, so the module writes also in check mode
     (a dry run gets its plan as a report).
-  - Event types and fields are described in C(plugins/module_utils/run_report.py).
+  - Event types and fields are described in C(plugins/module_utils/run_events.py).
 version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
@@ -97,8 +97,8 @@ census:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.run_report import (
-    append_event, write_report)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import write_report
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
 
 
 def main():
