@@ -19,6 +19,9 @@ description:
     (a dry run gets its plan as a report).
   - Event types and fields are described in C(plugins/module_utils/run_events.py).
 version_added: 0.1.0
+requirements:
+  - Jinja2 where the module runs, to render the report (O(action=render)); ansible-core depends on it, so the Python
+    running ansible-playbook has it.
 author:
   - virtfleet maintainers (@virtfleet)
 options:
@@ -95,43 +98,59 @@ census:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from typing import Any, Dict
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import write_report
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import JINJA2_IMPORT_ERROR, write_report
 from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
+
+ARGUMENT_SPEC = dict(
+    directory=dict(type="path", required=True),
+    action=dict(type="str", default="event", choices=["event", "render"]),
+    event=dict(type="dict"),
+    events=dict(type="list", elements="dict", default=[]),
+    run_id=dict(type="str"),
+)
+
+
+def record(params: Dict[str, Any]) -> Dict[str, Any]:
+    events = ([params["event"]] if params["event"] else []) + params["events"]
+    for event in events:
+        if not event.get("type"):
+            raise VirtfleetError("every event needs a type: %r" % (event,))
+    for event in events:
+        if params["run_id"]:
+            event.setdefault("run_id", params["run_id"])
+        append_event(params["directory"], event)
+    return {"changed": bool(events), "recorded": len(events)}
+
+
+def render(params: Dict[str, Any]) -> Dict[str, Any]:
+    if JINJA2_IMPORT_ERROR:
+        # The report is rendered where the module runs (the controller, delegate_to: localhost):
+        # an interpreter set for localhost without Jinja2 can still record events.
+        raise VirtfleetError(missing_required_lib("Jinja2"), {"exception": JINJA2_IMPORT_ERROR})
+    report, files = write_report(params["directory"])
+    clusters = {name: {key: cluster.get(key) for key in ("status", "max_unavailable", "max_in_maintenance")}
+                for name, cluster in report["clusters"].items()}
+    return {"changed": True, "files": files, "run": report["run"], "totals": report["totals"], "clusters": clusters,
+            "census": report["census"]}
+
+
+def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    """Records or renders also in check mode: the report directory is the controller's own
+    output, not the managed system (a dry run gets its plan as a report)."""
+    try:
+        return record(params) if params["action"] == "event" else render(params)
+    except OSError as exc:
+        raise VirtfleetError("cannot write the report in %s: %s" % (params["directory"], exc)) from exc
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            directory=dict(type="path", required=True),
-            action=dict(type="str", default="event", choices=["event", "render"]),
-            event=dict(type="dict"),
-            events=dict(type="list", elements="dict", default=[]),
-            run_id=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    directory = params["directory"]
-    try:
-        if params["action"] == "event":
-            events = ([params["event"]] if params["event"] else []) + params["events"]
-            for event in events:
-                if not event.get("type"):
-                    module.fail_json(msg="every event needs a type: %r" % (event,))
-            for event in events:
-                if params["run_id"]:
-                    event.setdefault("run_id", params["run_id"])
-                append_event(directory, event)
-            module.exit_json(changed=bool(events), recorded=len(events))
-        report, files = write_report(directory)
-        clusters = {name: {k: c.get(k) for k in ("status", "max_unavailable", "max_in_maintenance")}
-                    for name, c in report["clusters"].items()}
-        module.exit_json(changed=True, files=files, run=report["run"], totals=report["totals"],
-                         clusters=clusters, census=report["census"])
-    except OSError as exc:
-        module.fail_json(msg="cannot write the report in %s: %s" % (directory, exc))
+    run_module(ARGUMENT_SPEC, work, needs_libvirt=False)
 
 
 if __name__ == "__main__":
