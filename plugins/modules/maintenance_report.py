@@ -8,10 +8,10 @@ DOCUMENTATION = r"""
 module: maintenance_report
 short_description: Record events of a rolling maintenance run and write its report
 description:
-  - With O(action=event), appends events to C(<directory>/events.jsonl) (one JSON line each,
+  - With O(state=event), appends events to C(<directory>/events.jsonl) (one JSON line each,
     atomic appends, so hosts acting in parallel can record at the same time). Recording as the
     run goes means a run that fails half way still gets a report.
-  - With O(action=render), builds the report from the events and writes C(report.json),
+  - With O(state=render), builds the report from the events and writes C(report.json),
     C(report.html) (with an inline SVG timeline per host), C(report.md) and C(timeline.svg)
     into O(directory).
   - Run it on the controller (delegated to localhost). The report directory is the
@@ -20,7 +20,7 @@ description:
   - Event types and fields are described in C(plugins/module_utils/run_events.py).
 version_added: 0.1.0
 requirements:
-  - Jinja2 where the module runs, to render the report (O(action=render)); ansible-core depends on it, so the Python
+  - Jinja2 where the module runs, to render the report (O(state=render)); ansible-core depends on it, so the Python
     running ansible-playbook has it.
 author:
   - virtfleet maintainers (@virtfleet)
@@ -29,7 +29,7 @@ options:
     description: Directory of the run's report, for example C(reports/<run id>). Created if missing.
     type: path
     required: true
-  action:
+  state:
     description: C(event) records O(event) and O(events); C(render) writes the report files.
     type: str
     default: event
@@ -61,32 +61,32 @@ EXAMPLES = r"""
 - name: Write the report
   virtfleet.cluster.maintenance_report:
     directory: reports/20261125T150000-ab12
-    action: render
+    state: render
   delegate_to: localhost
 """
 
 RETURN = r"""
 recorded:
   description: Number of events recorded.
-  returned: when O(action=event)
+  returned: when O(state=event)
   type: int
 files:
   description: Paths of the written files (C(report_json), C(report_html), C(report_md), C(timeline_svg)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 run:
   description: Run summary (C(run_id), C(status), C(started), C(ended), C(dry_run)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 totals:
   description: >-
     Totals (C(hosts_patched), C(hosts_skipped), C(hosts_failed), C(guests_moved), C(migrations),
     C(total_downtime_ms), C(worst_downtime_ms), C(worst_downtime_guest), C(duration_s)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 clusters:
   description: Per cluster C(status), C(max_unavailable) and C(max_in_maintenance) (observed).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 census:
   description:
@@ -94,7 +94,7 @@ census:
       event - C(started), C(running), C(missing) (C(guest), C(started_on), C(why)), C(stopped_allowed)
       (stopped as rolling_maintenance_stop_allowed_guests allows), C(unasked) (hosts not answering
       at the end). A guest in C(missing) fails the run. Null when the events hold no census.
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 """
 
@@ -109,7 +109,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events impor
 
 ARGUMENT_SPEC = dict(
     directory=dict(type="path", required=True),
-    action=dict(type="str", default="event", choices=["event", "render"]),
+    state=dict(type="str", default="event", choices=["event", "render"]),
     event=dict(type="dict"),
     events=dict(type="list", elements="dict", default=[]),
     run_id=dict(type="str"),
@@ -144,7 +144,7 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     """Records or renders also in check mode: the report directory is the controller's own
     output, not the managed system (a dry run gets its plan as a report)."""
     try:
-        return record(params) if params["action"] == "event" else render(params)
+        return record(params) if params["state"] == "event" else render(params)
     except OSError as exc:
         raise VirtfleetError("cannot write the report in %s: %s" % (params["directory"], exc)) from exc
 

@@ -15,7 +15,7 @@ def test_records_events_then_renders_the_report_also_in_check_mode(tmp_path):
         "events": [{"type": "run_end", "status": "ok"}]})
     assert code == 0 and result["changed"] and result["recorded"] == 2
     assert [e["run_id"] for e in run_events.load_events(directory)] == ["run-1", "run-1"]
-    code, result = run_module_main(maintenance_report, {"directory": directory, "action": "render"}, check_mode=True)
+    code, result = run_module_main(maintenance_report, {"directory": directory, "state": "render"}, check_mode=True)
     assert code == 0 and result["run"]["status"] == "ok" and result["run"]["run_id"] == "run-1"
     assert result["clusters"] == {"a": {"status": "planned", "max_unavailable": None, "max_in_maintenance": 0}}
     assert set(result["files"]) == {"report_json", "report_html", "report_md", "timeline_svg"}
@@ -38,8 +38,12 @@ def test_a_directory_that_cannot_be_written_is_named(tmp_path):
 
 def test_rendering_without_jinja2_says_which_library_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(maintenance_report, "JINJA2_IMPORT_ERROR", "ModuleNotFoundError: No module named 'jinja2'")
-    code, result = run_module_main(maintenance_report, {"directory": str(tmp_path), "action": "render"})
+    code, result = run_module_main(maintenance_report, {"directory": str(tmp_path), "state": "render"})
     assert code == 1 and "Failed to import the required Python library (Jinja2)" in result["msg"]
     code, result = run_module_main(maintenance_report, {"directory": str(tmp_path), "event": {"type": "run_start"}})
     assert code == 0 and result["recorded"] == 1  # recording needs no Jinja2
 
+
+def test_the_verb_is_state_not_action(tmp_path):
+    code, result = run_module_main(maintenance_report, {"directory": str(tmp_path), "action": "render"})
+    assert code == 1 and "Unsupported parameters" in result["msg"] and "action" in result["msg"]
