@@ -8,17 +8,20 @@ DOCUMENTATION = r"""
 module: maintenance_report
 short_description: Record events of a rolling maintenance run and write its report
 description:
-  - With O(action=event), appends events to C(<directory>/events.jsonl) (one JSON line each,
+  - With O(state=event), appends events to C(<directory>/events.jsonl) (one JSON line each,
     atomic appends, so hosts acting in parallel can record at the same time). Recording as the
     run goes means a run that fails half way still gets a report.
-  - With O(action=render), builds the report from the events and writes C(report.json),
+  - With O(state=render), builds the report from the events and writes C(report.json),
     C(report.html) (with an inline SVG timeline per host), C(report.md) and C(timeline.svg)
     into O(directory).
   - Run it on the controller (delegated to localhost). The report directory is the
     controller's own output, not the managed system, so the module writes also in check mode
     (a dry run gets its plan as a report).
-  - Event types and fields are described in C(plugins/module_utils/run_report.py).
+  - Event types and fields are described in C(plugins/module_utils/run_events.py).
 version_added: 0.1.0
+requirements:
+  - Jinja2 where the module runs, to render the report (O(state=render)); ansible-core depends on it, so the Python
+    running ansible-playbook has it.
 author:
   - virtfleet maintainers (@virtfleet)
 options:
@@ -26,7 +29,7 @@ options:
     description: Directory of the run's report, for example C(reports/<run id>). Created if missing.
     type: path
     required: true
-  action:
+  state:
     description: C(event) records O(event) and O(events); C(render) writes the report files.
     type: str
     default: event
@@ -58,32 +61,32 @@ EXAMPLES = r"""
 - name: Write the report
   virtfleet.cluster.maintenance_report:
     directory: reports/20261125T150000-ab12
-    action: render
+    state: render
   delegate_to: localhost
 """
 
 RETURN = r"""
 recorded:
   description: Number of events recorded.
-  returned: when O(action=event)
+  returned: when O(state=event)
   type: int
 files:
   description: Paths of the written files (C(report_json), C(report_html), C(report_md), C(timeline_svg)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 run:
   description: Run summary (C(run_id), C(status), C(started), C(ended), C(dry_run)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 totals:
   description: >-
     Totals (C(hosts_patched), C(hosts_skipped), C(hosts_failed), C(guests_moved), C(migrations),
     C(total_downtime_ms), C(worst_downtime_ms), C(worst_downtime_guest), C(duration_s)).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 clusters:
   description: Per cluster C(status), C(max_unavailable) and C(max_in_maintenance) (observed).
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 census:
   description:
@@ -91,47 +94,63 @@ census:
       event - C(started), C(running), C(missing) (C(guest), C(started_on), C(why)), C(stopped_allowed)
       (stopped as rolling_maintenance_stop_allowed_guests allows), C(unasked) (hosts not answering
       at the end). A guest in C(missing) fails the run. Null when the events hold no census.
-  returned: when O(action=render)
+  returned: when O(state=render)
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from typing import Any, Dict
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.run_report import (
-    append_event, write_report)
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import JINJA2_IMPORT_ERROR, write_report
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
+
+ARGUMENT_SPEC = dict(
+    directory=dict(type="path", required=True),
+    state=dict(type="str", default="event", choices=["event", "render"]),
+    event=dict(type="dict"),
+    events=dict(type="list", elements="dict", default=[]),
+    run_id=dict(type="str"),
+)
+
+
+def record(params: Dict[str, Any]) -> Dict[str, Any]:
+    events = ([params["event"]] if params["event"] else []) + params["events"]
+    for event in events:
+        if not event.get("type"):
+            raise VirtfleetError("every event needs a type: %r" % (event,))
+    for event in events:
+        if params["run_id"]:
+            event.setdefault("run_id", params["run_id"])
+        append_event(params["directory"], event)
+    return {"changed": bool(events), "recorded": len(events)}
+
+
+def render(params: Dict[str, Any]) -> Dict[str, Any]:
+    if JINJA2_IMPORT_ERROR:
+        # The report is rendered where the module runs (the controller, delegate_to: localhost):
+        # an interpreter set for localhost without Jinja2 can still record events.
+        raise VirtfleetError(missing_required_lib("Jinja2"), {"exception": JINJA2_IMPORT_ERROR})
+    report, files = write_report(params["directory"])
+    clusters = {name: {key: cluster.get(key) for key in ("status", "max_unavailable", "max_in_maintenance")}
+                for name, cluster in report["clusters"].items()}
+    return {"changed": True, "files": files, "run": report["run"], "totals": report["totals"], "clusters": clusters,
+            "census": report["census"]}
+
+
+def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    """Records or renders also in check mode: the report directory is the controller's own
+    output, not the managed system (a dry run gets its plan as a report)."""
+    try:
+        return record(params) if params["state"] == "event" else render(params)
+    except OSError as exc:
+        raise VirtfleetError("cannot write the report in %s: %s" % (params["directory"], exc)) from exc
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            directory=dict(type="path", required=True),
-            action=dict(type="str", default="event", choices=["event", "render"]),
-            event=dict(type="dict"),
-            events=dict(type="list", elements="dict", default=[]),
-            run_id=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    directory = params["directory"]
-    try:
-        if params["action"] == "event":
-            events = ([params["event"]] if params["event"] else []) + params["events"]
-            for event in events:
-                if not event.get("type"):
-                    module.fail_json(msg="every event needs a type: %r" % (event,))
-            for event in events:
-                if params["run_id"]:
-                    event.setdefault("run_id", params["run_id"])
-                append_event(directory, event)
-            module.exit_json(changed=bool(events), recorded=len(events))
-        report, files = write_report(directory)
-        clusters = {name: {k: c.get(k) for k in ("status", "max_unavailable", "max_in_maintenance")}
-                    for name, c in report["clusters"].items()}
-        module.exit_json(changed=True, files=files, run=report["run"], totals=report["totals"],
-                         clusters=clusters, census=report["census"])
-    except OSError as exc:
-        module.fail_json(msg="cannot write the report in %s: %s" % (directory, exc))
+    run_module(ARGUMENT_SPEC, work, needs_libvirt=False)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Run events and the report built from them (pure, no lab)."""
+import html.parser
 import json
 import os
 import threading
 import xml.dom.minidom
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import run_report as rr
+from ansible_collections.virtfleet.cluster.plugins.module_utils import report_rendering, run_events, run_report
 
 T0 = 1_790_000_000.0
 
@@ -48,7 +49,7 @@ def sample_events(fail=False):
 
 
 def test_totals_of_a_successful_run():
-    report = rr.build_report(sample_events())
+    report = run_report.build_report(sample_events())
     totals = report["totals"]
     assert totals["hosts_patched"] == 3
     assert totals["hosts_rebooted"] == 2
@@ -65,63 +66,63 @@ def test_totals_of_a_successful_run():
 
 
 def test_back_to_back_hosts_are_not_concurrent():
-    report = rr.build_report(sample_events())
+    report = run_report.build_report(sample_events())
     # a1 unmarked at +10 and a2 marked at +10: never two of cluster a at once.
     assert report["clusters"]["a"]["max_in_maintenance"] == 1
 
 
 def test_max_concurrent():
-    assert rr.max_concurrent([]) == 0
-    assert rr.max_concurrent([(0, 5), (5, 10)]) == 1
-    assert rr.max_concurrent([(0, 5), (4, 10), (4.5, 6)]) == 3
+    assert run_report.max_concurrent([]) == 0
+    assert run_report.max_concurrent([(0, 5), (5, 10)]) == 1
+    assert run_report.max_concurrent([(0, 5), (4, 10), (4.5, 6)]) == 3
 
 
 def test_failed_run_says_what_happened_and_where_guests_are():
-    report = rr.build_report(sample_events(fail=True))
+    report = run_report.build_report(sample_events(fail=True))
     assert report["run"]["status"] == "failed"
     assert report["clusters"]["a"]["status"] == "stopped"
     host = report["hosts"]["a2"]
     assert host["status"] == "failed" and host["failed_phase"] == "drain"
     assert host.get("end_open")  # still marked: in maintenance to the end of the log
     assert report["guests"]["g2"]["location"] == "a2"
-    md = rr.render_markdown(report)
+    md = report_rendering.render_markdown(report)
     assert "FAILED" in md and "g2 did not move" in md and "STOPPED" in md
 
 
 def test_report_of_a_crashed_run_without_run_end():
     events = sample_events()[:9]  # log stops while a1 reboots
     events.append(ev(7, "phase", cluster="a", host="a1", phase="verify", state="start"))
-    report = rr.build_report(events)
+    report = run_report.build_report(events)
     assert report["run"]["status"] == "running"
     assert report["hosts"]["a1"]["status"] == "in_maintenance"
     assert any(p["state"] == "unfinished" for p in report["hosts"]["a1"]["phases"])
-    rr.render_html(report)
+    report_rendering.render_html(report)
 
 
 def test_svg_and_html_are_well_formed():
-    report = rr.build_report(sample_events(fail=True))
-    svg = rr.render_svg(report)
+    report = run_report.build_report(sample_events(fail=True))
+    svg = report_rendering.render_svg(report)
     xml.dom.minidom.parseString(svg)
     assert svg.count("<rect") >= 4
-    page = rr.render_html(report)
+    page = report_rendering.render_html(report)
     assert "<svg" in page and "Where every guest is" in page
 
 
 def test_names_are_escaped():
     events = sample_events()
     events.append(ev(13, "host_skipped", cluster="b", host="<b2>", reason="a & b"))
-    page = rr.render_html(rr.build_report(events))
+    page = report_rendering.render_html(run_report.build_report(events))
     assert "<b2>" not in page and "&lt;b2&gt;" in page
-    xml.dom.minidom.parseString(rr.render_svg(rr.build_report(events)))
+    xml.dom.minidom.parseString(report_rendering.render_svg(run_report.build_report(events)))
 
 
 def test_append_load_write(tmp_path):
     directory = str(tmp_path / "run-1")
     for event in sample_events():
-        rr.append_event(directory, event)
-    with open(os.path.join(directory, rr.EVENTS_FILE), "a") as handle:
+        run_events.append_event(directory, event)
+    with open(os.path.join(directory, run_events.EVENTS_FILE), "a") as handle:
         handle.write('{"torn": ')  # crash mid-line
-    report, files = rr.write_report(directory)
+    report, files = report_rendering.write_report(directory)
     assert report["totals"]["hosts_patched"] == 3
     assert set(files) == {"report_json", "report_html", "report_md", "timeline_svg"}
     assert json.load(open(files["report_json"]))["totals"]["migrations"] == 2
@@ -132,23 +133,23 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
 
     def writer(n):
         for i in range(200):
-            rr.append_event(directory, {"type": "phase", "host": "h%d" % n, "i": i, "pad": "x" * 500})
+            run_events.append_event(directory, {"type": "phase", "host": "h%d" % n, "i": i, "pad": "x" * 500})
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    lines = open(os.path.join(directory, rr.EVENTS_FILE)).read().splitlines()
+    lines = open(os.path.join(directory, run_events.EVENTS_FILE)).read().splitlines()
     assert len(lines) == 1200
     assert all(json.loads(line)["type"] == "phase" for line in lines)
 
 
 def test_empty_log():
-    report = rr.build_report([])
+    report = run_report.build_report([])
     assert report["totals"]["hosts_planned"] == 0
-    rr.render_html(report)
-    rr.render_markdown(report)
+    report_rendering.render_html(report)
+    report_rendering.render_markdown(report)
 
 
 def test_dry_run_plan_is_rendered():
@@ -157,17 +158,17 @@ def test_dry_run_plan_is_rendered():
                  capacity={"ok": True, "problems": []},
                  drain_plans={"a1": {"moves": [{"guest": "g1", "destination": "a2"}], "problems": []}}),
               ev(2, "run_end", status="dry_run")]
-    report = rr.build_report(events)
+    report = run_report.build_report(events)
     assert report["run"]["dry_run"] and report["clusters"]["a"]["status"] == "dry_run"
-    assert "g1 -> a2" in rr.render_markdown(report)
-    assert "g1 &rarr; a2" in rr.render_html(report)
+    assert "g1 -> a2" in report_rendering.render_markdown(report)
+    assert "g1 &rarr; a2" in report_rendering.render_html(report)
 
 
 def test_end_event_with_its_own_start():
     events = [ev(0, "run_start", clusters={"a": ["a1"]}),
               ev(5, "phase", cluster="a", host="a1", phase="patch", state="end", start=T0 + 2),
               ev(9, "phase", cluster="a", host="a1", phase="reboot", state="failed", start=T0 + 6)]
-    phases = rr.build_report(events)["hosts"]["a1"]["phases"]
+    phases = run_report.build_report(events)["hosts"]["a1"]["phases"]
     assert [(p["phase"], p["end"] - p["start"], p["state"]) for p in phases] == [
         ("patch", 3.0, "end"), ("reboot", 3.0, "failed")]
 
@@ -180,29 +181,29 @@ def census_events(start, end, unasked=(), extra=()):
 
 
 def test_a_guest_that_runs_nowhere_at_the_end_fails_the_run_naming_it():
-    report = rr.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2"}))
+    report = run_report.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2"}))
     assert report["census"]["missing"] == [
         {"guest": "g2", "started_on": "a2", "why": "runs on no host of the run's clusters"}]
     assert report["run"]["status"] == "failed"
     assert "g2 (ran on a2 at the start; runs on no host" in report["run"]["message"]
-    assert "g2" in rr.render_markdown(report)
+    assert "g2" in report_rendering.render_markdown(report)
 
 
 def test_every_guest_accounted_for_keeps_the_run_ok():
-    report = rr.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2", "g2": "a2", "new": "a1"}))
+    report = run_report.build_report(census_events({"g1": "a1", "g2": "a2"}, {"g1": "a2", "g2": "a2", "new": "a1"}))
     assert report["census"] == {"started": 2, "running": 2, "missing": [], "stopped_allowed": [], "unasked": []}
     assert report["run"]["status"] == "ok"
 
 
 def test_a_host_that_could_not_be_asked_at_the_end_leaves_its_guests_unaccounted():
-    report = rr.build_report(census_events({"g1": "a1"}, {}, unasked=["a1"]))
+    report = run_report.build_report(census_events({"g1": "a1"}, {}, unasked=["a1"]))
     assert report["census"]["missing"][0]["why"] == "not found: a1 could not be asked at the end"
     assert report["run"]["status"] == "failed"
 
 
 def test_a_guest_stopped_as_the_policy_allows_is_reported_not_lost():
     stop = ev(5, "phase", cluster="a", host="a1", phase="shutdown g2", state="end", details={"guest": "g2", "ok": True})
-    report = rr.build_report(census_events({"g1": "a1", "g2": "a1"}, {"g1": "a2"}, extra=[stop]))
+    report = run_report.build_report(census_events({"g1": "a1", "g2": "a1"}, {"g1": "a2"}, extra=[stop]))
     assert report["census"]["missing"] == [] and report["census"]["stopped_allowed"] == ["g2"]
     assert report["run"]["status"] == "ok"
 
@@ -212,10 +213,10 @@ def test_a_skipped_move_back_is_reported_as_skipped_not_as_a_failed_migration():
               ev(5, "migration", cluster="a", guest="g1", source="a2", destination="a1", purpose="move_back",
                  status="skipped", message="a1 cannot take it: needs 512 MiB, 256 MiB left"),
               ev(6, "run_end", status="ok")]
-    report = rr.build_report(events)
+    report = run_report.build_report(events)
     assert report["totals"]["failed_migrations"] == 0 and report["totals"]["skipped_migrations"] == 1
     assert report["guests"]["g1"]["failed_migrations"] == 0
-    html_rows = rr.render_html(report).split("<h2>Where every guest is", maxsplit=1)[0]
+    html_rows = report_rendering.render_html(report).split("<h2>Where every guest is", maxsplit=1)[0]
     assert 'class="failed"' not in html_rows.split("move_back")[-1]
 
 
@@ -228,11 +229,55 @@ def test_a_failed_migration_row_says_where_the_guest_was_left():
               ev(6, "migration", cluster="a", host="a1", guest="g2", source="a1", destination="a1",
                  where="a1", purpose="drain", status="failed", message="aborted, still on a1"),
               ev(7, "run_end", status="failed")]
-    report = rr.build_report(events)
-    md = rr.render_markdown(report)
+    report = run_report.build_report(events)
+    md = report_rendering.render_markdown(report)
     row = next(line for line in md.splitlines() if line.startswith("| g1 | drain |"))
     assert row.split(" | ")[3] == "a1 (paused)"
     assert "| g2 | drain | a1 | a1 |" in md  # a destination recorded is shown as before
-    page = rr.render_html(report)
+    page = report_rendering.render_html(report)
     assert "<td>g1</td><td>drain</td><td>a1</td><td>a1 (paused)</td>" in page
     assert "None" not in row
+
+
+def test_hostile_guest_and_host_names_are_escaped_in_html():
+    """Names and messages come from the hypervisors and the operators: in the HTML page they
+    are text, never markup (the page is opened in a browser, maybe from AWX artifacts)."""
+    host = '<img src=x onerror="alert(1)">'
+    guest = "<script>alert('g')</script>"
+    events = [ev(0, "run_start", clusters={"a": [host]}),
+              ev(1, "plan", waves=[[host]], skipped={}, clusters={"a": {"max_unavailable": 1, "hosts": [host]}},
+                 capacity={"ok": False, "problems": ["<b>%s</b> is full" % host]},
+                 drain_plans={host: {"moves": [{"guest": guest, "destination": host}], "problems": ["<i>no</i>"]}}),
+              ev(2, "host_start", cluster="a", host=host, wave=1),
+              ev(3, "phase", cluster="a", host=host, phase="<u>drain</u>", state="failed", start=T0 + 2),
+              ev(4, "migration", cluster="a", host=host, guest=guest, source=host, destination=None,
+                 where="%s (paused)" % host, purpose="drain", status="failed", message="<em>%s</em> paused" % guest),
+              ev(5, "host_failed", cluster="a", host=host, phase="drain", message="<blink>%s</blink>" % guest),
+              ev(6, "cluster_stopped", cluster="a", reason="<marquee>stopped</marquee>"),
+              ev(7, "guest_locations", locations={guest: host}),
+              ev(8, "run_end", status="failed", message="<h1>%s</h1>" % guest)]
+    report = run_report.build_report(events)
+    page = report_rendering.render_html(report)
+
+    class Tags(html.parser.HTMLParser):
+        seen = set()
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.add(tag)
+
+    parser = Tags()
+    parser.feed(page)
+    assert parser.seen <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b", "div", "span",
+                           "svg", "text", "tspan", "line", "rect", "ol", "ul", "li", "table", "tr", "th", "td"}
+    assert page.count("<h1>") == 1 and "onerror=\"" not in page
+    assert "&lt;script&gt;alert(&#39;g&#39;)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+    xml.dom.minidom.parseString(report_rendering.render_svg(report))
+    assert guest in report_rendering.render_markdown(report)  # Markdown shows the text as it is
+
+
+def test_every_event_type_has_one_handler():
+    lines = run_events.__doc__.splitlines()
+    rules = [index for index, line in enumerate(lines) if line.startswith("=====")]
+    documented = {line.split()[0] for line in lines[rules[0] + 1:rules[1]] if line and not line.startswith(" ")}
+    assert documented == set(run_report.HANDLERS)
