@@ -49,4 +49,3 @@ attributes:
     membership:
       - virtfleet.cluster.libvirt
 """
-

@@ -87,3 +87,20 @@ def test_a_play_sets_the_connection_once_for_the_group(tmp_path):
     assert shown["driver"] == "TEST"
     # The test driver's default guest runs: host_empty asked the same daemon and refused.
     assert "test" in shown["empty_msg"] and "test-host" in shown["empty_msg"]
+
+
+def test_doc_fragments_are_all_used():
+    """Every documentation fragment of the collection is extended by some module, so the module
+    doc test (test_lint_sanity.test_ansible_doc_renders_every_plugin) renders all of them."""
+    import glob
+    used = set()
+    for path in glob.glob(os.path.join(REPO, "plugins", "modules", "*.py")):
+        documentation = yaml.safe_load(module(os.path.basename(path)[:-3]).DOCUMENTATION)
+        used.update(documentation.get("extends_documentation_fragment", []))
+    for path in glob.glob(os.path.join(REPO, "plugins", "doc_fragments", "*.py")):
+        name = os.path.basename(path)[:-3]
+        fragment = importlib.import_module("ansible_collections.virtfleet.cluster.plugins.doc_fragments.%s" % name)
+        for attribute in vars(fragment.ModuleDocFragment):
+            if attribute.isupper():
+                slug = "virtfleet.cluster.%s" % name + ("" if attribute == "DOCUMENTATION" else ".%s" % attribute.lower())
+                assert slug in used, "doc fragment %s is used by no module" % slug
