@@ -23,7 +23,13 @@ from __future__ import annotations
 
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest, HostCapacity, PlacementPolicy
+
+
+class PlanError(VirtfleetError):
+    """A planner module could not plan from its input (maintenance_plan, rebalance_plan,
+    move_back_plan): the message names the plan and what was wrong."""
 
 
 def reserved_memory_mib(guest_facts: Mapping) -> int:

@@ -134,6 +134,11 @@ def gather_host(conn, host, options):
     does not care about a reboot)."""
     facts = libvirt_facts.gather_hypervisor_facts(host.uri, options.shared_storage_path,
                                                   conn=conn)
+    return host_from_facts(host, facts, options)
+
+
+def host_from_facts(host, facts, options):
+    """``(HostCapacity, [Guest])`` of one host from its hypervisor facts."""
     # The collection's one facts-to-capacity conversion: the preflight proof uses it too.
     capacity = facts_capacity.host_from_facts(host.name, facts, host.in_maintenance)
     # A guest that became unmovable after the caller's plan is stopped only if it is allowed.
@@ -190,29 +195,35 @@ class ClusterView(object):
 
 
 def gather_cluster(source, hosts, options, connect=None):
-    """Reads every host of the cluster. The source must answer; another host that doesn't is
+    """Reads every host of the cluster, several at once (``libvirt_facts.read_hosts``, the
+    reader cluster_homogeneity uses too). The source must answer; another host that doesn't is
     left out of the plan (listed in ``unreachable``), as is any host in maintenance."""
-    connect = connect or libvirt_connection.open_connection
     by_name = dict((h.name, h) for h in hosts)
     if source not in by_name:
         raise DrainError("host %s is not among the cluster hosts given (%s)"
                          % (source, ", ".join(sorted(by_name))))
+    ordered = sorted(hosts, key=lambda h: h.name)
+    readings = libvirt_facts.read_hosts([(h.name, h.uri, options.shared_storage_path) for h in ordered],
+                                        connect or libvirt_connection.open_connection)
     connections, capacities, guests, unreachable = {}, [], [], {}
-    for host in sorted(hosts, key=lambda h: h.name):
-        try:
-            conn = connect(host.uri)
-            capacity, host_guests = gather_host(conn, host, options)
-        except Exception as exc:
-            if host.name == source:
-                for opened in connections.values():
-                    opened.close()
-                raise DrainError("cannot read host %s to drain it: %s"
-                                 % (source, libvirt_connection.libvirt_message(exc)))
-            unreachable[host.name] = libvirt_connection.libvirt_message(exc)
+    for host in ordered:
+        reading = readings[host.name]
+        if reading.error is None:
+            try:
+                capacity, host_guests = host_from_facts(host, reading.facts, options)
+            except Exception as exc:  # facts the planner cannot use: the host counts as unreadable
+                reading.close()
+                reading.error = libvirt_connection.libvirt_message(exc)
+        if reading.error is not None:
+            unreachable[host.name] = reading.error
             continue
-        connections[host.name] = conn
+        connections[host.name] = reading.connection
         capacities.append(capacity)
         guests.extend(host_guests)
+    if source in unreachable:
+        for opened in connections.values():
+            opened.close()
+        raise DrainError("cannot read host %s to drain it: %s" % (source, unreachable[source]))
     cpu_check = CpuChecker(connections) if options.cpu_check else None
     return ClusterView(source, by_name, capacities, guests, unreachable, cpu_check, connections)
 

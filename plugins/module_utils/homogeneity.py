@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+
 # Hypervisors whose hosts we read through libvirt; others are compared by declared type only.
 QUERYABLE_HYPERVISORS = ("kvm", "qemu", "xen", "lxc")
 SKEW_LEVELS = ("exact", "patch", "minor", "major")
@@ -51,6 +53,11 @@ WHY = {
     "host_uuid": ("libvirt refuses to migrate between hosts with the same host UUID ('Attempt to "
                   "migrate guest to the same host'); set host_uuid_source = \"machine-id\" or host_uuid"),
 }
+
+
+class HomogeneityError(VirtfleetError):
+    """The hosts given cannot be compared, or the cluster is not homogeneous (``result`` then
+    holds the report)."""
 
 
 @dataclass
@@ -257,6 +264,26 @@ class FeatureSetCpuOracle:
 
 
 # --- the comparison --------------------------------------------------------------------------
+
+def hosts_to_query(hosts: Sequence[Mapping]) -> List[Mapping]:
+    """The hosts (module ``hosts`` entries) whose facts must be read from libvirt: not given
+    facts and of a hypervisor the collection queries. Refuses a host listed twice, or one to
+    query without a URI."""
+    names = [host["name"] for host in hosts]
+    duplicates = sorted(set(name for name in names if names.count(name) > 1))
+    if duplicates:
+        raise HomogeneityError("hosts lists %s more than once: give every host of the cluster once, "
+                               "by its inventory name" % ", ".join(repr(name) for name in duplicates))
+    to_query = []
+    for host in hosts:
+        declared = host.get("hypervisor")
+        if host.get("facts") is None and (declared or "kvm") in QUERYABLE_HYPERVISORS:
+            if not host.get("uri"):
+                raise HomogeneityError("host %s (hypervisor %s) has no uri and no facts: set its "
+                                       "virtfleet_libvirt_uri" % (host["name"], declared or "undeclared"))
+            to_query.append(host)
+    return to_query
+
 
 def _as_input(host) -> HostInput:
     if isinstance(host, HostInput):

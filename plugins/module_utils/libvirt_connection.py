@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import List, Optional
+from typing import Any, Callable, List, Mapping, Optional
 from urllib.parse import urlsplit
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
@@ -241,3 +241,32 @@ def _open(uri: str, username: Optional[str], password: Optional[str], readonly: 
     if conn is None:
         raise LibvirtHostError("cannot connect to %s: libvirt returned no connection" % redact_uri(uri))
     return conn
+
+
+# --- the connection options of a module ---------------------------------------------------------
+
+# Run on a hypervisor host, a module reaches that host's own libvirt (as community.libvirt does);
+# from the controller, a play passes the host's virtfleet_libvirt_uri.
+DEFAULT_URI = "qemu:///system"
+
+# Credentials for libvirt's SASL authentication, the same for every host a module connects to.
+# A URI stays visible: run_module masks only the secrets it embeds (see uri_secrets).
+CREDENTIALS_ARGUMENT_SPEC = {
+    "username": {"type": "str"},
+    "password": {"type": "str", "no_log": True},
+}
+
+# The options of every module that talks to one libvirt daemon; documented by the doc fragment
+# virtfleet.cluster.libvirt_connection, settable once per play through the action group
+# group/virtfleet.cluster.libvirt (meta/runtime.yml).
+CONNECTION_ARGUMENT_SPEC = {
+    "uri": {"type": "str", "default": DEFAULT_URI},
+    **CREDENTIALS_ARGUMENT_SPEC,
+}
+
+
+def connector(params: Mapping[str, Any]) -> Callable[[str], Any]:
+    """An opener of ``uri`` with the credentials of a module's parameters, for code that
+    connects to several hosts (peers, a cluster) the same way."""
+    username, password = params.get("username"), params.get("password")
+    return lambda uri: open_connection(uri, username, password)

@@ -4,8 +4,9 @@
 
 The XML parsers (`parse_capabilities`, `parse_domain_capabilities`, `parse_domain`) are pure
 and tested on recorded documents; `gather_hypervisor_facts` is the glue that asks a daemon.
-`LibvirtCpuOracle` lets the pure `homogeneity` module use libvirt's own CPU baseline and
-comparison (`baselineHypervisorCPU` / `compareHypervisorCPU`).
+`read_hosts` reads several hosts at once (the drain's cluster view and cluster_homogeneity both
+use it). `LibvirtCpuOracle` lets the pure `homogeneity` module use libvirt's own CPU baseline
+and comparison (`baselineHypervisorCPU` / `compareHypervisorCPU`).
 
 Connections come from `libvirt_connection.open_connection`; every URI shown goes through
 `redact_uri`.
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Dict, Iterable, List, Mapping, Optional
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    LibvirtHostError, libvirt, open_connection, redact_uri, state_name)
+    LibvirtHostError, libvirt, libvirt_message, open_connection, redact_uri, state_name)
 
 
 def version_string(number: int) -> str:
@@ -343,6 +346,59 @@ def _guest_facts(dom, shared_storage_path):
         guest["memory_mib"] = int(info[2] // 1024)
         guest["vcpus"] = int(info[3])
     return guest
+
+
+# --- reading several hosts -------------------------------------------------------------------
+
+# Hosts are independent: a slow or dead one (each open is bounded by the opener's timeout) must
+# not hold up the others, and a large cluster must not open all its daemons at once.
+MAX_PARALLEL_READS = 8
+
+
+@dataclass
+class HostReading:
+    """What reading one host gave: its open connection and facts, or why it could not be read."""
+    name: str
+    connection: Any = None
+    facts: Optional[dict] = None
+    error: Optional[str] = None
+
+    def close(self) -> None:
+        """Closes the connection, best effort (the facts are already read)."""
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # pylint: disable=broad-except  # a dead daemon cannot be closed politely
+                pass
+            self.connection = None
+
+
+def read_host(name: str, uri: str, shared_storage_path: Optional[str] = None,
+              connect: Callable[[str], Any] = open_connection) -> HostReading:
+    """Opens ``uri`` and reads its facts; the connection stays open for the caller (CPU
+    comparison, migrations). Any failure becomes the reading's error text, connection closed."""
+    try:
+        conn = connect(uri)
+    except Exception as exc:  # pylint: disable=broad-except  # reported per host, the others go on
+        return HostReading(name, error=libvirt_message(exc))
+    reading = HostReading(name, conn)
+    try:
+        reading.facts = gather_hypervisor_facts(uri, shared_storage_path, conn=conn)
+    except Exception as exc:  # pylint: disable=broad-except  # reported per host, the others go on
+        reading.close()
+        reading.error = libvirt_message(exc)
+    return reading
+
+
+def read_hosts(hosts: Sequence[Tuple[str, str, Optional[str]]], connect: Callable[[str], Any] = open_connection,
+               max_parallel: int = MAX_PARALLEL_READS) -> Dict[str, HostReading]:
+    """Reads every ``(name, uri, shared_storage_path)`` at most ``max_parallel`` at a time;
+    returns name -> HostReading in the order given. The caller closes the connections."""
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(max_parallel, len(hosts))) as pool:
+        readings = list(pool.map(lambda host: read_host(*host, connect=connect), hosts))
+    return {reading.name: reading for reading in readings}
 
 
 class LibvirtCpuOracle:

@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -29,13 +27,10 @@ author:
   - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
+  - virtfleet.cluster.libvirt_connection.credentials
 options:
   hosts:
     description: The hosts of one cluster.
@@ -100,12 +95,6 @@ options:
         C(ok=false) and the findings, for reports.
     type: bool
     default: true
-  username:
-    description: User name for libvirt authentication (SASL), for every host.
-    type: str
-  password:
-    description: Password for libvirt authentication (SASL), for every host. Never shown in output.
-    type: str
   return_facts:
     description: Also return each host's gathered facts (large).
     type: bool
@@ -206,15 +195,32 @@ host_facts:
   type: dict
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.homogeneity import (
-    QUERYABLE_HYPERVISORS, FeatureSetCpuOracle, HostInput, compare_cluster)
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import LibvirtCpuOracle, gather_hypervisor_facts
+    FeatureSetCpuOracle, HomogeneityError, HostInput, compare_cluster, hosts_to_query)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LibvirtHostError, open_connection, uri_secrets)
+    CREDENTIALS_ARGUMENT_SPEC, HAS_LIBVIRT, connector)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import HostReading, LibvirtCpuOracle, read_hosts
+
+SKEW_CHOICES = ["exact", "patch", "minor", "major"]
+ARGUMENT_SPEC = dict(
+    CREDENTIALS_ARGUMENT_SPEC,
+    hosts=dict(type="list", elements="dict", required=True, options=dict(
+        name=dict(type="str", required=True),
+        uri=dict(type="str"),
+        hypervisor=dict(type="str"),
+        storage=dict(type="dict"),
+        facts=dict(type="dict"),
+    )),
+    version_skew=dict(type="dict", default={"libvirt": "minor", "qemu": "minor"}, options=dict(
+        libvirt=dict(type="str", default="minor", choices=SKEW_CHOICES),
+        qemu=dict(type="str", default="minor", choices=SKEW_CHOICES),
+    )),
+    cpu_comparison=dict(type="str", default="libvirt", choices=["libvirt", "features"]),
+    storage_must_match=dict(type="bool", default=True),
+    fail_on_mismatch=dict(type="bool", default=True),
+    return_facts=dict(type="bool", default=False),
+)
 
 
 class _PartialLibvirtOracle(LibvirtCpuOracle):
@@ -228,106 +234,45 @@ class _PartialLibvirtOracle(LibvirtCpuOracle):
         return LibvirtCpuOracle.compare(self, host, cpu_xml, arch, virttype)
 
 
-def _gather(host, username, password):
-    """(connection or None, facts or None, error or None) of one host."""
-    storage_path = (host.get("storage") or {}).get("path")
+def _cpu_oracle(inputs, connections, cpu_comparison):
+    if cpu_comparison == "libvirt" and connections:
+        return _PartialLibvirtOracle(connections)
+    return FeatureSetCpuOracle({h.name: h.facts["cpu"]["xml"] for h in inputs
+                                if h.facts and h.facts.get("cpu") and h.facts["cpu"].get("xml")})
+
+
+def compare(params, _check_mode):
+    """The module's work: reads the hosts to query (through the drain's reader, several at
+    once), compares the cluster, fails on a mismatch unless told to report only."""
+    to_query = hosts_to_query(params["hosts"])
+    if to_query and not HAS_LIBVIRT:
+        raise HomogeneityError("the libvirt Python bindings (libvirt-python) are missing on the controller")
+    readings = read_hosts([(host["name"], host["uri"], (host.get("storage") or {}).get("path")) for host in to_query],
+                          connector(params))
     try:
-        conn = open_connection(host["uri"], username, password)
-    except LibvirtHostError as exc:
-        return None, None, str(exc)
-    try:
-        return conn, gather_hypervisor_facts(host["uri"], storage_path, conn=conn), None
-    except LibvirtHostError as exc:
-        conn.close()
-        return None, None, str(exc)
+        inputs = []
+        for host in params["hosts"]:
+            reading = readings.get(host["name"]) or HostReading(host["name"])  # not queried: nothing read
+            facts = host["facts"] if host.get("facts") is not None else reading.facts
+            inputs.append(HostInput(host["name"], host.get("hypervisor"), host.get("storage"), facts, reading.error))
+        connections = {name: reading.connection for name, reading in readings.items() if reading.connection is not None}
+        report = compare_cluster(inputs, cpu_oracle=_cpu_oracle(inputs, connections, params["cpu_comparison"]),
+                                 version_skew=params["version_skew"], storage_must_match=params["storage_must_match"])
+    finally:
+        for reading in readings.values():
+            reading.close()
+    result = dict(changed=False, **report.to_dict())
+    if params["return_facts"]:
+        result["host_facts"] = {h.name: h.facts for h in inputs if h.facts is not None}
+    if not report.ok and params["fail_on_mismatch"]:
+        raise HomogeneityError("cluster is not homogeneous for live migration: "
+                               + " | ".join(f.message for f in report.errors), result)
+    return result
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            hosts=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                uri=dict(type="str"),
-                hypervisor=dict(type="str"),
-                storage=dict(type="dict"),
-                facts=dict(type="dict"),
-            )),
-            version_skew=dict(type="dict", default={"libvirt": "minor", "qemu": "minor"}, options=dict(
-                libvirt=dict(type="str", default="minor", choices=["exact", "patch", "minor", "major"]),
-                qemu=dict(type="str", default="minor", choices=["exact", "patch", "minor", "major"]),
-            )),
-            cpu_comparison=dict(type="str", default="libvirt", choices=["libvirt", "features"]),
-            storage_must_match=dict(type="bool", default=True),
-            fail_on_mismatch=dict(type="bool", default=True),
-            username=dict(type="str"),
-            password=dict(type="str", no_log=True),
-            return_facts=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    hosts = module.params["hosts"]
-    names = [host["name"] for host in hosts]
-    duplicates = sorted(set(name for name in names if names.count(name) > 1))
-    if duplicates:
-        module.fail_json(msg="hosts lists %s more than once: give every host of the cluster once, "
-                             "by its inventory name" % ", ".join(repr(name) for name in duplicates))
-    for host in hosts:
-        # The URI's password and secret query values (apikey=, secretkey=, ...): never shown.
-        module.no_log_values.update(uri_secrets(host.get("uri")))
-
-    to_query = []
-    for host in hosts:
-        declared = host.get("hypervisor")
-        if host.get("facts") is None and (declared or "kvm") in QUERYABLE_HYPERVISORS:
-            if not host.get("uri"):
-                module.fail_json(msg="host %s (hypervisor %s) has no uri and no facts: set its "
-                                     "virtfleet_libvirt_uri" % (host["name"], declared or "undeclared"))
-            to_query.append(host)
-    if to_query and not HAS_LIBVIRT:
-        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the controller")
-
-    connections, gathered, errors = {}, {}, {}
-    if to_query:
-        # Hosts are independent; a slow or dead host should not serialize the others.
-        with ThreadPoolExecutor(max_workers=min(8, len(to_query))) as pool:
-            results = list(pool.map(lambda h: _gather(h, module.params["username"], module.params["password"]),
-                                    to_query))
-        for host, (conn, facts, error) in zip(to_query, results):
-            if conn is not None:
-                connections[host["name"]] = conn
-            if facts is not None:
-                gathered[host["name"]] = facts
-            if error:
-                errors[host["name"]] = error
-
-    try:
-        inputs = []
-        for host in hosts:
-            facts = host.get("facts") if host.get("facts") is not None else gathered.get(host["name"])
-            inputs.append(HostInput(host["name"], host.get("hypervisor"), host.get("storage"), facts,
-                                    errors.get(host["name"])))
-        fallback = FeatureSetCpuOracle({h.name: h.facts["cpu"]["xml"] for h in inputs
-                                        if h.facts and h.facts.get("cpu") and h.facts["cpu"].get("xml")})
-        if module.params["cpu_comparison"] == "libvirt" and connections:
-            oracle = _PartialLibvirtOracle(connections)
-        else:
-            oracle = fallback
-        report = compare_cluster(inputs, cpu_oracle=oracle, version_skew=module.params["version_skew"],
-                                 storage_must_match=module.params["storage_must_match"])
-    finally:
-        for conn in connections.values():
-            try:
-                conn.close()
-            except Exception:  # closing is best effort; the result is already computed
-                pass
-
-    result = dict(changed=False, **report.to_dict())
-    if module.params["return_facts"]:
-        result["host_facts"] = {h.name: h.facts for h in inputs if h.facts is not None}
-    if not report.ok and module.params["fail_on_mismatch"]:
-        module.fail_json(msg="cluster is not homogeneous for live migration: "
-                             + " | ".join(f.message for f in report.errors), **result)
-    module.exit_json(**result)
+    # Hosts given as facts or of a hypervisor the collection cannot query need no libvirt.
+    run_module(ARGUMENT_SPEC, compare, needs_libvirt=False)
 
 
 if __name__ == "__main__":

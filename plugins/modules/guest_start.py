@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -18,23 +16,24 @@ description:
     C(stop_allowed_guests)). Once the host is back, they run again where they were.
   - Fails naming every guest it could not start (not defined on the host any more, or libvirt
     refused), after trying all of them.
-  - "Meant to run on the controller (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri)."
+  - "Runs on the controller (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri), or on
+    the host itself with the default O(uri)."
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
-  - libvirt-python on the machine that runs the module (the controller)
+  - libvirt-python on the machine that runs the module (the controller, or the host itself)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.actiongroup_libvirt
+  - virtfleet.cluster.libvirt_connection
 attributes:
   check_mode:
     support: full
-    description: Reports which guests it would start; starts none.
+    details: Reports which guests it would start; starts none.
   diff_mode:
     support: none
-    description: Nothing to diff.
+    details: Nothing to diff.
 options:
-  uri:
-    description: libvirt connection URI of the host the guests are defined on.
-    type: str
-    required: true
   host:
     description: Name of the host in messages (default the URI's host part).
     type: str
@@ -78,10 +77,15 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LibvirtHostError, host_label, libvirt, open_connection, uri_secrets)
+    CONNECTION_ARGUMENT_SPEC, LibvirtHostError, connector, host_label, libvirt)
+
+ARGUMENT_SPEC = dict(
+    CONNECTION_ARGUMENT_SPEC,
+    host=dict(type="str"),
+    guests=dict(type="list", elements="str", required=True),
+)
 
 
 def start_guests(conn, names, check_mode=False):
@@ -101,10 +105,10 @@ def start_guests(conn, names, check_mode=False):
     return started, already, problems
 
 
-def run(params, check_mode, connect=open_connection):
-    """The module's work: returns (failed, result)."""
+def run(params, check_mode, connect=None):
+    """Starts the guests: returns (failed, result)."""
     name = params["host"] or host_label(params["uri"])
-    conn = connect(params["uri"])
+    conn = (connect or connector(params))(params["uri"])
     try:
         started, already, problems = start_guests(conn, params["guests"], check_mode)
     finally:
@@ -122,27 +126,18 @@ def run(params, check_mode, connect=open_connection):
     return bool(problems), result
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            uri=dict(type="str", required=True),
-            host=dict(type="str"),
-            guests=dict(type="list", elements="str", required=True),
-        ),
-        supports_check_mode=True,
-    )
-    module.no_log_values.update(uri_secrets(module.params["uri"]))
-    if not HAS_LIBVIRT:
-        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the machine running "
-                             "this module; install them on the controller")
+def work(params, check_mode):
+    """The module's work: the result, failed when a guest could not be started."""
     try:
-        failed, result = run(module.params, module.check_mode)
+        failed, result = run(params, check_mode)
     except (LibvirtHostError, libvirt.libvirtError) as exc:
-        module.fail_json(msg="cannot start %s on %s: %s" % (", ".join(module.params["guests"]),
-                                                            module.params["host"] or host_label(module.params["uri"]), exc))
-    if failed:
-        module.fail_json(**result)
-    module.exit_json(**result)
+        raise LibvirtHostError("cannot start %s on %s: %s" % (", ".join(params["guests"]),
+                                                              params["host"] or host_label(params["uri"]), exc)) from exc
+    return dict(result, failed=failed)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, work)
 
 
 if __name__ == "__main__":

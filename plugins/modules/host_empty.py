@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -22,23 +20,24 @@ description:
     O(peers) - the host would start a second copy of that guest, on the same disk, when it
     boots - and definitions for which a peer could not be asked. With
     O(autostart_elsewhere=disable) it turns their autostart off instead and returns their names.
-  - "Meant to run on the controller (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri)."
+  - "Runs on the controller (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri), or on
+    the host itself with the default O(uri). O(username) and O(password) are used for the peers too."
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
-  - libvirt-python on the machine that runs the module (the controller)
+  - libvirt-python on the machine that runs the module (the controller, or the host itself)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.actiongroup_libvirt
+  - virtfleet.cluster.libvirt_connection
 attributes:
   check_mode:
     support: full
-    description: Reads and refuses the same way; with O(autostart_elsewhere=disable) it reports the definitions it would change.
+    details: Reads and refuses the same way; with O(autostart_elsewhere=disable) it reports the definitions it would change.
   diff_mode:
     support: none
-    description: Nothing to diff.
+    details: Nothing to diff.
 options:
-  uri:
-    description: libvirt connection URI of the host to check.
-    type: str
-    required: true
   host:
     description: Name of the host in messages (default the URI's host part).
     type: str
@@ -67,7 +66,7 @@ options:
     choices: [refuse, disable]
     default: refuse
 notes:
-  - Credentials in URIs are masked in the output, as in M(virtfleet.cluster.hypervisor_facts).
+  - Credentials in URIs (O(uri) and O(peers[].uri)) are masked in the output, as in M(virtfleet.cluster.hypervisor_facts).
 seealso:
   - module: virtfleet.cluster.host_drain
   - module: virtfleet.cluster.hypervisor_facts
@@ -122,15 +121,23 @@ msg:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LibvirtHostError, host_label, libvirt, open_connection, uri_secrets)
+    CONNECTION_ARGUMENT_SPEC, LibvirtHostError, connector, host_label, libvirt)
+
+ARGUMENT_SPEC = dict(
+    CONNECTION_ARGUMENT_SPEC,
+    host=dict(type="str"),
+    peers=dict(type="list", elements="dict", default=[],
+               options=dict(name=dict(type="str", required=True), uri=dict(type="str", required=True))),
+    autostart_elsewhere=dict(type="str", choices=["refuse", "disable"], default="refuse"),
+)
 
 
-def check(params, check_mode, connect=open_connection):
-    """The module's work: returns (failed, result)."""
+def check(params, check_mode, connect=None):
+    """Asks the host (and, for autostart definitions, its peers): returns (failed, result)."""
+    connect = connect or connector(params)
     name = params["host"] or host_label(params["uri"])
     conn = connect(params["uri"])
     try:
@@ -150,30 +157,18 @@ def check(params, check_mode, connect=open_connection):
     return bool(problem), result
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            uri=dict(type="str", required=True),
-            host=dict(type="str"),
-            peers=dict(type="list", elements="dict", default=[],
-                       options=dict(name=dict(type="str", required=True), uri=dict(type="str", required=True))),
-            autostart_elsewhere=dict(type="str", choices=["refuse", "disable"], default="refuse"),
-        ),
-        supports_check_mode=True,
-    )
-    for uri in [module.params["uri"]] + [p["uri"] for p in module.params["peers"]]:
-        module.no_log_values.update(uri_secrets(uri))
-    if not HAS_LIBVIRT:
-        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the machine running "
-                             "this module; install them on the controller")
+def work(params, check_mode):
+    """The module's work: the result, failed when the host is not safe to reboot."""
     try:
-        failed, result = check(module.params, module.check_mode)
+        failed, result = check(params, check_mode)
     except (LibvirtHostError, libvirt.libvirtError) as exc:
-        module.fail_json(msg="cannot tell whether %s is safe to reboot, so not going on: %s"
-                             % (module.params["host"] or host_label(module.params["uri"]), exc))
-    if failed:
-        module.fail_json(**result)
-    module.exit_json(**result)
+        raise LibvirtHostError("cannot tell whether %s is safe to reboot, so not going on: %s"
+                               % (params["host"] or host_label(params["uri"]), exc)) from exc
+    return dict(result, failed=failed)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, work)
 
 
 if __name__ == "__main__":

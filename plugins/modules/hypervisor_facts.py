@@ -2,9 +2,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
@@ -18,45 +16,31 @@ description:
     comparison), whether KVM is usable, memory, CPU count, supported machine types, storage
     pools and every guest (running and inactive) with state, memory, vCPUs, CPU mode/model,
     disks and what would stop it from live-migrating.
-  - "Meant to run on the controller (C(delegate_to: localhost)) with the host's
-    C(virtfleet_libvirt_uri); only reads, so check mode runs it the same way."
-  - A password embedded in O(uri) (C(user:password@host)) and the values of secret-looking query
-    parameters (C(apikey=), C(secretkey=), C(*pass*), C(*token*)) are masked in the module's output;
-    prefer O(password), since ad-hoc C(ansible -vvv) echoes task arguments before any module runs.
+  - "Runs on the hypervisor host itself (O(uri) defaults to its own libvirt) or on the controller
+    (C(delegate_to: localhost)) with the host's C(virtfleet_libvirt_uri); only reads, so check
+    mode runs it the same way."
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
-  - libvirt-python on the machine that runs the module (the controller)
+  - libvirt-python on the machine that runs the module (the host itself, or the controller)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
+  - virtfleet.cluster.attributes.facts
+  - virtfleet.cluster.attributes.actiongroup_libvirt
+  - virtfleet.cluster.libvirt_connection
 attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
   facts:
     support: full
-    description:
+    details:
       - Sets the fact C(virtfleet_hypervisor_facts), the same facts it returns as C(hypervisor)
         (not C(virtfleet_hypervisor), which the topology inventory sets to the declared hypervisor type).
 options:
-  uri:
-    description:
-      - libvirt connection URI of the host, for example C(qemu+ssh://root@hv1/system),
-        C(qemu+tls://hv1/system) or, in the lab, C(qemu+tcp://127.0.1.11/session).
-    type: str
-    required: true
   shared_storage_path:
     description:
       - Path of the cluster's shared primary storage (the topology's C(virtfleet_storage.path)).
         Guest disks under it are reported as shared, others as local (they would need block
         migration); storage pools targeting it are listed.
-    type: str
-  username:
-    description: User name for libvirt authentication (SASL), when the URI needs one.
-    type: str
-  password:
-    description: Password for libvirt authentication (SASL). Never shown in output.
     type: str
   gather_guests:
     description: Whether to list guests (set to false on hosts with very many guests when only host facts are needed).
@@ -72,6 +56,10 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Read the facts of each hypervisor on the hypervisor itself (its own qemu:///system)
+  virtfleet.cluster.hypervisor_facts: {}
+  become: true
+
 - name: Read the facts of each hypervisor from the controller
   virtfleet.cluster.hypervisor_facts:
     uri: "{{ virtfleet_libvirt_uri }}"
@@ -82,6 +70,22 @@ EXAMPLES = r"""
 - name: Show running guests
   ansible.builtin.debug:
     msg: "{{ hv.hypervisor.guests | selectattr('active') | map(attribute='name') | list }}"
+
+- name: Set the connection once for every libvirt module of the play
+  module_defaults:
+    group/virtfleet.cluster.libvirt:
+      uri: "{{ virtfleet_libvirt_uri }}"
+      username: "{{ libvirt_sasl_user | default(omit) }}"
+      password: "{{ libvirt_sasl_password | default(omit) }}"
+  delegate_to: localhost
+  block:
+    - name: Read the host's facts
+      virtfleet.cluster.hypervisor_facts:
+        gather_guests: false
+
+    - name: Check that the host runs no guest
+      virtfleet.cluster.host_empty:
+        host: "{{ inventory_hostname }}"
 
 - name: Facts are also set as virtfleet_hypervisor_facts on the inventory host
   ansible.builtin.debug:
@@ -193,37 +197,27 @@ hypervisor:
       type: int
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import CONNECTION_ARGUMENT_SPEC
+from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import gather_hypervisor_facts
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LibvirtHostError, uri_secrets)
+ARGUMENT_SPEC = dict(
+    CONNECTION_ARGUMENT_SPEC,
+    shared_storage_path=dict(type="str"),
+    gather_guests=dict(type="bool", default=True),
+)
+
+
+def run(params, _check_mode):
+    """The module's work: only reads, the same in check mode."""
+    facts = libvirt_facts.gather_hypervisor_facts(params["uri"], params["shared_storage_path"],
+                                                  params["username"], params["password"],
+                                                  include_guests=params["gather_guests"])
+    return {"changed": False, "hypervisor": facts, "ansible_facts": {"virtfleet_hypervisor_facts": facts}}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            uri=dict(type="str", required=True),
-            shared_storage_path=dict(type="str"),
-            username=dict(type="str"),
-            password=dict(type="str", no_log=True),
-            gather_guests=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-    # Masks the URI's password and secret query values (apikey=, secretkey=, ...) wherever
-    # Ansible prints module arguments or results.
-    module.no_log_values.update(uri_secrets(module.params["uri"]))
-    if not HAS_LIBVIRT:
-        module.fail_json(msg="the libvirt Python bindings (libvirt-python) are missing on the machine running "
-                             "this module; install them on the controller")
-    try:
-        facts = gather_hypervisor_facts(module.params["uri"], module.params["shared_storage_path"],
-                                        module.params["username"], module.params["password"],
-                                        include_guests=module.params["gather_guests"])
-    except LibvirtHostError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=False, hypervisor=facts, ansible_facts={"virtfleet_hypervisor_facts": facts})
+    run_module(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

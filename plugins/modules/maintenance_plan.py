@@ -32,6 +32,9 @@ description:
 version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
 options:
   hosts:
     description:
@@ -205,38 +208,34 @@ ok:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import PlanError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import (
     capacity_from_facts, plan_maintenance)
 
+ARGUMENT_SPEC = dict(
+    hosts=dict(type="list", elements="dict", required=True),
+    run_id=dict(type="str", required=True),
+    window=dict(type="str"),
+    force=dict(type="bool", default=False),
+    order=dict(type="str", default="given",
+               choices=["given", "fewest_guests", "most_guests", "name"]),
+    capacity=dict(type="dict"),
+    policy=dict(type="dict", default={}),
+    facts=dict(type="dict"),
+    members=dict(type="dict"),
+    marked=dict(type="list", elements="str", default=[]),
+    unreachable=dict(type="dict", default={}),
+    states=dict(type="dict"),
+    unmovable_guests=dict(type="list", elements="str", default=[]),
+    anti_affinity_groups=dict(type="dict", default={}),
+    stop_allowed_guests=dict(type="list", elements="str", default=[]),
+    copy_storage=dict(type="bool", default=False),
+)
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            hosts=dict(type="list", elements="dict", required=True),
-            run_id=dict(type="str", required=True),
-            window=dict(type="str"),
-            force=dict(type="bool", default=False),
-            order=dict(type="str", default="given",
-                       choices=["given", "fewest_guests", "most_guests", "name"]),
-            capacity=dict(type="dict"),
-            policy=dict(type="dict", default={}),
-            facts=dict(type="dict"),
-            members=dict(type="dict"),
-            marked=dict(type="list", elements="str", default=[]),
-            unreachable=dict(type="dict", default={}),
-            states=dict(type="dict"),
-            unmovable_guests=dict(type="list", elements="str", default=[]),
-            anti_affinity_groups=dict(type="dict", default={}),
-            stop_allowed_guests=dict(type="list", elements="str", default=[]),
-            copy_storage=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[("capacity", "facts")],
-        required_together=[("facts", "members")],
-        supports_check_mode=True,
-    )
-    params = module.params
+
+def plan(params, _check_mode):
+    """The module's work: pure computation, the same in check mode."""
     try:
         capacity = params["capacity"]
         unreachable = dict(params["unreachable"] or {})
@@ -249,14 +248,19 @@ def main():
                 for name in names:
                     if name not in params["facts"]:
                         unreachable.setdefault(name, "its libvirt did not answer at preflight (no hypervisor facts)")
-        plan = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
-                                force=params["force"], order=params["order"],
-                                capacity=capacity, policy=params["policy"],
-                                members=params["members"], marked=params["marked"],
-                                unreachable=unreachable, states=params["states"])
+        result = plan_maintenance(params["hosts"], params["run_id"], window_name=params["window"],
+                                  force=params["force"], order=params["order"],
+                                  capacity=capacity, policy=params["policy"],
+                                  members=params["members"], marked=params["marked"],
+                                  unreachable=unreachable, states=params["states"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        module.fail_json(msg="cannot plan the maintenance: %s" % exc)
-    module.exit_json(changed=False, **plan)
+        raise PlanError("cannot plan the maintenance: %s" % exc) from exc
+    return dict(result, changed=False)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, plan, needs_libvirt=False,
+               mutually_exclusive=[("capacity", "facts")], required_together=[("facts", "members")])
 
 
 if __name__ == "__main__":

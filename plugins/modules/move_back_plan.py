@@ -25,13 +25,9 @@ description:
 version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
-attributes:
-  check_mode:
-    support: full
-    description: The module only computes; check mode returns the same plan.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
 options:
   facts:
     description:
@@ -131,27 +127,29 @@ skipped:
       type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import (
+    CLUSTER_PLAN_ARGUMENT_SPEC, PlanError, cluster_plan_inputs)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_plans import plan_move_back
 
+ARGUMENT_SPEC = dict(CLUSTER_PLAN_ARGUMENT_SPEC, origins=dict(type="dict", required=True))
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(CLUSTER_PLAN_ARGUMENT_SPEC, origins=dict(type="dict", required=True)),
-        supports_check_mode=True,
-    )
-    params = module.params
+
+def plan(params, _check_mode):
+    """The module's work: pure computation, the same in check mode."""
     try:
         origins = {str(guest): home for guest, home in params["origins"].items()}
         if not all(isinstance(home, str) for home in origins.values()):
             raise ValueError("origins must map each guest name to a host name")
         policy, hosts, guests = cluster_plan_inputs(params)
-        plan = plan_move_back(hosts, guests, origins, policy, params["marked"])
+        move_back = plan_move_back(hosts, guests, origins, policy, params["marked"])
     except (ValueError, KeyError, TypeError) as exc:
-        module.fail_json(msg="cannot plan the move-back of cluster %s: %s" % (params["cluster"], exc))
-    module.exit_json(changed=False, **plan.to_dict())
+        raise PlanError("cannot plan the move-back of cluster %s: %s" % (params["cluster"], exc)) from exc
+    return dict(changed=False, **move_back.to_dict())
+
+
+def main():
+    run_module(ARGUMENT_SPEC, plan, needs_libvirt=False)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,22 @@ version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
 options: {}
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
 attributes:
   check_mode:
-    support: full
-    description: Reads the play only; the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes.
+    details: Reads the play only; the same in check mode.
   platform:
+    description: Target OS/families that can be operated against.
     support: full
     platforms: all
-    description: Runs on the controller.
+    details: Runs on the controller.
 """
 
 EXAMPLES = r"""
 - name: Refuse anything but the linear strategy
-  virtfleet.cluster.play_strategy:
+  virtfleet.cluster.play_strategy: {}
   register: play
 
 - name: Stop unless linear
@@ -55,12 +55,20 @@ serial:
   sample: [1, "50%"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+
+ARGUMENT_SPEC: dict = {}
+
+
+def refuse(_params, _check_mode):
+    """The action plugin (plugins/action/play_strategy.py) does the work; this file only
+    documents it, and refuses when run as a module on a host."""
+    raise VirtfleetError("virtfleet.cluster.play_strategy runs as an action plugin on the controller; it cannot run as a module on a host.")
 
 
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    module.fail_json(msg="virtfleet.cluster.play_strategy runs as an action plugin on the controller; it cannot run as a module on a host.")
+    run_module(ARGUMENT_SPEC, refuse, needs_libvirt=False)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ description:
 version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.info_module
 options:
   facts:
     description: Host name to the C(hypervisor) result of M(virtfleet.cluster.hypervisor_facts), for every host of the cluster.
@@ -100,11 +103,15 @@ spread_after:
 
 import dataclasses
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import CLUSTER_PLAN_ARGUMENT_SPEC, cluster_plan_inputs
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import (
+    CLUSTER_PLAN_ARGUMENT_SPEC, PlanError, cluster_plan_inputs)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_plans import (
     memory_loads, plan_rebalance)
+
+ARGUMENT_SPEC = dict(CLUSTER_PLAN_ARGUMENT_SPEC,
+                     threshold=dict(type="float", default=0.10),
+                     max_moves=dict(type="int", default=0))
 
 
 def _spread(loads, marked):
@@ -112,28 +119,26 @@ def _spread(loads, marked):
     return round(max(values) - min(values), 4) if values else 0.0
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(CLUSTER_PLAN_ARGUMENT_SPEC,
-                           threshold=dict(type="float", default=0.10),
-                           max_moves=dict(type="int", default=0)),
-        supports_check_mode=True,
-    )
-    params = module.params
+def plan(params, _check_mode):
+    """The module's work: pure computation, the same in check mode."""
     try:
         policy, hosts, guests = cluster_plan_inputs(params)
         moves = plan_rebalance(hosts, guests, policy, threshold=params["threshold"],
                                max_moves=params["max_moves"] or None)
     except (ValueError, KeyError, TypeError) as exc:
-        module.fail_json(msg="cannot plan the rebalance of %s: %s" % (params["cluster"], exc))
+        raise PlanError("cannot plan the rebalance of %s: %s" % (params["cluster"], exc)) from exc
     before = memory_loads(hosts, guests)
     where = {m.guest: m.destination for m in moves}
     after = memory_loads(hosts, [dataclasses.replace(g, host=where.get(g.name, g.host)) for g in guests])
-    module.exit_json(changed=False, moves=[dataclasses.asdict(m) for m in moves],
-                     loads_before={h: round(v, 4) for h, v in before.items()},
-                     loads_after={h: round(v, 4) for h, v in after.items()},
-                     spread_before=_spread(before, params["marked"]),
-                     spread_after=_spread(after, params["marked"]))
+    return dict(changed=False, moves=[dataclasses.asdict(m) for m in moves],
+                loads_before={h: round(v, 4) for h, v in before.items()},
+                loads_after={h: round(v, 4) for h, v in after.items()},
+                spread_before=_spread(before, params["marked"]),
+                spread_after=_spread(after, params["marked"]))
+
+
+def main():
+    run_module(ARGUMENT_SPEC, plan, needs_libvirt=False)
 
 
 if __name__ == "__main__":
