@@ -211,19 +211,40 @@ mark:
 
 import os
 import socket
+from typing import Any, Dict, Optional
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import (
-    IDENTITY_FILE, ClusterState, LockHeld, SharedStateError, StateError, default_holder, state_dir)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
+from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
+    IDENTITY_FILE, SharedStateError, StateError, state_dir)
 
 ACTIONS = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
            "host_done", "close_window"]
 # Actions that write new state: only into a directory that proved it is the cluster's shared one.
 NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window")
 
+ARGUMENT_SPEC: Dict[str, Any] = dict(
+    path=dict(type="path", required=True),
+    cluster=dict(type="str", required=True),
+    action=dict(type="str", required=True, choices=ACTIONS),
+    run_id=dict(type="str"),
+    token=dict(type="str", no_log=False),  # an identity, not a secret: shown in messages
+    identity=dict(type="str"),
+    holder=dict(type="dict", default={}),
+    host=dict(type="str"),
+    phase=dict(type="str", default="marked", choices=["marked", "drained", "patched", "rebooted", "verified"]),
+    window=dict(type="str"),
+    new_window=dict(type="bool", default=False),
+    guests=dict(type="dict", default={}),
+    members=dict(type="list", elements="str"),
+    not_needed=dict(type="list", elements="str", default=[]),
+    details=dict(type="dict", default={}),
+    reason=dict(type="str"),
+    force=dict(type="bool", default=False),
+)
 
-def safe_snapshot(state):
+
+def safe_snapshot(state: ClusterState) -> Dict[str, Any]:
     """The state for a result; what cannot be read is said, not raised (a failure path must not
     end in a traceback)."""
     try:
@@ -232,14 +253,14 @@ def safe_snapshot(state):
         return {"cluster": state.cluster, "path": state.path, "unreadable": str(exc)}
 
 
-def safe_identity(state):
+def safe_identity(state: ClusterState) -> Optional[Dict[str, Any]]:
     try:
         return state.identity()
     except (StateError, OSError):
         return None
 
 
-def require_identity(state, expected):
+def require_identity(state: ClusterState, expected: Optional[str]) -> None:
     if state.identity() is None:
         state.ensure_storage()
         raise SharedStateError(
@@ -251,101 +272,83 @@ def require_identity(state, expected):
     state.verify_shared(expected)
 
 
-def act(state, params, action, run_id, holder):
-    result = {"changed": False}
+def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Optional[str],
+        holder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Does the change ``requested`` (the module's ``action``) and returns its result fields."""
+    result: Dict[str, Any] = {"changed": False}
     token = params["token"]
-    if action in NEEDS_IDENTITY or (params["identity"] and action not in ("init", "verify_shared")):
+    if requested in NEEDS_IDENTITY or (params["identity"] and requested not in ("init", "verify_shared")):
         require_identity(state, params["identity"])
-    if action == "init":
+    if requested == "init":
         result["changed"], result["identity"] = state.init_identity()
-    elif action == "verify_shared":
+    elif requested == "verify_shared":
         result["identity"] = state.verify_shared(params["identity"])
-    elif action == "lock":
+    elif requested == "lock":
         changed, lock, broken = state.acquire_lock(holder, force=params["force"])
         result["changed"] = changed
         result["token"] = lock["holder"]["token"]
         if broken:
             result["broken_lock"] = broken
-    elif action == "unlock":
+    elif requested == "unlock":
         result["changed"] = state.release_lock(run_id, force=params["force"], token=token)
-    elif action == "open_window":
+    elif requested == "open_window":
         result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
                                                                 new=params["new_window"], token=token)
-    elif action == "record_origins":
+    elif requested == "record_origins":
         result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
-    elif action == "mark":
+    elif requested == "mark":
         result["changed"], result["mark"] = state.mark(
             run_id, params["host"], holder, phase=params["phase"],
             window_name=params["window"], reason=params["reason"], details=params["details"], token=token)
-    elif action == "unmark":
+    elif requested == "unmark":
         result["changed"] = state.unmark(run_id, params["host"], window_name=params["window"],
                                          force=params["force"], token=token)
-    elif action == "host_done":
+    elif requested == "host_done":
         result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"], token=token)
-    elif action == "close_window":
+    elif requested == "close_window":
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
     return result
 
 
-def run(module):
-    params = module.params
-    state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=module.check_mode)
-    action = params["action"]
+def failure_fields(state: ClusterState, exc: StateError, requested: str) -> Dict[str, Any]:
+    """What a refused change returns besides what its error carries (the lock's holder, ``shared``).
+    A refused state change writes nothing; with action=lock, no lock was taken."""
+    fields: Dict[str, Any] = {"lock_not_taken": requested == "lock", "state": safe_snapshot(state)}
+    if isinstance(exc, SharedStateError):
+        fields.update(storage_exists=os.path.isdir(state.storage_path),
+                      identity_file_exists=os.path.exists(os.path.join(state.path, IDENTITY_FILE)),
+                      identity=safe_identity(state))
+    return fields
+
+
+def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=check_mode)
+    requested = params["action"]
     run_id = params["run_id"]
-    if action not in ("read", "init", "verify_shared") and not run_id:
-        module.fail_json(msg="run_id is required for action %s" % action)
-    if action in ("mark", "unmark", "host_done") and not params["host"]:
-        module.fail_json(msg="host is required for action %s" % action)
+    if requested not in ("read", "init", "verify_shared") and not run_id:
+        raise StateError("run_id is required for action %s" % requested)
+    if requested in ("mark", "unmark", "host_done") and not params["host"]:
+        raise StateError("host is required for action %s" % requested)
     extra = dict(params["holder"] or {})
     if params["token"]:
         extra["token"] = params["token"]
     holder = default_holder(run_id, extra) if run_id else None
     try:
-        result = act(state, params, action, run_id, holder)
+        result = act(state, params, requested, run_id, holder)
         result["state"] = state.snapshot()
-    except LockHeld as exc:
-        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, lock_not_taken=action == "lock",
-                         state=safe_snapshot(state))
-    except SharedStateError as exc:
-        module.fail_json(msg=str(exc), shared=False, storage_exists=os.path.isdir(state.storage_path),
-                         identity_file_exists=os.path.exists(os.path.join(state.path, IDENTITY_FILE)),
-                         identity=safe_identity(state), lock_not_taken=action == "lock", state=safe_snapshot(state))
     except StateError as exc:
-        # A refused state change writes nothing; with action=lock, no lock was taken.
-        module.fail_json(msg=str(exc), lock_not_taken=action == "lock", state=safe_snapshot(state))
+        exc.result.update(failure_fields(state, exc, requested))
+        raise
     except OSError as exc:
-        module.fail_json(msg="cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
-                             "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "
-                             "maintenance state\")." % (state.path, state.cluster, socket.gethostname(), exc))
+        raise StateError("cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
+                         "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "
+                         "maintenance state\")." % (state.path, state.cluster, socket.gethostname(), exc)) from exc
     return result
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            cluster=dict(type="str", required=True),
-            action=dict(type="str", required=True, choices=ACTIONS),
-            run_id=dict(type="str"),
-            token=dict(type="str", no_log=False),  # an identity, not a secret: shown in messages
-            identity=dict(type="str"),
-            holder=dict(type="dict", default={}),
-            host=dict(type="str"),
-            phase=dict(type="str", default="marked",
-                       choices=["marked", "drained", "patched", "rebooted", "verified"]),
-            window=dict(type="str"),
-            new_window=dict(type="bool", default=False),
-            guests=dict(type="dict", default={}),
-            members=dict(type="list", elements="str"),
-            not_needed=dict(type="list", elements="str", default=[]),
-            details=dict(type="dict", default={}),
-            reason=dict(type="str"),
-            force=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    module.exit_json(**run(module))
+def main() -> None:
+    run_module(ARGUMENT_SPEC, work, needs_libvirt=False)
 
 
 if __name__ == "__main__":
