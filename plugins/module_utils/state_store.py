@@ -326,7 +326,7 @@ class StateStore:
         return CorruptState(
             "the lock file %s of cluster %s cannot be understood (%s), so nobody can tell which run holds the "
             "cluster. Make sure no run maintains cluster %s (controllers, AWX jobs), then break the lock with "
-            "rolling_maintenance_force_unlock: [%s] (or the maintenance_state module, action=unlock force=true); "
+            "rolling_maintenance_force_unlock: [%s] (or the maintenance_state module, state=unlock force=true); "
             "the file is kept next to it as lock.json.corrupt-<time>."
             % (self._lock_path(), self.cluster, exc, self.cluster, self.cluster),
             self._lock_path(), exc.raw)
@@ -377,7 +377,7 @@ class StateStore:
             raise CorruptState(
                 "%s. Host %s's maintenance mark cannot be read: check the host by hand, then remove the "
                 "file (the host takes guests again) or rewrite it with the maintenance_state module "
-                "(action=mark, run_id=operator)." % (exc, host), exc.path, exc.raw)
+                "(state=mark, run_id=operator)." % (exc, host), exc.path, exc.raw)
 
     def snapshot(self) -> Dict[str, Any]:
         return {"cluster": self.cluster, "path": self.path, "lock": self.lock(),
@@ -391,7 +391,7 @@ class StateStore:
         except CorruptState as exc:
             raise SharedStateError(
                 "%s. It names the shared state directory of cluster %s; compare it with what the other hosts "
-                "of the cluster read (maintenance_state action=verify_shared) and restore it from there."
+                "of the cluster read (maintenance_state state=verify_shared) and restore it from there."
                 % (exc, self.cluster))
         if identity is not None and not (isinstance(identity, dict) and identity.get("id") and identity.get("cluster")):
             raise SharedStateError("the identity file %s of cluster %s is not an identity record (cluster, id): "

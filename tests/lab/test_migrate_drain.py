@@ -159,7 +159,7 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
         # puts guests back on it, and the play says how to unmark it once repaired.
         mark = state.marks()[source]
         assert "evacuate_host.yml" in mark["reason"]
-        assert "action=unmark run_id=operator host=%s" % source in " ".join(proc.stdout.split())
+        assert "state=unmark run_id=operator host=%s" % source in " ".join(proc.stdout.split())
     finally:
         state.unmark("operator", source, force=True)
     elapsed = time.time() - started

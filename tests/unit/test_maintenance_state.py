@@ -328,19 +328,19 @@ def test_a_host_that_does_not_see_the_identity_is_refused(tmp_path):
 
 
 def test_module_refuses_writes_without_the_identity(tmp_path):
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1"})
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "lock", "run_id": "run-1"})
     assert code == 1 and "cluster-id.json" in result["msg"] and "init" in result["msg"]
     assert not os.path.exists(store.state_dir(str(tmp_path)))
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "run-1"})
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "init", "run_id": "run-1"})
     assert code == 0 and result["changed"] and result["identity"]["cluster"] == "lab-a"
     ident = result["identity"]["id"]
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1",
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "lock", "run_id": "run-1",
                                      "token": "t" * 32, "identity": ident})
     assert code == 0 and result["changed"] and result["state"]["lock"]["holder"]["token"] == "t" * 32
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "verify_shared",
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "verify_shared",
                                      "identity": "0" * 32})
     assert code == 1 and store.state_dir(str(tmp_path)) in result["msg"]
-    code, result = run_state_module({"path": str(tmp_path / "gone"), "cluster": "lab-a", "action": "verify_shared",
+    code, result = run_state_module({"path": str(tmp_path / "gone"), "cluster": "lab-a", "state": "verify_shared",
                                      "identity": ident})
     assert code == 1 and str(tmp_path / "gone") in result["msg"] and not (tmp_path / "gone").exists()
 
@@ -385,12 +385,12 @@ def test_unreadable_state_file_is_a_message(state):
 
 
 def test_module_reports_a_corrupt_state_without_traceback(tmp_path, monkeypatch):
-    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "x"})
+    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "init", "run_id": "x"})
     lock_path = os.path.join(store.state_dir(str(tmp_path)), store.LOCK_FILE)
     with open(lock_path, "w") as handle:
         handle.write("{half")
     for requested in ("read", "lock", "unlock", "mark"):
-        code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": requested,
+        code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": requested,
                                          "run_id": "run-1", "host": "h1"})
         assert code == 1 and lock_path in result["msg"], (requested, result)
         assert "exception" not in result
@@ -399,7 +399,7 @@ def test_module_reports_a_corrupt_state_without_traceback(tmp_path, monkeypatch)
     def denied(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied", lock_path)
     monkeypatch.setattr(store, "read_json", denied)
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "read"})
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "read"})
     assert code == 1 and lock_path in result["msg"] and "exception" not in result
 
 
@@ -484,12 +484,12 @@ def test_unlock_with_the_identity_fails_on_a_host_that_does_not_see_the_state(tm
     shared, private = tmp_path / "shared", tmp_path / "private"
     shared.mkdir()
     private.mkdir()
-    _code, result = run_state_module({"path": str(shared), "cluster": "lab-a", "action": "init"})
+    _code, result = run_state_module({"path": str(shared), "cluster": "lab-a", "state": "init"})
     ident = result["identity"]["id"]
     # Without the identity an unlock in the private directory "succeeds" with nothing released,
     # which a caller would take for a release; with it, the host is told it does not see the state.
-    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1"})
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "state": "unlock", "run_id": "run-1"})
     assert code == 0 and not result["changed"]
-    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1",
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "state": "unlock", "run_id": "run-1",
                                      "identity": ident})
     assert code == 1 and store.state_dir(str(private)) in result["msg"] and result["shared"] is False
