@@ -88,7 +88,7 @@ class ActionModule(ActionBase):
         def gate(move):
             read = self._execute_module(module_name="virtfleet.cluster.maintenance_state",
                                         module_args={"path": recheck["path"], "cluster": recheck["cluster"],
-                                                     "action": "read"},
+                                                     "state": "read"},
                                         task_vars=task_vars)
             if read.get("failed") or "state" not in read:
                 return "the cluster's shared state could not be read before the move: %s" % read.get("msg", "no answer")

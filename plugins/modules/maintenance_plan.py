@@ -94,7 +94,7 @@ options:
   states:
     description:
       - Cluster name to its shared maintenance state as M(virtfleet.cluster.maintenance_state)
-        O(virtfleet.cluster.maintenance_state#module:action=read) returns it (C(marks), C(window)),
+        O(virtfleet.cluster.maintenance_state#module:state=read) returns it (C(marks), C(window)),
         read under the lock. Gives the marks and the done hosts of members outside O(hosts). A
         member recorded done in the open window and still marked by it is a stale mark
         (RV(stale_marks)), and its marks count as O(marked).
@@ -187,7 +187,7 @@ not_answering:
 stale_marks:
   description:
     - Hosts recorded done in the open maintenance window and still marked by it. Not maintained
-      and not out of service; the caller removes their marks (O(virtfleet.cluster.maintenance_state#module:action=unmark)).
+      and not out of service; the caller removes their marks (O(virtfleet.cluster.maintenance_state#module:state=unmark)).
   returned: always
   type: list
   elements: str

@@ -17,8 +17,8 @@ description:
   - A lock belongs to one run, identified by O(token) (random, made once per run) and not by
     O(run_id), so a second run started with the same run id is refused while the first holds the lock.
   - The state directory must prove it is the cluster's shared one. C(cluster-id.json) in it names
-    the cluster with a random id, written once (O(action=init)); every change except C(unlock) and
-    C(unmark) is refused while it is missing, and O(action=verify_shared) fails on a host that does
+    the cluster with a random id, written once (O(state=init)); every change except C(unlock) and
+    C(unmark) is refused while it is missing, and O(state=verify_shared) fails on a host that does
     not read the same id as the others (its shared mount is missing). The storage path itself is
     never created.
   - A mark owned by somebody else (not this run, not this maintenance window) is never changed.
@@ -30,7 +30,7 @@ options:
   path:
     description:
       - The cluster's shared primary storage path (C(virtfleet_storage.path)). The state lives in
-        its C(.virtfleet) subdirectory, created by O(action=init). The path itself must exist (it is
+        its C(.virtfleet) subdirectory, created by O(state=init). The path itself must exist (it is
         the shared storage's mount or a directory on it); it is never created.
     type: path
     required: true
@@ -38,7 +38,7 @@ options:
     description: Name of the cluster (shown in messages and recorded in the files).
     type: str
     required: true
-  action:
+  state:
     description:
       - C(read) returns the lock, the window, the marks and the identity.
       - C(init) gives the state directory its identity (C(cluster-id.json), once per cluster; kept
@@ -62,19 +62,19 @@ options:
     required: true
     choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window]
   run_id:
-    description: Identifier of the run acting. Required for every action except C(read), C(init) and C(verify_shared).
+    description: Identifier of the run acting. Required for every O(state) except C(read), C(init) and C(verify_shared).
     type: str
   token:
     description:
       - The run's identity in the lock (random, made once per run by the caller, never a user's choice).
         With C(lock), recorded as the holder's token (a new one is made when omitted and returned
-        as RV(token)). With every other action that needs the lock, the lock must carry this token.
+        as RV(token)). With every other O(state) that needs the lock, the lock must carry this token.
     type: str
   identity:
     description:
       - The id of the cluster's identity file as the other hosts read it. With C(verify_shared), this
-        host must read the same; with any other action, checked before anything is read or written
-        (an O(action=unlock) from a host whose shared mount is missing then fails instead of
+        host must read the same; with any other O(state), checked before anything is read or written
+        (an O(state=unlock) from a host whose shared mount is missing then fails instead of
         reporting that there was nothing to release).
     type: str
   holder:
@@ -91,25 +91,25 @@ options:
     choices: [marked, drained, patched, rebooted, verified]
   window:
     description:
-      - Name of the maintenance window. With O(action=open_window), empty joins the open window
-        whatever its name. With mark actions, the window whose marks this run may adopt.
+      - Name of the maintenance window. With O(state=open_window), empty joins the open window
+        whatever its name. With O(state=mark) and O(state=unmark), the window whose marks this run may adopt.
     type: str
   new_window:
-    description: With O(action=open_window), open a new window even if one is open.
+    description: With O(state=open_window), open a new window even if one is open.
     type: bool
     default: false
   guests:
-    description: With O(action=record_origins), guest name to host name.
+    description: With O(state=record_origins), guest name to host name.
     type: dict
     default: {}
   members:
     description:
-      - With O(action=close_window), every host of the cluster - the window closes only when each is recorded
+      - With O(state=close_window), every host of the cluster - the window closes only when each is recorded
         done in it or listed in O(not_needed).
     type: list
     elements: str
   not_needed:
-    description: With O(action=close_window), hosts that had nothing to patch (they need not be done).
+    description: With O(state=close_window), hosts that had nothing to patch (they need not be done).
     type: list
     elements: str
     default: []
@@ -133,21 +133,21 @@ EXAMPLES = r"""
   virtfleet.cluster.maintenance_state:
     path: "{{ virtfleet_storage.path }}"
     cluster: "{{ virtfleet_cluster }}"
-    action: init
+    state: init
   register: cluster_state_identity
 
 - name: Every host reads the same identity (its shared mount is there)
   virtfleet.cluster.maintenance_state:
     path: "{{ virtfleet_storage.path }}"
     cluster: "{{ virtfleet_cluster }}"
-    action: verify_shared
+    state: verify_shared
     identity: "{{ cluster_state_identity.identity.id }}"
 
 - name: Take the lock of the host's cluster
   virtfleet.cluster.maintenance_state:
     path: "{{ virtfleet_storage.path }}"
     cluster: "{{ virtfleet_cluster }}"
-    action: lock
+    state: lock
     run_id: "{{ rolling_maintenance_run_id }}"
     token: "{{ my_run_token }}"
 
@@ -155,7 +155,7 @@ EXAMPLES = r"""
   virtfleet.cluster.maintenance_state:
     path: "{{ virtfleet_storage.path }}"
     cluster: "{{ virtfleet_cluster }}"
-    action: mark
+    state: mark
     host: "{{ inventory_hostname }}"
     run_id: "{{ rolling_maintenance_run_id }}"
     window: "{{ window_name }}"
@@ -164,14 +164,14 @@ EXAMPLES = r"""
   virtfleet.cluster.maintenance_state:
     path: /srv/cluster-a
     cluster: cluster-a
-    action: unlock
+    state: unlock
     run_id: operator
     force: true
 """
 
 RETURN = r"""
 state:
-  description: The cluster's state read back after the action (unchanged in check mode; see O(action) results).
+  description: The cluster's state read back after the action (unchanged in check mode; see O(state) results).
   returned: always
   type: dict
   contains:
@@ -188,42 +188,63 @@ state:
       description: Host name to mark (C(owner), C(window), C(phase), C(phases), C(reason)).
       type: dict
 broken_lock:
-  description: With O(action=lock) and O(force=true), the lock that was broken (C(corrupt) and C(corrupt_copy) for a corrupt one).
+  description: With O(state=lock) and O(force=true), the lock that was broken (C(corrupt) and C(corrupt_copy) for a corrupt one).
   returned: when a lock was broken
   type: dict
 token:
-  description: With O(action=lock), the token the lock is held with.
-  returned: when O(action=lock)
+  description: With O(state=lock), the token the lock is held with.
+  returned: when O(state=lock)
   type: str
 identity:
-  description: The identity read (or created) with O(action=init) or O(action=verify_shared).
-  returned: when O(action) is init or verify_shared
+  description: The identity read (or created) with O(state=init) or O(state=verify_shared).
+  returned: when O(state) is init or verify_shared
   type: dict
 window:
   description: The maintenance window after the action (as it would be in check mode).
-  returned: when O(action) is open_window, record_origins, host_done or close_window
+  returned: when O(state) is open_window, record_origins, host_done or close_window
   type: dict
 mark:
-  description: The host's mark after O(action=mark).
-  returned: when O(action=mark)
+  description: The host's mark after O(state=mark).
+  returned: when O(state=mark)
   type: dict
 """
 
 import os
 import socket
+from typing import Any, Dict, Optional
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
+from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
+    IDENTITY_FILE, SharedStateError, StateError, state_dir)
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import (
-    IDENTITY_FILE, ClusterState, LockHeld, SharedStateError, StateError, default_holder, state_dir)
-
-ACTIONS = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
-           "host_done", "close_window"]
-# Actions that write new state: only into a directory that proved it is the cluster's shared one.
+STATES = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
+          "host_done", "close_window"]
+# States that write new state: only into a directory that proved it is the cluster's shared one.
 NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window")
 
+ARGUMENT_SPEC: Dict[str, Any] = dict(
+    path=dict(type="path", required=True),
+    cluster=dict(type="str", required=True),
+    state=dict(type="str", required=True, choices=STATES),
+    run_id=dict(type="str"),
+    token=dict(type="str", no_log=False),  # an identity, not a secret: shown in messages
+    identity=dict(type="str"),
+    holder=dict(type="dict", default={}),
+    host=dict(type="str"),
+    phase=dict(type="str", default="marked", choices=["marked", "drained", "patched", "rebooted", "verified"]),
+    window=dict(type="str"),
+    new_window=dict(type="bool", default=False),
+    guests=dict(type="dict", default={}),
+    members=dict(type="list", elements="str"),
+    not_needed=dict(type="list", elements="str", default=[]),
+    details=dict(type="dict", default={}),
+    reason=dict(type="str"),
+    force=dict(type="bool", default=False),
+)
 
-def safe_snapshot(state):
+
+def safe_snapshot(state: ClusterState) -> Dict[str, Any]:
     """The state for a result; what cannot be read is said, not raised (a failure path must not
     end in a traceback)."""
     try:
@@ -232,120 +253,102 @@ def safe_snapshot(state):
         return {"cluster": state.cluster, "path": state.path, "unreadable": str(exc)}
 
 
-def safe_identity(state):
+def safe_identity(state: ClusterState) -> Optional[Dict[str, Any]]:
     try:
         return state.identity()
     except (StateError, OSError):
         return None
 
 
-def require_identity(state, expected):
+def require_identity(state: ClusterState, expected: Optional[str]) -> None:
     if state.identity() is None:
         state.ensure_storage()
         raise SharedStateError(
             "the state directory %s of cluster %s has no identity file (cluster-id.json): it was never initialised, or "
             "this host (%s) does not see the cluster's shared storage at %s. Nothing is written into a directory that "
             "has not proven it is the shared one. The rolling_maintenance role initialises it at preflight and checks "
-            "it from every host; by hand: maintenance_state action=init on a host where the storage is mounted, then "
-            "action=verify_shared on every other host." % (state.path, state.cluster, socket.gethostname(), state.storage_path))
+            "it from every host; by hand: maintenance_state state=init on a host where the storage is mounted, then "
+            "state=verify_shared on every other host." % (state.path, state.cluster, socket.gethostname(), state.storage_path))
     state.verify_shared(expected)
 
 
-def act(state, params, action, run_id, holder):
-    result = {"changed": False}
+def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Optional[str],
+        holder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Does the change ``requested`` (the module's ``state``) and returns its result fields."""
+    result: Dict[str, Any] = {"changed": False}
     token = params["token"]
-    if action in NEEDS_IDENTITY or (params["identity"] and action not in ("init", "verify_shared")):
+    if requested in NEEDS_IDENTITY or (params["identity"] and requested not in ("init", "verify_shared")):
         require_identity(state, params["identity"])
-    if action == "init":
+    if requested == "init":
         result["changed"], result["identity"] = state.init_identity()
-    elif action == "verify_shared":
+    elif requested == "verify_shared":
         result["identity"] = state.verify_shared(params["identity"])
-    elif action == "lock":
+    elif requested == "lock":
         changed, lock, broken = state.acquire_lock(holder, force=params["force"])
         result["changed"] = changed
         result["token"] = lock["holder"]["token"]
         if broken:
             result["broken_lock"] = broken
-    elif action == "unlock":
+    elif requested == "unlock":
         result["changed"] = state.release_lock(run_id, force=params["force"], token=token)
-    elif action == "open_window":
+    elif requested == "open_window":
         result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
                                                                 new=params["new_window"], token=token)
-    elif action == "record_origins":
+    elif requested == "record_origins":
         result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
-    elif action == "mark":
+    elif requested == "mark":
         result["changed"], result["mark"] = state.mark(
             run_id, params["host"], holder, phase=params["phase"],
             window_name=params["window"], reason=params["reason"], details=params["details"], token=token)
-    elif action == "unmark":
+    elif requested == "unmark":
         result["changed"] = state.unmark(run_id, params["host"], window_name=params["window"],
                                          force=params["force"], token=token)
-    elif action == "host_done":
+    elif requested == "host_done":
         result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"], token=token)
-    elif action == "close_window":
+    elif requested == "close_window":
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
     return result
 
 
-def run(module):
-    params = module.params
-    state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=module.check_mode)
-    action = params["action"]
+def failure_fields(state: ClusterState, exc: StateError, requested: str) -> Dict[str, Any]:
+    """What a refused change returns besides what its error carries (the lock's holder, ``shared``).
+    A refused state change writes nothing; with state=lock, no lock was taken."""
+    fields: Dict[str, Any] = {"lock_not_taken": requested == "lock", "state": safe_snapshot(state)}
+    if isinstance(exc, SharedStateError):
+        fields.update(storage_exists=os.path.isdir(state.storage_path),
+                      identity_file_exists=os.path.exists(os.path.join(state.path, IDENTITY_FILE)),
+                      identity=safe_identity(state))
+    return fields
+
+
+def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+    state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=check_mode)
+    requested = params["state"]
     run_id = params["run_id"]
-    if action not in ("read", "init", "verify_shared") and not run_id:
-        module.fail_json(msg="run_id is required for action %s" % action)
-    if action in ("mark", "unmark", "host_done") and not params["host"]:
-        module.fail_json(msg="host is required for action %s" % action)
+    if requested not in ("read", "init", "verify_shared") and not run_id:
+        raise StateError("run_id is required for state %s" % requested)
+    if requested in ("mark", "unmark", "host_done") and not params["host"]:
+        raise StateError("host is required for state %s" % requested)
     extra = dict(params["holder"] or {})
     if params["token"]:
         extra["token"] = params["token"]
     holder = default_holder(run_id, extra) if run_id else None
     try:
-        result = act(state, params, action, run_id, holder)
+        result = act(state, params, requested, run_id, holder)
         result["state"] = state.snapshot()
-    except LockHeld as exc:
-        module.fail_json(msg=str(exc), holder=exc.holder, lock_held=True, lock_not_taken=action == "lock",
-                         state=safe_snapshot(state))
-    except SharedStateError as exc:
-        module.fail_json(msg=str(exc), shared=False, storage_exists=os.path.isdir(state.storage_path),
-                         identity_file_exists=os.path.exists(os.path.join(state.path, IDENTITY_FILE)),
-                         identity=safe_identity(state), lock_not_taken=action == "lock", state=safe_snapshot(state))
     except StateError as exc:
-        # A refused state change writes nothing; with action=lock, no lock was taken.
-        module.fail_json(msg=str(exc), lock_not_taken=action == "lock", state=safe_snapshot(state))
+        exc.result.update(failure_fields(state, exc, requested))
+        raise
     except OSError as exc:
-        module.fail_json(msg="cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
-                             "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "
-                             "maintenance state\")." % (state.path, state.cluster, socket.gethostname(), exc))
+        raise StateError("cannot use the state directory %s of cluster %s on %s: %s. The login user of every host "
+                         "of the cluster must be able to read and write it (see docs/troubleshooting.md, \"The shared "
+                         "maintenance state\")." % (state.path, state.cluster, socket.gethostname(), exc)) from exc
     return result
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            cluster=dict(type="str", required=True),
-            action=dict(type="str", required=True, choices=ACTIONS),
-            run_id=dict(type="str"),
-            token=dict(type="str", no_log=False),  # an identity, not a secret: shown in messages
-            identity=dict(type="str"),
-            holder=dict(type="dict", default={}),
-            host=dict(type="str"),
-            phase=dict(type="str", default="marked",
-                       choices=["marked", "drained", "patched", "rebooted", "verified"]),
-            window=dict(type="str"),
-            new_window=dict(type="bool", default=False),
-            guests=dict(type="dict", default={}),
-            members=dict(type="list", elements="str"),
-            not_needed=dict(type="list", elements="str", default=[]),
-            details=dict(type="dict", default={}),
-            reason=dict(type="str"),
-            force=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    module.exit_json(**run(module))
+def main() -> None:
+    run_module(ARGUMENT_SPEC, work, needs_libvirt=False)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import yaml
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 
 pytestmark = pytest.mark.lab
@@ -146,7 +147,7 @@ def state_path(lab, cluster):
             for pod in zone["pods"]:
                 for entry in pod["clusters"]:
                     if entry["name"] == cluster:
-                        return ms.state_dir(entry["storage"]["path"])
+                        return store.state_dir(entry["storage"]["path"])
     raise AssertionError("cluster %s not in %s" % (cluster, lab.topology))
 
 

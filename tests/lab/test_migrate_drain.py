@@ -16,6 +16,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_c
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
 
 pytestmark = pytest.mark.lab
@@ -151,7 +152,7 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
     assert guests_on(lab, source) == before  # check mode moved nothing
 
     started = time.time()
-    state = ms.ClusterState(ms.state_dir(lab_storage(lab, cluster_a)), cluster_a)
+    state = ms.ClusterState(store.state_dir(lab_storage(lab, cluster_a)), cluster_a)
     state.init_identity()  # done once per cluster (the rolling role's preflight does it too)
     try:
         proc, done = run_evacuate(lab, source, tmp_path)
@@ -159,7 +160,7 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
         # puts guests back on it, and the play says how to unmark it once repaired.
         mark = state.marks()[source]
         assert "evacuate_host.yml" in mark["reason"]
-        assert "action=unmark run_id=operator host=%s" % source in " ".join(proc.stdout.split())
+        assert "state=unmark run_id=operator host=%s" % source in " ".join(proc.stdout.split())
     finally:
         state.unmark("operator", source, force=True)
     elapsed = time.time() - started

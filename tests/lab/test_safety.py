@@ -25,6 +25,7 @@ import yaml
 
 from test_rolling_maintenance import REPO, _env, run_maintenance, storage_of  # noqa: E402  (same lab helpers)
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -62,7 +63,7 @@ def _move(lab, guest, source, destination):
 def test_guest_placed_during_the_patch_hook_stops_the_reboot(lab, tmp_path):
     cluster = sorted(lab.clusters)[0]
     first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     intruder = sorted(g for g, h in lab.placement().items() if h == peer)[0]
     boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
     began = time.time()
@@ -107,7 +108,7 @@ def test_a_guest_lost_during_the_run_fails_it_naming_the_guest(lab, tmp_path):
     when every host went well (here something outside the run kills it during a patch hook)."""
     cluster = sorted(lab.clusters)[0]
     first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     victim = sorted(g for g, h in lab.placement().items() if h == peer)[0]
     kill = "sh -c 'virsh -c %s destroy %s && %s patch'" % (lab.hosts[peer].libvirt_uri, victim, lab.host_tool)
     try:
@@ -134,7 +135,7 @@ def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_pa
     hosts; nothing is marked or moved."""
     cluster = sorted(lab.clusters)[-1]
     host = lab.clusters[cluster][0]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     state.acquire_lock(ms.default_holder("rolling-4711", {"controller": "awx-node-2", "user": "ops"}))
     before = lab.placement()
     try:
@@ -153,7 +154,7 @@ def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_pa
 def test_rebalance_holds_the_lock_while_it_moves_and_never_fills_a_marked_host(lab, tmp_path):
     cluster = sorted(lab.clusters)[-1]
     crowded, other, marked = lab.clusters[cluster][0], lab.clusters[cluster][1], lab.clusters[cluster][2]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     state.init_identity()  # what the role's preflight (or an operator, once) does
     # Every guest of the cluster on one host; the third host marked by an operator.
     for guest, where in sorted(lab.placement().items()):
@@ -171,7 +172,7 @@ def test_rebalance_holds_the_lock_while_it_moves_and_never_fills_a_marked_host(l
         placement = lab.placement()
         on = {h: sorted(g for g, w in placement.items() if w == h) for h in lab.clusters[cluster]}
         assert on[marked] == [] and on[other], on          # moved, never onto the marked host
-        history = [json.loads(line) for line in open(os.path.join(state.path, ms.HISTORY_FILE))]
+        history = [json.loads(line) for line in open(os.path.join(state.path, store.HISTORY_FILE))]
         ours = [h for h in history if h["ts"] >= began and h["event"] in ("locked", "unlocked")]
         assert [h["event"] for h in ours] == ["locked", "unlocked"], ours
         assert ours[0]["holder"]["run_id"].startswith("rebalance-")
@@ -190,7 +191,7 @@ def test_a_host_whose_libvirt_does_not_answer_counts_against_max_unavailable(lab
     from test_faults import kill_libvirtd
     cluster = sorted(lab.clusters)[-1]
     *run_hosts, down = lab.clusters[cluster]
-    _close_window(ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster))  # no host "already done"
+    _close_window(ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster))  # no host "already done"
     kill_libvirtd(lab, down)
     try:
         rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=run_hosts,
@@ -210,7 +211,7 @@ def test_the_drain_asks_before_each_move_and_never_fills_a_host_marked_since_the
     destination unmarked; it is marked before the move starts, and no guest goes there."""
     cluster = sorted(lab.clusters)[0]
     source, destination = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     state.init_identity()
     holder = ms.default_holder("drain-test")
     state.acquire_lock(holder)
@@ -245,9 +246,9 @@ def test_a_host_that_does_not_see_the_shared_state_after_its_reboot_stays_out_of
     and the lock is released from a host that still sees the state."""
     cluster = sorted(lab.clusters)[0]
     first = lab.clusters[cluster][0]
-    state = ms.ClusterState(ms.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
     state.init_identity()
-    identity_file = os.path.join(state.path, ms.IDENTITY_FILE)
+    identity_file = os.path.join(state.path, store.IDENTITY_FILE)
     # Somewhere the host's own user may write (pytest's tmp_path is private to root).
     shared_tmp = tempfile.mkdtemp(prefix="virtfleet-test-", dir="/tmp")
     os.chmod(shared_tmp, 0o777)

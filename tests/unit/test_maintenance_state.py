@@ -6,12 +6,13 @@ import threading
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from module_main import run_module_main
 
 
 @pytest.fixture
 def state(tmp_path):
-    return ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a")
+    return ms.ClusterState(store.state_dir(str(tmp_path)), "lab-a")
 
 
 def holder(run_id):
@@ -22,7 +23,7 @@ def test_lock_is_exclusive_and_names_the_holder(state):
     changed, lock, broken = state.acquire_lock(holder("run-1"))
     assert changed and broken is None
     assert lock["holder"]["run_id"] == "run-1"
-    with pytest.raises(ms.LockHeld) as refused:
+    with pytest.raises(store.LockHeld) as refused:
         state.acquire_lock(holder("run-2"))
     message = str(refused.value)
     assert "run-1" in message and "rolling_maintenance_force_unlock" in message
@@ -38,7 +39,7 @@ def test_lock_is_reentrant_for_its_run(state):
 
 def test_lock_never_expires_only_holder_or_force_releases(state):
     state.acquire_lock(holder("run-1"))
-    with pytest.raises(ms.LockHeld):
+    with pytest.raises(store.LockHeld):
         state.release_lock("run-2")
     assert state.lock()["holder"]["run_id"] == "run-1"
     assert state.release_lock("run-1")
@@ -51,7 +52,7 @@ def test_force_breaks_a_lock_and_logs_it(state):
     changed, lock, broken = state.acquire_lock(holder("run-2"), force=True)
     assert changed and broken["holder"]["run_id"] == "dead-run"
     assert lock["holder"]["run_id"] == "run-2"
-    history = [json.loads(line) for line in open(os.path.join(state.path, ms.HISTORY_FILE))]
+    history = [json.loads(line) for line in open(os.path.join(state.path, store.HISTORY_FILE))]
     assert [h["event"] for h in history] == ["locked", "lock_broken", "locked"]
 
 
@@ -63,7 +64,7 @@ def test_concurrent_lockers_exactly_one_wins(state):
         try:
             state.acquire_lock(holder(run_id))
             winners.append(run_id)
-        except ms.LockHeld:
+        except store.LockHeld:
             losers.append(run_id)
 
     threads = [threading.Thread(target=contend, args=("run-%d" % i,)) for i in range(16)]
@@ -76,14 +77,14 @@ def test_concurrent_lockers_exactly_one_wins(state):
 
 
 def test_check_mode_writes_nothing(tmp_path):
-    state = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a", check_mode=True)
+    state = ms.ClusterState(store.state_dir(str(tmp_path)), "lab-a", check_mode=True)
     changed, _lock, _broken = state.acquire_lock(holder("run-1"))
     assert changed
     assert not os.path.exists(state.path)
 
 
 def test_window_needs_the_lock_and_is_joined_by_a_rerun(state):
-    with pytest.raises(ms.StateError):
+    with pytest.raises(store.StateError):
         state.open_window("run-1")
     state.acquire_lock(holder("run-1"))
     _changed, window = state.open_window("run-1")
@@ -149,17 +150,17 @@ def test_mark_phases_and_unmark(state):
 
 
 def test_marks_need_the_lock(state):
-    with pytest.raises(ms.StateError):
+    with pytest.raises(store.StateError):
         state.mark("run-1", "h1", holder("run-1"), window_name="w")
 
 
 def test_foreign_mark_is_left_as_found(state):
     state.mark("operator", "h2", holder("operator"), reason="disk replacement")
     state.acquire_lock(holder("run-1"))
-    with pytest.raises(ms.StateError) as refused:
+    with pytest.raises(store.StateError) as refused:
         state.mark("run-1", "h2", holder("run-1"), window_name="w")
     assert "disk replacement" in str(refused.value)
-    with pytest.raises(ms.StateError):
+    with pytest.raises(store.StateError):
         state.unmark("run-1", "h2", window_name="w")
     assert state.marks()["h2"]["owner"]["run_id"] == "operator"
 
@@ -178,18 +179,18 @@ def test_rerun_of_the_same_window_adopts_its_mark(state):
 def test_invalid_host_names_refused(state):
     state.acquire_lock(holder("run-1"))
     for bad in ("", "../x", ".hidden"):
-        with pytest.raises(ms.StateError):
+        with pytest.raises(store.StateError):
             state.mark("run-1", bad, holder("run-1"), window_name="w")
 
 
 def test_corrupt_file_is_reported_not_overwritten(state):
     state.ensure_dirs()
-    with open(os.path.join(state.path, ms.LOCK_FILE), "w") as handle:
+    with open(os.path.join(state.path, store.LOCK_FILE), "w") as handle:
         handle.write("{half")
-    with pytest.raises(ms.StateError) as refused:
+    with pytest.raises(store.StateError) as refused:
         state.acquire_lock(holder("run-1"))
     assert "not valid JSON" in str(refused.value)
-    assert open(os.path.join(state.path, ms.LOCK_FILE)).read() == "{half"
+    assert open(os.path.join(state.path, store.LOCK_FILE)).read() == "{half"
 
 
 def test_no_temporary_files_left(state):
@@ -206,14 +207,14 @@ def test_state_stays_writable_for_a_shared_group(tmp_path):
     os.chmod(str(storage), 0o2775)
     old = os.umask(0o022)
     try:
-        state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
+        state = ms.ClusterState(store.state_dir(str(storage)), "lab-a")
         state.acquire_lock(holder("run-1"))
         state.open_window("run-1")
     finally:
         os.umask(old)
-    for path in (state.path, os.path.join(state.path, ms.MARKS_DIR)):
+    for path in (state.path, os.path.join(state.path, store.MARKS_DIR)):
         assert os.stat(path).st_mode & 0o070 == 0o070
-    for name in (ms.LOCK_FILE, ms.WINDOW_FILE, ms.HISTORY_FILE):
+    for name in (store.LOCK_FILE, store.WINDOW_FILE, store.HISTORY_FILE):
         assert os.stat(os.path.join(state.path, name)).st_mode & 0o060 == 0o060
 
 
@@ -221,9 +222,9 @@ def test_private_storage_stays_private(tmp_path):
     storage = tmp_path / "storage"
     storage.mkdir()
     os.chmod(str(storage), 0o755)
-    state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
+    state = ms.ClusterState(store.state_dir(str(storage)), "lab-a")
     state.acquire_lock(holder("run-1"))
-    assert os.stat(os.path.join(state.path, ms.LOCK_FILE)).st_mode & 0o022 == 0
+    assert os.stat(os.path.join(state.path, store.LOCK_FILE)).st_mode & 0o022 == 0
 
 
 # --------------------------------------------------------------------------- issue 10
@@ -235,7 +236,7 @@ def run_state_module(args, check_mode=False):
 
 
 def history_of(state):
-    path = os.path.join(state.path, ms.HISTORY_FILE)
+    path = os.path.join(state.path, store.HISTORY_FILE)
     return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
 
 
@@ -244,7 +245,7 @@ def test_same_run_id_with_another_token_is_refused(state):
     first = ms.default_holder("run-1", {"token": "a" * 32, "controller": "ctl-1", "pid": 4711})
     state.acquire_lock(first)
     second = ms.default_holder("run-1", {"token": "b" * 32, "controller": "ctl-2", "pid": 815})
-    with pytest.raises(ms.LockHeld) as refused:
+    with pytest.raises(store.LockHeld) as refused:
         state.acquire_lock(second)
     message = str(refused.value)
     assert "same run id" in message and "4711" in message and "ctl-1" in message
@@ -266,10 +267,10 @@ def test_lock_actions_with_a_token_check_it(state):
     state.acquire_lock(first)
     for act in (lambda: state.open_window("run-1", token="b" * 32),
                 lambda: state.mark("run-1", "h1", ms.default_holder("run-1"), window_name="w", token="b" * 32)):
-        with pytest.raises(ms.StateError) as refused:
+        with pytest.raises(store.StateError) as refused:
             act()
         assert "another run" in str(refused.value)
-    with pytest.raises(ms.LockHeld):
+    with pytest.raises(store.LockHeld):
         state.release_lock("run-1", token="b" * 32)
     assert state.lock()["holder"]["token"] == "a" * 32
     state.open_window("run-1", token="a" * 32)
@@ -287,22 +288,22 @@ def test_resume_after_release_takes_the_lock_with_a_new_token(state):
 # Case 3: the state directory proves it is the cluster's shared one.
 def test_missing_storage_path_is_never_created(tmp_path):
     storage = tmp_path / "mnt" / "cluster-a"
-    state = ms.ClusterState(ms.state_dir(str(storage)), "lab-a")
-    with pytest.raises(ms.StateError) as refused:
+    state = ms.ClusterState(store.state_dir(str(storage)), "lab-a")
+    with pytest.raises(store.StateError) as refused:
         state.acquire_lock(ms.default_holder("run-1"))
     assert str(storage) in str(refused.value) and "mounted" in str(refused.value)
     assert not storage.exists()
-    with pytest.raises(ms.StateError):
+    with pytest.raises(store.StateError):
         state.init_identity()
     assert not storage.exists()
 
 
 def test_identity_is_created_once_and_verified(tmp_path):
-    state = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a")
+    state = ms.ClusterState(store.state_dir(str(tmp_path)), "lab-a")
     assert state.identity() is None
     created, identity = state.init_identity(created_by="hv-a1")
     assert created and identity["cluster"] == "lab-a" and len(identity["id"]) == 32
-    again, same = ms.ClusterState(ms.state_dir(str(tmp_path)), "lab-a").init_identity(created_by="hv-a2")
+    again, same = ms.ClusterState(store.state_dir(str(tmp_path)), "lab-a").init_identity(created_by="hv-a2")
     assert not again and same == identity
     assert state.verify_shared(identity["id"]) == identity
     assert state.verify_shared() == identity
@@ -313,33 +314,33 @@ def test_a_host_that_does_not_see_the_identity_is_refused(tmp_path):
     private = tmp_path / "private"   # the same path on a host whose mount is missing
     shared.mkdir()
     private.mkdir()
-    _created, identity = ms.ClusterState(ms.state_dir(str(shared)), "lab-a").init_identity()
-    other = ms.ClusterState(ms.state_dir(str(private)), "lab-a")
-    with pytest.raises(ms.SharedStateError) as refused:
+    _created, identity = ms.ClusterState(store.state_dir(str(shared)), "lab-a").init_identity()
+    other = ms.ClusterState(store.state_dir(str(private)), "lab-a")
+    with pytest.raises(store.SharedStateError) as refused:
         other.verify_shared(identity["id"])
     message = str(refused.value)
-    assert ms.state_dir(str(private)) in message and "mount" in message and identity["id"] in message
-    assert not os.path.exists(ms.state_dir(str(private)))     # nothing created there
+    assert store.state_dir(str(private)) in message and "mount" in message and identity["id"] in message
+    assert not os.path.exists(store.state_dir(str(private)))     # nothing created there
     # A state directory of another cluster (two clusters configured on one path) is refused too.
-    with pytest.raises(ms.SharedStateError) as wrong:
-        ms.ClusterState(ms.state_dir(str(shared)), "lab-b").verify_shared()
+    with pytest.raises(store.SharedStateError) as wrong:
+        ms.ClusterState(store.state_dir(str(shared)), "lab-b").verify_shared()
     assert "lab-a" in str(wrong.value) and "lab-b" in str(wrong.value)
 
 
 def test_module_refuses_writes_without_the_identity(tmp_path):
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1"})
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "lock", "run_id": "run-1"})
     assert code == 1 and "cluster-id.json" in result["msg"] and "init" in result["msg"]
-    assert not os.path.exists(ms.state_dir(str(tmp_path)))
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "run-1"})
+    assert not os.path.exists(store.state_dir(str(tmp_path)))
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "init", "run_id": "run-1"})
     assert code == 0 and result["changed"] and result["identity"]["cluster"] == "lab-a"
     ident = result["identity"]["id"]
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "lock", "run_id": "run-1",
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "lock", "run_id": "run-1",
                                      "token": "t" * 32, "identity": ident})
     assert code == 0 and result["changed"] and result["state"]["lock"]["holder"]["token"] == "t" * 32
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "verify_shared",
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "verify_shared",
                                      "identity": "0" * 32})
-    assert code == 1 and ms.state_dir(str(tmp_path)) in result["msg"]
-    code, result = run_state_module({"path": str(tmp_path / "gone"), "cluster": "lab-a", "action": "verify_shared",
+    assert code == 1 and store.state_dir(str(tmp_path)) in result["msg"]
+    code, result = run_state_module({"path": str(tmp_path / "gone"), "cluster": "lab-a", "state": "verify_shared",
                                      "identity": ident})
     assert code == 1 and str(tmp_path / "gone") in result["msg"] and not (tmp_path / "gone").exists()
 
@@ -347,22 +348,22 @@ def test_module_refuses_writes_without_the_identity(tmp_path):
 # Case 12: corrupt or unreadable state: a message naming the file and the fix; force breaks it.
 def test_corrupt_lock_message_names_file_and_fix(state):
     state.ensure_dirs()
-    lock_path = os.path.join(state.path, ms.LOCK_FILE)
+    lock_path = os.path.join(state.path, store.LOCK_FILE)
     with open(lock_path, "w") as handle:
         handle.write("{half")
-    with pytest.raises(ms.StateError) as refused:
+    with pytest.raises(store.StateError) as refused:
         state.acquire_lock(holder("run-1"))
     assert lock_path in str(refused.value) and "rolling_maintenance_force_unlock: [lab-a]" in str(refused.value)
 
 
 def test_force_breaks_a_corrupt_lock_keeping_a_copy(state):
     state.ensure_dirs()
-    lock_path = os.path.join(state.path, ms.LOCK_FILE)
+    lock_path = os.path.join(state.path, store.LOCK_FILE)
     with open(lock_path, "w") as handle:
         handle.write("{half")
     changed, lock, broken = state.acquire_lock(holder("run-2"), force=True)
     assert changed and lock["holder"]["run_id"] == "run-2" and broken["corrupt"]
-    copies = [n for n in os.listdir(state.path) if n.startswith(ms.LOCK_FILE + ".corrupt-")]
+    copies = [n for n in os.listdir(state.path) if n.startswith(store.LOCK_FILE + ".corrupt-")]
     assert len(copies) == 1 and open(os.path.join(state.path, copies[0])).read() == "{half"
     event = [h for h in history_of(state) if h["event"] == "lock_broken"][0]
     assert event["corrupt_copy"].endswith(copies[0])
@@ -371,34 +372,34 @@ def test_force_breaks_a_corrupt_lock_keeping_a_copy(state):
         handle.write("[]")
     assert state.release_lock("operator", force=True)
     assert state.lock() is None
-    assert len([n for n in os.listdir(state.path) if n.startswith(ms.LOCK_FILE + ".corrupt-")]) == 2
+    assert len([n for n in os.listdir(state.path) if n.startswith(store.LOCK_FILE + ".corrupt-")]) == 2
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_state_file_is_a_message(state):
     state.acquire_lock(holder("run-1"))
-    os.chmod(os.path.join(state.path, ms.LOCK_FILE), 0)
-    with pytest.raises(ms.StateError) as refused:
+    os.chmod(os.path.join(state.path, store.LOCK_FILE), 0)
+    with pytest.raises(store.StateError) as refused:
         state.lock()
-    assert os.path.join(state.path, ms.LOCK_FILE) in str(refused.value)
+    assert os.path.join(state.path, store.LOCK_FILE) in str(refused.value)
 
 
 def test_module_reports_a_corrupt_state_without_traceback(tmp_path, monkeypatch):
-    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "init", "run_id": "x"})
-    lock_path = os.path.join(ms.state_dir(str(tmp_path)), ms.LOCK_FILE)
+    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "init", "run_id": "x"})
+    lock_path = os.path.join(store.state_dir(str(tmp_path)), store.LOCK_FILE)
     with open(lock_path, "w") as handle:
         handle.write("{half")
-    for action in ("read", "lock", "unlock", "mark"):
-        code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": action,
+    for requested in ("read", "lock", "unlock", "mark"):
+        code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": requested,
                                          "run_id": "run-1", "host": "h1"})
-        assert code == 1 and lock_path in result["msg"], (action, result)
+        assert code == 1 and lock_path in result["msg"], (requested, result)
         assert "exception" not in result
 
     # An OSError anywhere (here: permission) is a message naming the directory too.
     def denied(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied", lock_path)
-    monkeypatch.setattr(ms, "_read_json", denied)
-    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "action": "read"})
+    monkeypatch.setattr(store, "read_json", denied)
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "read"})
     assert code == 1 and lock_path in result["msg"] and "exception" not in result
 
 
@@ -410,9 +411,9 @@ def test_nfs_link_answered_eexist_but_made_is_taken_as_ours(state, monkeypatch):
     def retransmitted(src, dst):
         real_link(src, dst)
         raise FileExistsError(17, "File exists", dst)
-    monkeypatch.setattr(ms.os, "link", retransmitted)
+    monkeypatch.setattr(store.os, "link", retransmitted)
     changed, lock, _broken = state.acquire_lock(holder("run-1"))
-    monkeypatch.setattr(ms.os, "link", real_link)
+    monkeypatch.setattr(store.os, "link", real_link)
     assert changed and state.lock()["holder"]["token"] == lock["holder"]["token"]
     assert [h["event"] for h in history_of(state)] == ["locked"]
 
@@ -429,10 +430,10 @@ def test_nfs_eexist_for_a_real_other_lock_is_refused(state, monkeypatch):
                 json.dump({"cluster": "lab-a", "holder": other, "acquired": 1}, handle)
             os.rename(tmp, dst)
         raise FileExistsError(17, "File exists", dst)
-    monkeypatch.setattr(ms.os, "link", raced)
-    with pytest.raises(ms.LockHeld):
+    monkeypatch.setattr(store.os, "link", raced)
+    with pytest.raises(store.LockHeld):
         state.acquire_lock(holder("run-1"))
-    monkeypatch.setattr(ms.os, "link", real_link)
+    monkeypatch.setattr(store.os, "link", real_link)
     assert state.lock()["holder"]["run_id"] == "run-other"
 
 
@@ -440,20 +441,20 @@ def test_release_never_removes_a_lock_taken_in_between(state, monkeypatch):
     mine = holder("run-1")
     state.acquire_lock(mine)
     thief = holder("run-2")
-    real_read = ms._read_json
+    real_read = store.read_json
     calls = {"n": 0}
 
     def read_then_steal(path):
         value = real_read(path)
-        if path.endswith(ms.LOCK_FILE) and calls["n"] == 0:
+        if path.endswith(store.LOCK_FILE) and calls["n"] == 0:
             calls["n"] += 1
             # Between our read and our removal, an operator forces the lock to another run.
-            ms.write_json_atomic(path, {"cluster": "lab-a", "holder": thief, "acquired": 2})
+            store.write_json_atomic(path, {"cluster": "lab-a", "holder": thief, "acquired": 2})
         return value
-    monkeypatch.setattr(ms, "_read_json", read_then_steal)
-    with pytest.raises(ms.LockHeld) as refused:
+    monkeypatch.setattr(store, "read_json", read_then_steal)
+    with pytest.raises(store.LockHeld) as refused:
         state.release_lock("run-1")
-    monkeypatch.setattr(ms, "_read_json", real_read)
+    monkeypatch.setattr(store, "read_json", real_read)
     assert "run-2" in str(refused.value)
     assert state.lock()["holder"]["run_id"] == "run-2"
     assert not [n for n in os.listdir(state.path) if "released" in n]
@@ -462,19 +463,19 @@ def test_release_never_removes_a_lock_taken_in_between(state, monkeypatch):
 def test_two_releasers_of_one_lock_report_one_release(state, monkeypatch):
     mine = holder("run-1")
     state.acquire_lock(mine)
-    real_read = ms._read_json
+    real_read = store.read_json
     other = ms.ClusterState(state.path, "lab-a")
     calls = {"n": 0}
 
     def read_then_other_releases(path):
         value = real_read(path)
-        if path.endswith(ms.LOCK_FILE) and calls["n"] == 0:
+        if path.endswith(store.LOCK_FILE) and calls["n"] == 0:
             calls["n"] += 1
             assert other.release_lock("run-1", token=mine["token"])   # e.g. another host of the cluster
         return value
-    monkeypatch.setattr(ms, "_read_json", read_then_other_releases)
+    monkeypatch.setattr(store, "read_json", read_then_other_releases)
     assert not state.release_lock("run-1", token=mine["token"])
-    monkeypatch.setattr(ms, "_read_json", real_read)
+    monkeypatch.setattr(store, "read_json", real_read)
     assert state.lock() is None
     assert [h["event"] for h in history_of(state)] == ["locked", "unlocked"]
 
@@ -483,12 +484,12 @@ def test_unlock_with_the_identity_fails_on_a_host_that_does_not_see_the_state(tm
     shared, private = tmp_path / "shared", tmp_path / "private"
     shared.mkdir()
     private.mkdir()
-    _code, result = run_state_module({"path": str(shared), "cluster": "lab-a", "action": "init"})
+    _code, result = run_state_module({"path": str(shared), "cluster": "lab-a", "state": "init"})
     ident = result["identity"]["id"]
     # Without the identity an unlock in the private directory "succeeds" with nothing released,
     # which a caller would take for a release; with it, the host is told it does not see the state.
-    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1"})
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "state": "unlock", "run_id": "run-1"})
     assert code == 0 and not result["changed"]
-    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "action": "unlock", "run_id": "run-1",
+    code, result = run_state_module({"path": str(private), "cluster": "lab-a", "state": "unlock", "run_id": "run-1",
                                      "identity": ident})
-    assert code == 1 and ms.state_dir(str(private)) in result["msg"] and result["shared"] is False
+    assert code == 1 and store.state_dir(str(private)) in result["msg"] and result["shared"] is False

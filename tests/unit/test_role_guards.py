@@ -363,9 +363,9 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
     # written there; a preflight does this in a run.
     # (Tolerated when the module has no `init`: a state without identity files needs none.)
     marks = [{"name": "The cluster's state directory, as a preflight leaves it", "virtfleet.cluster.maintenance_state": {
-        "path": str(shared), "cluster": "fake", "action": "init"}, "failed_when": False}] if marked_since_drain else []
+        "path": str(shared), "cluster": "fake", "state": "init"}, "failed_when": False}] if marked_since_drain else []
     marks += [{"name": "An operator marked %s after the drain" % peer, "virtfleet.cluster.maintenance_state": {
-        "path": str(shared), "cluster": "fake", "action": "mark", "host": peer, "run_id": "operator", "reason": "fan replacement"}}
+        "path": str(shared), "cluster": "fake", "state": "mark", "host": peer, "run_id": "operator", "reason": "fan replacement"}}
         for peer in marked_since_drain]
     play_vars = {
         "__rolling_maintenance_cluster": {"name": "fake", "members": members, "state_path": str(shared)},
