@@ -366,10 +366,10 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
                     why = gate(move)
                 if why:
                     raise MigrationError("%s not moved, still running on %s: %s"
-                                             % (move["guest"], move["source"], why), guest=move["guest"],
-                                             source=move["source"], destination=move["destination"],
-                                             reason="refused-before-start", location="source",
-                                             running_on=move["source"])
+                                         % (move["guest"], move["source"], why), guest=move["guest"],
+                                         source=move["source"], destination=move["destination"],
+                                         reason="refused-before-start", location="source",
+                                         running_on=move["source"])
             return migrate(move["guest"], by_name[move["source"]].uri,
                            by_name[move["destination"]].uri, options.migration,
                            progress=sample, source_name=move["source"],
@@ -434,4 +434,3 @@ def _where(guests_on_source, outcomes):
     for outcome in outcomes:
         where[outcome["guest"]] = outcome.get("where") or "unknown"
     return where
-

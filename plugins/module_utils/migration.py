@@ -303,7 +303,6 @@ class MigrationRun:
             why = "migration to %s failed: %s" % (self.dest_name, text)
         raise self._recover(reason, why + suggestion(self.options, reason), self.postcopy_started)
 
-
     # ------------------------------------------------------------------ after the job
 
     def _verify_success(self, flags: int, elapsed: float) -> Dict[str, Any]:

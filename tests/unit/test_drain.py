@@ -263,7 +263,7 @@ def _drain_with(monkeypatch, migrate_one, **facts_by_host):
                             "destination": kwargs["dest_name"]})
     with pytest.raises(drain.DrainError) as caught:
         drain.drain_host("hv-1", hosts, DrainOptions(cpu_check=False, max_parallel=1),
-                     connect=lambda uri: _ClosingConnection(), migrate=migrate)
+                         connect=lambda uri: _ClosingConnection(), migrate=migrate)
     return caught.value
 
 

@@ -281,8 +281,8 @@ def test_known_libvirt_errors_get_a_hint():
 
 def test_migration_error_knows_where_the_guest_is():
     error = MigrationError("web-3 still running on hv-1: ...", guest="web-3", source="hv-1",
-                             destination="hv-2", reason="stalled", location="source",
-                             running_on="hv-1")
+                           destination="hv-2", reason="stalled", location="source",
+                           running_on="hv-1")
     assert not error.moved
     assert error.as_dict()["running_on"] == "hv-1"
 
@@ -449,7 +449,7 @@ class World:
     def migrate(self, **options):
         options.setdefault("poll_interval", 0.01)
         return migration.migrate_guest("web-3", SRC_URI, DST_URI, MigrationOptions(**options),
-                               source_name="hv-1", dest_name="hv-2", connect=self.connect)
+                                       source_name="hv-1", dest_name="hv-2", connect=self.connect)
 
     def fail(self, **options):
         with pytest.raises(MigrationError) as failed:
@@ -533,7 +533,7 @@ JOB_FAILED_AFTER_TRANSFER = {"type": 4, "data_remaining": 0}
 ])
 def test_resume_decision_table(src, dst, was_running, postcopy, job, resume, words):
     allowed, why = migration_recovery.may_resume_on_source(src, dst, was_running, postcopy, job,
-                                          source_name="hv-1", dest_name="hv-2")
+                                                           source_name="hv-1", dest_name="hv-2")
     assert allowed is resume
     assert words in why
 
@@ -561,7 +561,7 @@ def test_resume_command_never_shows_a_uri_password():
     conns = {secret_src: world.src, secret_dst: world.dst}
     with pytest.raises(MigrationError) as failed:
         migration.migrate_guest("web-3", secret_src, secret_dst, MigrationOptions(poll_interval=0.01),
-                        connect=conns.__getitem__)
+                                connect=conns.__getitem__)
     assert "s3cret" not in failed.value.message
     assert "virsh -c qemu+tcp://admin:********@hv-1/system resume web-3" in failed.value.message
 
@@ -832,8 +832,8 @@ def _module_run(monkeypatch, migrate, located):
 
 def _left_paused(*_args, **_kwargs):
     raise MigrationError("g1 left paused on hv-1: hv-2 could not be asked", guest="g1",
-                           source="hv-1", destination="hv-2", reason="destination-unreachable",
-                           location="source (paused)", running_on=None, paused_on="hv-1")
+                         source="hv-1", destination="hv-2", reason="destination-unreachable",
+                         location="source (paused)", running_on=None, paused_on="hv-1")
 
 
 def test_guest_migrate_failure_names_the_paused_guest_and_where(monkeypatch):

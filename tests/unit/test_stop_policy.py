@@ -95,7 +95,7 @@ def test_the_drain_asks_before_each_move_and_stops_at_a_refusal(monkeypatch):
     options = DrainOptions(cpu_check=False, max_parallel=1)
     try:
         drain.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), gate=gate,
-                     migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
+                         migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
     except drain.DrainError as exc:
         assert "marked in maintenance since the plan" in exc.message
         assert exc.result["where"] == {"g1": exc.result["migrations"][0]["destination"], "g2": "hv-1"}
