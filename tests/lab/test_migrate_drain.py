@@ -16,8 +16,8 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_c
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import human_bytes
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import human_bytes
 
 pytestmark = pytest.mark.lab
 
