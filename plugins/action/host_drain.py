@@ -3,14 +3,11 @@
 """Action plugin of virtfleet.cluster.host_drain: runs the drain on the controller and prints
 each guest's progress while it runs, so a drain of many large guests never looks frozen.
 
-Same code as the module (``host_drain.run`` -> ``drain.drain_host``), plus a progress callback.
-When libvirt-python is missing on the controller, falls back to executing the module the
-normal way (no live progress).
+Same code as the module (``host_drain_task.run`` -> ``drain.drain_host``), plus a progress
+callback and the state gate: this plugin prepares them, the work lives in module_utils. When
+libvirt-python is missing on the controller, falls back to executing the module the normal way
+(no live progress).
 """
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
 
 import time
 
@@ -19,8 +16,10 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
+from ansible_collections.virtfleet.cluster.plugins.module_utils import host_drain_task
+from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import uri_secrets_in
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import HAS_LIBVIRT
-from ansible_collections.virtfleet.cluster.plugins.modules import host_drain as module
 
 display = Display()
 
@@ -29,7 +28,7 @@ PERCENT_STEP = 10
 QUIET_SECONDS = 5.0
 
 
-class ProgressPrinter(object):
+class ProgressPrinter:
     """Turns the stream of progress samples into a few readable lines per guest."""
 
     def __init__(self, host, emit, clock=time.monotonic):
@@ -54,10 +53,10 @@ class ProgressPrinter(object):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(module.ARGUMENT_SPEC)
+    _VALID_ARGS = frozenset(host_drain_task.ARGUMENT_SPEC)
 
     def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
+        result = super().run(tmp, task_vars)
         del tmp
         if not HAS_LIBVIRT:
             display.warning("libvirt-python is missing on the controller: running host_drain"
@@ -67,18 +66,22 @@ class ActionModule(ActionBase):
                                                task_vars=task_vars))
             return _with_migration_warnings(result)
 
-        validation, params = self.validate_argument_spec(argument_spec=module.ARGUMENT_SPEC)
+        validation, params = self.validate_argument_spec(argument_spec=host_drain_task.ARGUMENT_SPEC)
+        params = validation.validated_parameters
         check_mode = bool(self._task.check_mode)
         printer = ProgressPrinter(params["host"], display.display)
-        recheck = validation.validated_parameters.get("recheck_state")
+        recheck = params.get("recheck_state")
         gate = self._state_gate(recheck, task_vars) if recheck and not check_mode else None
-        outcome = module.run(validation.validated_parameters, check_mode=check_mode,
-                             progress=printer, gate=gate)
+        try:
+            outcome = host_drain_task.run(params, check_mode=check_mode, progress=printer, gate=gate)
+        except VirtfleetError as failure:
+            outcome = dict(failure.as_result(), failed=True, msg=failure.message)
+        # As run_module does for the module: the secrets inside URIs are masked wherever they
+        # are quoted (libvirt errors), the URIs stay readable.
+        outcome = remove_values(outcome, set(validation._no_log_values) | set(uri_secrets_in(params)))
         if not check_mode:
             for line in _summary(outcome):
                 display.display("%s drain: %s" % (params["host"], line))
-        # URIs are no_log: scrub them from anything that might quote one (libvirt errors).
-        outcome = remove_values(outcome, validation._no_log_values)
         result.update(outcome)
         return _with_migration_warnings(result)
 

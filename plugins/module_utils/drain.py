@@ -16,112 +16,30 @@ Three steps, each usable alone:
   ``max_incoming_per_destination`` into one host, in plan order; the first failure stops new
   starts, running ones finish, and every guest's location is reported.
 
-``drain_host(...)`` chains them (the entry point of the ``host_drain`` module and action).
-Nothing here imports Ansible.
+``drain_host(...)`` chains them (the entry point of the ``host_drain`` module and action,
+through ``host_drain_task.run``). Nothing here imports Ansible.
 """
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
-__metaclass__ = type
-
+import queue
 import threading
 import time
-
-try:
-    import queue
-except ImportError:  # pragma: no cover
-    import Queue as queue
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
-from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    PlacementPolicy, plan_drain, ORDERS, UNMOVABLE_POLICIES)
-
-libvirt = libvirt_connection.libvirt
-
-DEFAULT_MAX_PARALLEL = 2             # vdsm: 2 outgoing per host
-DEFAULT_MAX_INCOMING = 1             # vdsm allows 2 in; 1 keeps a destination's link calm
-DEFAULT_SHUTDOWN_TIMEOUT = 300
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import (
+    DEFAULT_MAX_INCOMING, DEFAULT_MAX_PARALLEL, ClusterHost, DrainOptions)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import migrate_guest
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_recovery import MigrationError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import plan_drain
 
 
-class DrainError(Exception):
+class DrainError(VirtfleetError):
     """The drain was refused or did not empty the host. ``result`` holds the full report
     (plan, per-guest outcomes, where every guest is)."""
-
-    def __init__(self, message, result=None):
-        super(DrainError, self).__init__(message)
-        self.message = message
-        self.result = result or {}
-
-
-class DrainOptions(object):
-    FIELDS = {
-        "max_parallel": DEFAULT_MAX_PARALLEL,
-        "max_incoming_per_destination": DEFAULT_MAX_INCOMING,
-        "order": "largest_first",
-        "unmovable": "fail",                 # fail | shutdown | leave
-        "unmovable_guests": (),              # names the operator declares unmovable
-        "stop_allowed_guests": None,         # with unmovable=shutdown: only these may be stopped
-        "anti_affinity_groups": None,        # {group: [guest, ...]}
-        "memory_overcommit": 1.0,
-        "cpu_overcommit": 4.0,
-        "memory_reserve_mib": 512,
-        "respect_free_memory": True,
-        "cpu_check": True,
-        "shared_storage_path": None,         # disks elsewhere are local (need copy_storage)
-        "shutdown_timeout": DEFAULT_SHUTDOWN_TIMEOUT,
-        "migration": None,                   # MigrationOptions or dict
-    }
-
-    def __init__(self, **kwargs):
-        unknown = set(kwargs) - set(self.FIELDS)
-        if unknown:
-            raise ValueError("unknown drain option(s): %s" % ", ".join(sorted(unknown)))
-        for name, default in self.FIELDS.items():
-            value = kwargs.get(name)
-            setattr(self, name, default if value is None else value)
-        if isinstance(self.migration, dict):
-            self.migration = mig.MigrationOptions.from_params(self.migration)
-        self.migration = self.migration or mig.MigrationOptions()
-        self.unmovable_guests = list(self.unmovable_guests or ())
-        self.anti_affinity_groups = dict(self.anti_affinity_groups or {})
-        problems = []
-        if self.max_parallel < 1:
-            problems.append("max_parallel must be at least 1")
-        if self.max_incoming_per_destination < 1:
-            problems.append("max_incoming_per_destination must be at least 1")
-        if self.order not in ORDERS:
-            problems.append("order must be one of %s" % ", ".join(ORDERS))
-        if self.unmovable not in UNMOVABLE_POLICIES:
-            problems.append("unmovable must be one of %s" % ", ".join(UNMOVABLE_POLICIES))
-        if problems:
-            raise ValueError("invalid drain options: " + "; ".join(problems))
-
-    def policy(self):
-        return PlacementPolicy(memory_overcommit=self.memory_overcommit,
-                               cpu_overcommit=self.cpu_overcommit,
-                               memory_reserve_mib=self.memory_reserve_mib,
-                               order=self.order, unmovable=self.unmovable,
-                               respect_free_memory=self.respect_free_memory)
-
-
-class ClusterHost(object):
-    """One host as the caller knows it: ``name``, controller ``uri``, maintenance mark, and
-    optionally ``migration_uri``, the URI the *source daemon* uses to reach it (peer-to-peer;
-    defaults to ``uri``)."""
-
-    def __init__(self, name, uri, in_maintenance=False, migration_uri=None):
-        self.name = name
-        self.uri = uri
-        self.in_maintenance = bool(in_maintenance)
-        self.migration_uri = migration_uri or uri
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(data["name"], data["uri"], data.get("in_maintenance", False),
-                   data.get("migration_uri"))
 
 
 # --------------------------------------------------------------------------- gathering
@@ -150,7 +68,7 @@ def host_from_facts(host, facts, options):
     return capacity, guests
 
 
-class CpuChecker(object):
+class CpuChecker:
     """Placement's CPU predicate: asks each destination's libvirt (through the shared
     ``LibvirtCpuOracle``) whether it can run the guest's CPU model. Guests whose CPU is not a
     custom model pass: the migration itself refuses if the hosts really differ."""
@@ -170,7 +88,7 @@ class CpuChecker(object):
         return self._cache[key]
 
 
-class ClusterView(object):
+class ClusterView:
     """What ``gather_cluster`` read: capacities, guests, hosts that could not be read, and
     the CPU predicate bound to the open connections."""
 
@@ -304,7 +222,7 @@ def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
             outcome = {"status": "migrated", "running_on": move["destination"],
                        "location": "destination", "where": move["destination"],
                        "result": result}
-        except mig.MigrationError as exc:
+        except MigrationError as exc:
             outcome = {"status": "failed", "running_on": exc.running_on,
                        "location": exc.location, "where": exc.where, "paused_on": exc.paused_on,
                        "error": exc.message, "reason": exc.reason}
@@ -423,7 +341,7 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
     """
     options = options or DrainOptions()
     hosts = [h if isinstance(h, ClusterHost) else ClusterHost.from_dict(h) for h in hosts]
-    migrate = migrate or mig.migrate_guest
+    migrate = migrate or migrate_guest
     began = time.monotonic()
     view = gather_cluster(source, hosts, options, connect)
     try:
@@ -458,11 +376,11 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
                 with gate_lock:  # one question at a time (the caller's connection is not shared)
                     why = gate(move)
                 if why:
-                    raise mig.MigrationError("%s not moved, still running on %s: %s"
-                                             % (move["guest"], move["source"], why), guest=move["guest"],
-                                             source=move["source"], destination=move["destination"],
-                                             reason="refused-before-start", location="source",
-                                             running_on=move["source"])
+                    raise MigrationError("%s not moved, still running on %s: %s"
+                                         % (move["guest"], move["source"], why), guest=move["guest"],
+                                         source=move["source"], destination=move["destination"],
+                                         reason="refused-before-start", location="source",
+                                         running_on=move["source"])
             return migrate(move["guest"], by_name[move["source"]].uri,
                            by_name[move["destination"]].uri, options.migration,
                            progress=sample, source_name=move["source"],
@@ -527,21 +445,3 @@ def _where(guests_on_source, outcomes):
     for outcome in outcomes:
         where[outcome["guest"]] = outcome.get("where") or "unknown"
     return where
-
-
-def summary_lines(result):
-    """Human summary of a drain report, one line per guest."""
-    lines = []
-    for move in result.get("plan", {}).get("moves", []):
-        lines.append("%d. %s (%d MiB) -> %s"
-                     % (move["order"], move["guest"], move["memory_mib"], move["destination"]))
-    for outcome in result.get("migrations", []):
-        res = outcome.get("result") or {}
-        if outcome["status"] == "migrated":
-            lines.append("%s -> %s: done in %s s, downtime %s ms"
-                         % (outcome["guest"], outcome["destination"], res.get("elapsed_s"),
-                            res.get("downtime_ms")))
-        else:
-            lines.append("%s: %s (%s)" % (outcome["guest"], outcome["status"],
-                                          outcome.get("error")))
-    return lines

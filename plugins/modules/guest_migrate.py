@@ -2,10 +2,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: guest_migrate
@@ -63,11 +59,13 @@ options:
     description:
       - libvirt URI the controller uses to reach the source host, for example
         C(qemu+ssh://root@hv-1/system).
-      - Never printed (it may carry user names, key paths or passwords).
+      - The URI stays visible in output; a password embedded in it (C(user:password@host)) and the
+        values of secret-looking query parameters (C(apikey=), C(secretkey=), C(*pass*),
+        C(*token*)) are masked.
     type: str
     required: true
   dest_uri:
-    description: libvirt URI the controller uses to reach the destination host. Never printed.
+    description: libvirt URI the controller uses to reach the destination host. Its secrets are masked as in O(source_uri).
     type: str
     required: true
   dest_migration_uri:
@@ -75,6 +73,7 @@ options:
       - URI the B(source daemon) uses to reach the destination daemon (peer-to-peer
         migration). Defaults to O(dest_uri); set it when the hosts reach each other
         differently from the controller (for example C(qemu+tls://hv-2.internal/system)).
+        Its secrets are masked as in O(source_uri).
     type: str
   source_name:
     description: Name of the source host in messages. Defaults to the host part of O(source_uri).
@@ -82,81 +81,12 @@ options:
   dest_name:
     description: Name of the destination host in messages. Defaults to the host part of O(dest_uri).
     type: str
-  max_downtime_ms:
-    description:
-      - Longest pause of the guest accepted at switch-over, in milliseconds, set with
-        C(migrateSetMaxDowntime) once the job runs. Unset keeps QEMU's default (300 ms).
-    type: int
-  bandwidth_mib:
-    description: Bandwidth cap of the migration stream in MiB/s (libvirt's C(bandwidth)).
-    type: int
-  auto_converge:
-    description: Let QEMU throttle the guest's vCPUs when memory is dirtied faster than it is sent.
-    type: bool
-    default: false
-  auto_converge_initial:
-    description: Initial vCPU throttling in percent (needs O(auto_converge)).
-    type: int
-  auto_converge_increment:
-    description: Throttling added each time the migration still does not converge, in percent.
-    type: int
-  postcopy:
-    description:
-      - Allow switching to post-copy after O(postcopy_after_iterations) memory passes, or
-        instead of aborting on a stall or timeout. Opt-in only; see the description for why a
-        post-copy migration cannot be aborted.
-    type: bool
-    default: false
-  postcopy_after_iterations:
-    description: Memory passes of pre-copy before switching to post-copy (with O(postcopy)).
-    type: int
-    default: 2
-  parallel_connections:
-    description: Number of parallel connections (QEMU multifd) carrying the memory.
-    type: int
-  persist_dest:
-    description: Define the guest persistently on the destination (persistent guests only; a transient guest stays transient).
-    type: bool
-    default: true
-  undefine_source:
-    description: Remove the guest's definition from the source once it runs on the destination (persistent guests only).
-    type: bool
-    default: true
-  copy_storage:
-    description: Copy the guest's disks too, for storage that is not shared between the hosts.
-    type: bool
-    default: false
-  migrate_disks:
-    description: Disk targets (C(vda), ...) to copy with O(copy_storage); all when unset.
-    type: list
-    elements: str
-  migrate_uri:
-    description: Where the memory stream goes (for example C(tcp://10.0.0.2)), to use a migration network.
-    type: str
-  timeout:
-    description: Seconds before the migration is aborted. Unset - scaled by memory (see O(timeout_per_gib)).
-    type: int
-  timeout_per_gib:
-    description: Seconds allowed per GiB of guest memory (and copied disk) when O(timeout) is unset.
-    type: int
-    default: 800
-  min_timeout:
-    description: Lower bound of the scaled timeout, in seconds.
-    type: int
-    default: 120
-  stall_iterations:
-    description:
-      - Memory passes without a new low of the remaining data after which the migration counts
-        as stalled and is aborted (or switched to post-copy with O(postcopy)). The data left at
-        the start of each pass is compared - what the guest dirtied during the previous pass.
-        Wall-clock time without change is deliberately not a criterion - slow but progressing
-        migrations continue.
-    type: int
-    default: 10
 notes:
   - Only peer-to-peer migration is driven (the source daemon connects to the destination).
   - libvirt refuses to migrate between hosts reporting the same host UUID (cloned machines);
     the module says so - set C(host_uuid_source = "machine-id") in libvirtd.conf.
+extends_documentation_fragment:
+  - virtfleet.cluster.migration_options
 seealso:
   - module: virtfleet.cluster.host_drain
 """
@@ -288,55 +218,39 @@ msg:
   type: str
 """
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import host_label
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC, MigrationOptions
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_recovery import MigrationError
 
-MIGRATION_OPTION_SPEC = dict(
-    max_downtime_ms=dict(type="int"),
-    bandwidth_mib=dict(type="int"),
-    auto_converge=dict(type="bool", default=False),
-    auto_converge_initial=dict(type="int"),
-    auto_converge_increment=dict(type="int"),
-    postcopy=dict(type="bool", default=False),
-    postcopy_after_iterations=dict(type="int", default=2),
-    parallel_connections=dict(type="int"),
-    persist_dest=dict(type="bool", default=True),
-    undefine_source=dict(type="bool", default=True),
-    copy_storage=dict(type="bool", default=False),
-    migrate_disks=dict(type="list", elements="str"),
-    migrate_uri=dict(type="str"),
-    timeout=dict(type="int"),
-    timeout_per_gib=dict(type="int", default=mig.DEFAULT_TIMEOUT_PER_GIB),
-    min_timeout=dict(type="int", default=mig.DEFAULT_MIN_TIMEOUT),
-    stall_iterations=dict(type="int", default=mig.DEFAULT_STALL_ITERATIONS),
-)
-
+# URIs are not no_log: run_module masks the secrets inside them, so they stay readable.
 ARGUMENT_SPEC = dict(
     guest=dict(type="str", required=True),
-    source_uri=dict(type="str", required=True, no_log=True),
-    dest_uri=dict(type="str", required=True, no_log=True),
-    dest_migration_uri=dict(type="str", no_log=True),
+    source_uri=dict(type="str", required=True),
+    dest_uri=dict(type="str", required=True),
+    dest_migration_uri=dict(type="str"),
     source_name=dict(type="str"),
     dest_name=dict(type="str"),
-    **MIGRATION_OPTION_SPEC
+    **MIGRATION_OPTIONS_SPEC
 )
 
 
 def run(params, check_mode=False, progress=None):
-    """The module's work on plain parameters; returns the result dict (``failed`` set on
-    failure)."""
+    """The module's work on validated parameters: returns the result dict, or raises a
+    VirtfleetError carrying the result fields of the failure."""
     source = params.get("source_name") or host_label(params["source_uri"])
     dest = params.get("dest_name") or host_label(params["dest_uri"])
     guest = params["guest"]
+    uris = {source: params["source_uri"], dest: params["dest_uri"]}
     result = dict(changed=False, guest=guest, source=source, destination=dest)
     try:
-        options = mig.MigrationOptions.from_params(params)
+        options = MigrationOptions.from_params(params)
     except ValueError as exc:
-        result.update(failed=True, msg=str(exc))
-        return result
+        raise VirtfleetError(str(exc), result) from exc
 
-    where = mig.locate_guest(guest, {source: params["source_uri"], dest: params["dest_uri"]})
+    where = migration.locate_guest(guest, uris)
     result["location"] = where
     if where.get(dest) == "running" and where.get(source) in ("absent", "defined"):
         result["msg"] = "%s already runs on %s" % (guest, dest)
@@ -344,30 +258,27 @@ def run(params, check_mode=False, progress=None):
     if check_mode:
         unreachable = [h for h, state in where.items() if state.startswith("unreachable")]
         if unreachable:
-            result.update(failed=True, msg="%s: cannot check, %s" % (
-                guest, "; ".join("%s %s" % (h, where[h]) for h in unreachable)))
-        elif where.get(source) not in ("running", "paused"):
-            result.update(failed=True, msg="%s is not running on %s (%s)"
-                          % (guest, source, where.get(source)))
-        else:
-            result.update(changed=True, msg="would migrate %s from %s to %s" % (guest, source, dest))
+            raise VirtfleetError("%s: cannot check, %s" % (guest, "; ".join("%s %s" % (h, where[h]) for h in unreachable)),
+                                 result)
+        if where.get(source) not in ("running", "paused"):
+            raise VirtfleetError("%s is not running on %s (%s)" % (guest, source, where.get(source)), result)
+        result.update(changed=True, msg="would migrate %s from %s to %s" % (guest, source, dest))
         return result
 
     try:
-        outcome = mig.migrate_guest(guest, params["source_uri"], params["dest_uri"], options,
-                                    progress=progress, source_name=source, dest_name=dest,
-                                    dest_peer_uri=params.get("dest_migration_uri"))
-    except mig.MigrationError as exc:
-        result.update(failed=True, msg=exc.message, reason=exc.reason,
-                      running_on=exc.running_on, paused_on=exc.paused_on, where=exc.where,
+        outcome = migration.migrate_guest(guest, params["source_uri"], params["dest_uri"], options,
+                                          progress=progress, source_name=source, dest_name=dest,
+                                          dest_peer_uri=params.get("dest_migration_uri"))
+    except MigrationError as exc:
+        result.update(reason=exc.reason, running_on=exc.running_on, paused_on=exc.paused_on, where=exc.where,
                       last_progress=exc.last_progress.as_dict() if exc.last_progress else None)
         # The location read before the attempt may be wrong now (paused, moved, on both):
         # read it again, or return none rather than a stale one.
         result.pop("location", None)
-        after = _locate_after_failure(guest, {source: params["source_uri"], dest: params["dest_uri"]})
+        after = _locate_after_failure(guest, uris)
         if after is not None:
             result["location"] = after
-        return result
+        raise VirtfleetError(exc.message, result) from exc
     result.update(outcome)
     result["location"] = {source: "absent" if options.undefine_source else "defined",
                           dest: "running"}
@@ -381,7 +292,7 @@ def _locate_after_failure(guest, uris):
     connection bounded by the opener's timeout), or None when it could not be read: never
     raises, the failure being reported is the migration's."""
     try:
-        return mig.locate_guest(guest, uris)
+        return migration.locate_guest(guest, uris)
     except Exception:  # pylint: disable=broad-except
         return None
 

@@ -2,10 +2,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: host_drain
@@ -30,7 +26,8 @@ description:
     unchanged cluster gets the same plan.
   - The action plugin of the same name runs the drain on the controller and prints each
     guest's progress live (C(a1-g1 -> hv-a2 64% of 128 MiB)); this module file holds the
-    documentation and runs the same code without live display when executed directly.
+    documentation and runs the same code (plugins/module_utils/host_drain_task.py) without live
+    display when executed directly.
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
@@ -62,7 +59,11 @@ options:
         type: str
         required: true
       uri:
-        description: libvirt URI the controller uses for this host. Never printed.
+        description:
+          - libvirt URI the controller uses for this host.
+          - The URI stays visible in output; a password embedded in it (C(user:password@host)) and the
+            values of secret-looking query parameters (C(apikey=), C(secretkey=), C(*pass*),
+            C(*token*)) are masked.
         type: str
         required: true
       in_maintenance:
@@ -70,7 +71,9 @@ options:
         type: bool
         default: false
       migration_uri:
-        description: URI the source daemon uses to reach this host (peer-to-peer); defaults to O(hosts[].uri). Never printed.
+        description:
+          - URI the source daemon uses to reach this host (peer-to-peer); defaults to O(hosts[].uri).
+            Its secrets are masked as in O(hosts[].uri).
         type: str
   max_parallel:
     description: Migrations running at once (outgoing from the drained host). vdsm's default is 2.
@@ -165,11 +168,73 @@ options:
         required: true
   migration:
     description:
-      - Options of each migration, as in M(virtfleet.cluster.guest_migrate) (C(max_downtime_ms),
-        C(bandwidth_mib), C(auto_converge), C(postcopy), C(parallel_connections),
-        C(copy_storage), C(timeout), C(timeout_per_gib), C(stall_iterations), ...).
+      - Options of each migration, the options of M(virtfleet.cluster.guest_migrate) (documented
+        there once; a documentation fragment cannot describe suboptions). Ansible checks their names
+        and types before the drain starts.
     type: dict
     default: {}
+    suboptions:
+      max_downtime_ms:
+        description: As O(virtfleet.cluster.guest_migrate#module:max_downtime_ms).
+        type: int
+      bandwidth_mib:
+        description: As O(virtfleet.cluster.guest_migrate#module:bandwidth_mib).
+        type: int
+      auto_converge:
+        description: As O(virtfleet.cluster.guest_migrate#module:auto_converge).
+        type: bool
+        default: false
+      auto_converge_initial:
+        description: As O(virtfleet.cluster.guest_migrate#module:auto_converge_initial).
+        type: int
+      auto_converge_increment:
+        description: As O(virtfleet.cluster.guest_migrate#module:auto_converge_increment).
+        type: int
+      postcopy:
+        description: As O(virtfleet.cluster.guest_migrate#module:postcopy).
+        type: bool
+        default: false
+      postcopy_after_iterations:
+        description: As O(virtfleet.cluster.guest_migrate#module:postcopy_after_iterations).
+        type: int
+        default: 2
+      parallel_connections:
+        description: As O(virtfleet.cluster.guest_migrate#module:parallel_connections).
+        type: int
+      persist_dest:
+        description: As O(virtfleet.cluster.guest_migrate#module:persist_dest).
+        type: bool
+        default: true
+      undefine_source:
+        description: As O(virtfleet.cluster.guest_migrate#module:undefine_source).
+        type: bool
+        default: true
+      copy_storage:
+        description: As O(virtfleet.cluster.guest_migrate#module:copy_storage).
+        type: bool
+        default: false
+      migrate_disks:
+        description: As O(virtfleet.cluster.guest_migrate#module:migrate_disks).
+        type: list
+        elements: str
+      migrate_uri:
+        description: As O(virtfleet.cluster.guest_migrate#module:migrate_uri).
+        type: str
+      timeout:
+        description: As O(virtfleet.cluster.guest_migrate#module:timeout).
+        type: int
+      timeout_per_gib:
+        description: As O(virtfleet.cluster.guest_migrate#module:timeout_per_gib).
+        type: int
+        default: 800
+      min_timeout:
+        description: As O(virtfleet.cluster.guest_migrate#module:min_timeout).
+        type: int
+        default: 120
+      stall_iterations:
+        description: As O(virtfleet.cluster.guest_migrate#module:stall_iterations).
+        type: int
+        default: 10
 seealso:
   - module: virtfleet.cluster.guest_migrate
   - module: virtfleet.cluster.hypervisor_facts
@@ -300,86 +365,7 @@ msg:
 """
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
-
-MIGRATION_KEYS = tuple(mig.MigrationOptions.FIELDS)
-
-ARGUMENT_SPEC = dict(
-    host=dict(type="str", required=True),
-    hosts=dict(type="list", elements="dict", required=True, options=dict(
-        name=dict(type="str", required=True),
-        uri=dict(type="str", required=True, no_log=True),
-        in_maintenance=dict(type="bool", default=False),
-        migration_uri=dict(type="str", no_log=True),
-    )),
-    max_parallel=dict(type="int", default=drain.DEFAULT_MAX_PARALLEL),
-    max_incoming_per_destination=dict(type="int", default=drain.DEFAULT_MAX_INCOMING),
-    order=dict(type="str", default="largest_first",
-               choices=["largest_first", "smallest_first", "as_listed"]),
-    unmovable=dict(type="str", default="fail", choices=["fail", "shutdown", "leave"]),
-    unmovable_guests=dict(type="list", elements="str", default=[]),
-    stop_allowed_guests=dict(type="list", elements="str"),
-    anti_affinity_groups=dict(type="dict", default={}),
-    memory_overcommit=dict(type="float", default=1.0),
-    cpu_overcommit=dict(type="float", default=4.0),
-    memory_reserve_mib=dict(type="int", default=512),
-    respect_free_memory=dict(type="bool", default=True),
-    cpu_check=dict(type="bool", default=True),
-    shared_storage_path=dict(type="str"),
-    shutdown_timeout=dict(type="int", default=drain.DEFAULT_SHUTDOWN_TIMEOUT),
-    migration=dict(type="dict", default={}),
-    recheck_state=dict(type="dict", options=dict(
-        path=dict(type="str", required=True),
-        cluster=dict(type="str", required=True),
-        token=dict(type="str", required=True, no_log=False),
-    )),
-)
-
-DRAIN_KEYS = ("max_parallel", "max_incoming_per_destination", "order", "unmovable",
-              "unmovable_guests", "stop_allowed_guests", "anti_affinity_groups", "memory_overcommit", "cpu_overcommit",
-              "memory_reserve_mib", "respect_free_memory", "cpu_check", "shared_storage_path",
-              "shutdown_timeout")
-
-
-def run(params, check_mode=False, progress=None, gate=None):
-    """The drain on validated parameters; returns the result dict (``failed`` set on failure).
-    Shared by this module's main() and the action plugin (which passes ``progress`` and, for
-    O(recheck_state), ``gate(move) -> refusal or None``)."""
-    result = {"changed": False, "host": params["host"]}
-    unknown = sorted(set(params.get("migration") or {}) - set(MIGRATION_KEYS))
-    if unknown:
-        result.update(failed=True, msg="unknown migration option(s): %s (known: %s)"
-                      % (", ".join(unknown), ", ".join(MIGRATION_KEYS)))
-        return result
-    try:
-        options = drain.DrainOptions(migration=dict(params.get("migration") or {}),
-                                     **dict((k, params.get(k)) for k in DRAIN_KEYS))
-    except ValueError as exc:
-        result.update(failed=True, msg=str(exc))
-        return result
-    try:
-        report = drain.drain_host(params["host"], params["hosts"], options,
-                                  check_mode=check_mode, progress=progress, gate=gate)
-    except drain.DrainError as exc:
-        result.update(exc.result)
-        result.update(failed=True, msg=exc.message)
-        return result
-    except Exception as exc:  # libvirt facts errors and the like: say it, with the host
-        result.update(failed=True, msg="drain of %s failed before any migration result: %s"
-                      % (params["host"], exc))
-        return result
-    result.update(report)
-    if check_mode:
-        moves = report["plan"]["moves"]
-        result["msg"] = "would drain %s: %s" % (params["host"], ", ".join(
-            "%s -> %s" % (m["guest"], m["destination"]) for m in moves) or "no running guest")
-    else:
-        done = [m for m in report["migrations"] if m["status"] == "migrated"]
-        result["msg"] = "%s drained: %d guest(s) migrated in %s s%s" % (
-            params["host"], len(done), report.get("elapsed_s"),
-            (", left running: %s" % ", ".join(report["left"])) if report["left"] else "")
-    return result
+from ansible_collections.virtfleet.cluster.plugins.module_utils.host_drain_task import ARGUMENT_SPEC, run
 
 
 def main():

@@ -334,7 +334,7 @@ def test_dirtying_guest_stalls_without_auto_converge_and_completes_with_it(dirty
           % (guest, destination, result["total_time_ms"], result["memory_iterations"],
              result["auto_converge_throttle"], result["downtime_ms"]))
     assert lab.where(guest) == destination
-    assert result["flags"] & mig.VIR_MIGRATE_AUTO_CONVERGE
+    assert result["flags"] & libvirt_connection.VIR_MIGRATE_AUTO_CONVERGE
     assert result["memory_iterations"] > 1  # it did have to converge
     report = lab.heartbeat_report(guest, started - 1, time.time())
     print("heartbeat over both arms: %s" % report)

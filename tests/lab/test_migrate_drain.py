@@ -18,6 +18,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import human_bytes
 
 pytestmark = pytest.mark.lab
 
@@ -114,7 +115,7 @@ def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a)
           "%s transferred, wall %.2f s; largest heartbeat gap %.3f s, %d lost"
           % (guest, source, destination, result["downtime_ms"], result["total_time_ms"],
              result["setup_time_ms"], result["memory_iterations"],
-             mig.human_bytes(result["memory_transferred_bytes"]), ended - started, gap, lost))
+             human_bytes(result["memory_transferred_bytes"]), ended - started, gap, lost))
     assert result["downtime_ms"] is not None and 0 <= result["downtime_ms"] < MAX_DOWNTIME_MS
     assert result["total_time_ms"] > 0 and result["memory_iterations"] >= 1
     assert lost == 0
@@ -300,7 +301,7 @@ def test_stalled_migration_is_aborted_by_iterations_and_the_guest_keeps_running(
         error = failed.value
         print("\n%s (after %.1f s, dirty rate %s/s)" % (
             error.message, ended - started,
-            mig.human_bytes(max(s.dirty_rate_bps or 0 for s in samples))))
+            human_bytes(max(s.dirty_rate_bps or 0 for s in samples))))
         assert error.reason == "stalled" and error.location == "source"
         assert error.message.startswith("%s still running on %s: migration to %s aborted after 2"
                                         " iterations without progress" % (guest, source, destination))

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as d
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import MigrationError
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
+from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import ClusterHost, DrainOptions
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_recovery import MigrationError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
     Guest, HostCapacity)
 
@@ -50,7 +51,7 @@ class Recorder:
 def test_runs_at_most_max_parallel_at_once():
     plan = moves(*[("g%d" % i, "hv-%d" % (2 + i % 3)) for i in range(9)])
     rec = Recorder()
-    outcomes = d.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=2)
+    outcomes = drain.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=2)
     assert rec.peak == 2
     assert [o["status"] for o in outcomes] == ["migrated"] * 9
     assert [o["running_on"] for o in outcomes] == [m["destination"] for m in plan]
@@ -59,7 +60,7 @@ def test_runs_at_most_max_parallel_at_once():
 def test_incoming_limit_per_destination_is_respected_and_order_kept_otherwise():
     plan = moves(("big", "hv-2"), ("mid", "hv-2"), ("small", "hv-3"), ("tiny", "hv-2"))
     rec = Recorder()
-    outcomes = d.run_moves(plan, rec, max_parallel=3, max_incoming_per_destination=1)
+    outcomes = drain.run_moves(plan, rec, max_parallel=3, max_incoming_per_destination=1)
     assert rec.peak_per_destination == {"hv-2": 1, "hv-3": 1}
     # "mid" waits for hv-2; "small" (another destination) goes ahead of it.
     assert rec.started[:2] == ["big", "small"]
@@ -69,7 +70,7 @@ def test_incoming_limit_per_destination_is_respected_and_order_kept_otherwise():
 def test_sequential_when_max_parallel_is_one_keeps_plan_order():
     plan = moves(("a", "hv-2"), ("b", "hv-3"), ("c", "hv-2"))
     rec = Recorder(duration=0.01)
-    outcomes = d.run_moves(plan, rec, max_parallel=1)
+    outcomes = drain.run_moves(plan, rec, max_parallel=1)
     assert rec.started == ["a", "b", "c"]
     assert [o["start_index"] for o in outcomes] == [0, 1, 2]
 
@@ -77,7 +78,7 @@ def test_sequential_when_max_parallel_is_one_keeps_plan_order():
 def test_first_failure_stops_new_starts_running_ones_finish_and_locations_are_reported():
     plan = moves(("a", "hv-2"), ("b", "hv-3"), ("c", "hv-2"), ("d", "hv-3"))
     rec = Recorder(fail={"a"}, durations={"a": 0.02, "b": 0.3})
-    outcomes = d.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=1)
+    outcomes = drain.run_moves(plan, rec, max_parallel=2, max_incoming_per_destination=1)
     by_guest = {o["guest"]: o for o in outcomes}
     assert by_guest["a"]["status"] == "failed"
     assert by_guest["a"]["running_on"] == "hv-1" and "aborted" in by_guest["a"]["error"]
@@ -90,13 +91,13 @@ def test_first_failure_stops_new_starts_running_ones_finish_and_locations_are_re
 def test_an_unexpected_exception_is_a_failure_with_unknown_location():
     def explode(move):
         raise RuntimeError("boom")
-    outcome = d.run_moves(moves(("a", "hv-2")), explode)[0]
+    outcome = drain.run_moves(moves(("a", "hv-2")), explode)[0]
     assert outcome["status"] == "failed" and outcome["location"] == "unknown"
     assert "boom" in outcome["error"]
 
 
 def test_no_moves_nothing_runs():
-    assert d.run_moves([], Recorder()) == []
+    assert drain.run_moves([], Recorder()) == []
 
 
 def test_progress_callbacks_are_serialized():
@@ -108,7 +109,7 @@ def test_progress_callbacks_are_serialized():
         time.sleep(0.001)
         seen.append(sample)
         inside.pop()
-    call = d._serialized(progress)
+    call = drain._serialized(progress)
     threads = [threading.Thread(target=lambda: [call(i) for i in range(50)]) for _thread in range(4)]
     for t in threads:
         t.start()
@@ -120,9 +121,9 @@ def test_progress_callbacks_are_serialized():
 # --- planning through the shared placement planner ------------------------------------
 
 def view(hosts, guests, source="hv-1"):
-    by_name = {h.name: d.ClusterHost(h.name, "qemu+tcp://%s/session" % h.name, h.in_maintenance)
+    by_name = {h.name: ClusterHost(h.name, "qemu+tcp://%s/session" % h.name, h.in_maintenance)
                for h in hosts}
-    return d.ClusterView(source, by_name, hosts, guests, {}, None, {})
+    return drain.ClusterView(source, by_name, hosts, guests, {}, None, {})
 
 
 HOSTS = [HostCapacity("hv-1", 4096, 4), HostCapacity("hv-2", 4096, 4),
@@ -132,7 +133,7 @@ HOSTS = [HostCapacity("hv-1", 4096, 4), HostCapacity("hv-2", 4096, 4),
 def test_plan_orders_largest_first_and_numbers_the_moves():
     guests = [Guest("small", 256, 1, "hv-1"), Guest("big", 1024, 1, "hv-1"),
               Guest("other", 512, 1, "hv-2")]
-    plan = d.plan_host_drain(view(HOSTS, guests), d.DrainOptions())
+    plan = drain.plan_host_drain(view(HOSTS, guests), DrainOptions())
     assert plan["ok"]
     assert [(m["order"], m["guest"]) for m in plan["moves"]] == [(1, "big"), (2, "small")]
     assert all(m["destination"] != "hv-1" for m in plan["moves"])
@@ -140,7 +141,7 @@ def test_plan_orders_largest_first_and_numbers_the_moves():
 
 def test_plan_is_deterministic():
     guests = [Guest("g%d" % i, 128 * (1 + i % 3), 1, "hv-1") for i in range(6)]
-    plans = [d.plan_host_drain(view(HOSTS, guests), d.DrainOptions()) for _run in range(3)]
+    plans = [drain.plan_host_drain(view(HOSTS, guests), DrainOptions()) for _run in range(3)]
     assert plans[0] == plans[1] == plans[2]
 
 
@@ -148,10 +149,10 @@ def test_hosts_in_maintenance_excluded_and_refusal_names_guests_and_shortfall():
     hosts = [HostCapacity("hv-1", 4096, 4), HostCapacity("hv-2", 4096, 4, in_maintenance=True),
              HostCapacity("hv-3", 4096, 4, in_maintenance=True)]
     guests = [Guest("web-1", 1024, 1, "hv-1"), Guest("web-2", 512, 1, "hv-1")]
-    plan = d.plan_host_drain(view(hosts, guests), d.DrainOptions())
+    plan = drain.plan_host_drain(view(hosts, guests), DrainOptions())
     assert not plan["ok"]
     assert plan["excluded_in_maintenance"] == ["hv-2", "hv-3"]
-    message = d.refusal_message("hv-1", plan)
+    message = drain.refusal_message("hv-1", plan)
     assert message.startswith("refusing to drain hv-1, nothing was moved")
     assert "2 of its 2 guests" in message and "1536 MiB short" in message
     assert "web-1 1024 MiB" in message and "in maintenance" in message
@@ -159,19 +160,19 @@ def test_hosts_in_maintenance_excluded_and_refusal_names_guests_and_shortfall():
 
 def test_overcommit_ratio_can_make_the_cluster_too_small():
     guests = [Guest("g1", 128, 1, "hv-1"), Guest("g2", 128, 1, "hv-1")]
-    options = d.DrainOptions(memory_overcommit=0.15)  # 4096 * 0.15 - 512 < 128
-    plan = d.plan_host_drain(view(HOSTS, guests), options)
+    options = DrainOptions(memory_overcommit=0.15)  # 4096 * 0.15 - 512 < 128
+    plan = drain.plan_host_drain(view(HOSTS, guests), options)
     assert not plan["ok"] and len(plan["unplaced"]) == 2
 
 
 def test_anti_affinity_and_unmovable_policies_reach_the_planner():
-    options = d.DrainOptions(unmovable="leave")
+    options = DrainOptions(unmovable="leave")
     guests = [Guest("db", 256, 1, "hv-1", movable=False, unmovable_reason="declared unmovable")]
-    plan = d.plan_host_drain(view(HOSTS, guests), options)
+    plan = drain.plan_host_drain(view(HOSTS, guests), options)
     assert plan["ok"] and plan["unmovable"][0]["action"] == "leave"
-    plan = d.plan_host_drain(view(HOSTS, guests), d.DrainOptions())
+    plan = drain.plan_host_drain(view(HOSTS, guests), DrainOptions())
     assert not plan["ok"]
-    assert "cannot live-migrate" in d.refusal_message("hv-1", plan)
+    assert "cannot live-migrate" in drain.refusal_message("hv-1", plan)
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -183,11 +184,11 @@ def test_anti_affinity_and_unmovable_policies_reach_the_planner():
 ])
 def test_invalid_drain_options_are_refused(kwargs, words):
     with pytest.raises(ValueError, match=words):
-        d.DrainOptions(**kwargs)
+        DrainOptions(**kwargs)
 
 
 def test_migration_options_accept_a_dict():
-    options = d.DrainOptions(migration={"max_downtime_ms": 200, "guest": "ignored"})
+    options = DrainOptions(migration={"max_downtime_ms": 200, "guest": "ignored"})
     assert options.migration.max_downtime_ms == 200
 
 
@@ -213,7 +214,7 @@ class PausedOnSource:
 
 
 def test_a_guest_left_paused_is_reported_paused_and_where():
-    outcome = d.run_moves(moves(("g1", "hv-2")), PausedOnSource())[0]
+    outcome = drain.run_moves(moves(("g1", "hv-2")), PausedOnSource())[0]
     assert outcome["status"] == "failed" and outcome["running_on"] is None
     assert outcome["where"] == "hv-1 (paused)"
     assert outcome["paused_on"] == "hv-1"
@@ -221,21 +222,21 @@ def test_a_guest_left_paused_is_reported_paused_and_where():
 
 def test_every_outcome_says_where_the_guest_is():
     plan = moves(("moved", "hv-2"), ("g1", "hv-3"), ("later", "hv-2"))
-    outcomes = d.run_moves(plan, PausedOnSource(), max_parallel=1)
+    outcomes = drain.run_moves(plan, PausedOnSource(), max_parallel=1)
     assert [(o["guest"], o["status"], o["where"]) for o in outcomes] == [
         ("moved", "migrated", "hv-2"), ("g1", "failed", "hv-1 (paused)"),
         ("later", "not_started", "hv-1")]
     rec = Recorder(fail={"a"})
-    assert d.run_moves(moves(("a", "hv-2")), rec)[0]["where"] == "hv-1"  # still running there
+    assert drain.run_moves(moves(("a", "hv-2")), rec)[0]["where"] == "hv-1"  # still running there
 
     def explode(move):
         raise RuntimeError("boom")
-    assert d.run_moves(moves(("a", "hv-2")), explode)[0]["where"] == "unknown"
+    assert drain.run_moves(moves(("a", "hv-2")), explode)[0]["where"] == "unknown"
 
 
 def test_a_guest_active_on_both_hosts_is_reported_so():
     migrate = PausedOnSource(location="both", paused_on=None)
-    outcome = d.run_moves(moves(("g1", "hv-2")), migrate)[0]
+    outcome = drain.run_moves(moves(("g1", "hv-2")), migrate)[0]
     assert outcome["where"] == "hv-1 and hv-2 (active on both)"
 
 
@@ -254,15 +255,15 @@ class _ClosingConnection:
 def _drain_with(monkeypatch, migrate_one, **facts_by_host):
     """drain_host over fixed facts (hv-1 to drain) with ``migrate_one(move)`` as the migration."""
     by_uri = {"test:///%s" % host: _facts(*guests) for host, guests in facts_by_host.items()}
-    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
-    hosts = [d.ClusterHost(host, "test:///%s" % host) for host in sorted(facts_by_host)]
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    hosts = [ClusterHost(host, "test:///%s" % host) for host in sorted(facts_by_host)]
 
     def migrate(guest, source_uri, dest_uri, options, **kwargs):
         return migrate_one({"guest": guest, "source": kwargs["source_name"],
                             "destination": kwargs["dest_name"]})
-    with pytest.raises(d.DrainError) as caught:
-        d.drain_host("hv-1", hosts, d.DrainOptions(cpu_check=False, max_parallel=1),
-                     connect=lambda uri: _ClosingConnection(), migrate=migrate)
+    with pytest.raises(drain.DrainError) as caught:
+        drain.drain_host("hv-1", hosts, DrainOptions(cpu_check=False, max_parallel=1),
+                         connect=lambda uri: _ClosingConnection(), migrate=migrate)
     return caught.value
 
 
@@ -295,7 +296,7 @@ def test_the_drain_failure_says_where_every_guest_of_the_host_is(monkeypatch):
 AUTOSTART_WARNING = "g1 runs on hv-2 without the autostart it had on hv-1: run `virsh -c URI autostart g1`"
 
 
-def _run_action(monkeypatch, report=None, error=None):
+def _run_action(monkeypatch, report=None, error=None, hosts=None):
     """The host_drain action plugin, in-process path, with drain_host replaced."""
     from unittest import mock
     from ansible_collections.virtfleet.cluster.plugins.action import host_drain as action
@@ -304,11 +305,11 @@ def _run_action(monkeypatch, report=None, error=None):
         if error is not None:
             raise error
         return report
-    monkeypatch.setattr(d, "drain_host", drain_host)
+    monkeypatch.setattr(drain, "drain_host", drain_host)
     monkeypatch.setattr(action, "HAS_LIBVIRT", True)
     task = mock.MagicMock(async_val=0, check_mode=False, action="virtfleet.cluster.host_drain",
-                          args={"host": "hv-1", "hosts": [{"name": "hv-1", "uri": "test:///hv-1"},
-                                                          {"name": "hv-2", "uri": "test:///hv-2"}]})
+                          args={"host": "hv-1", "hosts": hosts or [{"name": "hv-1", "uri": "test:///hv-1"},
+                                                                   {"name": "hv-2", "uri": "test:///hv-2"}]})
     connection = mock.MagicMock()
     connection._shell.tmpdir = "/nonexistent"
     plugin = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(),
@@ -335,6 +336,15 @@ def test_host_drain_action_shows_warnings_of_the_migrations_done_before_a_failur
               "where": "hv-1 (paused)", "paused_on": "hv-1", "error": "g2 left paused on hv-1"}
     report = {"host": "hv-1", "changed": True, "plan": {"moves": []}, "left": [], "shutdown": [],
               "migrations": [_migrated("g1", "hv-2", warnings=[AUTOSTART_WARNING]), failed]}
-    result = _run_action(monkeypatch, error=d.DrainError("drain of hv-1 stopped", report))
+    result = _run_action(monkeypatch, error=drain.DrainError("drain of hv-1 stopped", report))
     assert result["failed"] and result["msg"] == "drain of hv-1 stopped"
     assert result.get("warnings") == [AUTOSTART_WARNING]
+
+
+def test_host_drain_action_shows_uris_with_their_secrets_masked(monkeypatch):
+    secret_uri = "qemu+tcp://admin:s3cr3t-pw@hv-1/system?secretkey=k3y-s3cr3t"
+    error = drain.DrainError("cannot read host hv-1 to drain it: %s refused" % secret_uri, {"plan": {"moves": []}})
+    result = _run_action(monkeypatch, error=error, hosts=[{"name": "hv-1", "uri": secret_uri},
+                                                          {"name": "hv-2", "uri": "test:///hv-2"}])
+    assert result["failed"] and "hv-1/system" in result["msg"]  # the URI stays readable
+    assert "s3cr3t-pw" not in repr(result) and "k3y-s3cr3t" not in repr(result)

@@ -1,6 +1,6 @@
 """The host_drain action plugin's progress printer: few, readable lines per guest."""
 from ansible_collections.virtfleet.cluster.plugins.action.host_drain import ProgressPrinter
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import MigrationProgress
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import MigrationProgress
 
 MIB = 1024 * 1024
 

@@ -5,10 +5,20 @@ import threading
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as m
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import (
-    MigrationOptions, MigrationProgress, StallDetector, completion_timeout,
-    migration_flags_and_params)
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_options
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_recovery
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_watchdog
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    VIR_DOMAIN_JOB_STATS_COMPLETED, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+    VIR_DOMAIN_RUNNING, VIR_ERR_NO_DOMAIN, VIR_MIGRATE_AUTO_CONVERGE, VIR_MIGRATE_LIVE, VIR_MIGRATE_NON_SHARED_DISK,
+    VIR_MIGRATE_PARALLEL, VIR_MIGRATE_PEER2PEER, VIR_MIGRATE_PERSIST_DEST, VIR_MIGRATE_POSTCOPY,
+    VIR_MIGRATE_UNDEFINE_SOURCE)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import (
+    MigrationOptions, completion_timeout, migration_flags_and_params)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_recovery import MigrationError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import MigrationProgress, StallDetector
 
 MIB = 1024 * 1024
 TOTAL = 128 * MIB
@@ -155,7 +165,7 @@ def test_stall_limit_must_be_positive():
 
 def test_timeout_scales_800s_per_gib_with_a_minimum():
     assert completion_timeout(4 * 1024 * MIB) == 3200
-    assert completion_timeout(128 * MIB) == m.DEFAULT_MIN_TIMEOUT  # 100 s < minimum
+    assert completion_timeout(128 * MIB) == migration_options.DEFAULT_MIN_TIMEOUT  # 100 s < minimum
     assert completion_timeout(1024 * MIB, MigrationOptions(min_timeout=10)) == 800
 
 
@@ -169,10 +179,10 @@ def test_timeout_counts_copied_disks_and_explicit_timeout_wins():
 
 def test_default_flags_are_novas_and_no_params():
     flags, params = migration_flags_and_params(MigrationOptions())
-    assert flags == (m.VIR_MIGRATE_LIVE | m.VIR_MIGRATE_PEER2PEER | m.VIR_MIGRATE_PERSIST_DEST
-                     | m.VIR_MIGRATE_UNDEFINE_SOURCE)
+    assert flags == (VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_PERSIST_DEST
+                     | VIR_MIGRATE_UNDEFINE_SOURCE)
     assert params == {}
-    assert not flags & m.VIR_MIGRATE_POSTCOPY  # never by default
+    assert not flags & VIR_MIGRATE_POSTCOPY  # never by default
 
 
 def test_every_option_maps_to_its_flag_or_param():
@@ -182,12 +192,12 @@ def test_every_option_maps_to_its_flag_or_param():
                                migrate_disks=["vda"], migrate_uri="tcp://10.0.0.2",
                                undefine_source=False, persist_dest=False)
     flags, params = migration_flags_and_params(options)
-    assert flags & m.VIR_MIGRATE_AUTO_CONVERGE
-    assert flags & m.VIR_MIGRATE_POSTCOPY
-    assert flags & m.VIR_MIGRATE_PARALLEL
-    assert flags & m.VIR_MIGRATE_NON_SHARED_DISK
-    assert not flags & m.VIR_MIGRATE_UNDEFINE_SOURCE
-    assert not flags & m.VIR_MIGRATE_PERSIST_DEST
+    assert flags & VIR_MIGRATE_AUTO_CONVERGE
+    assert flags & VIR_MIGRATE_POSTCOPY
+    assert flags & VIR_MIGRATE_PARALLEL
+    assert flags & VIR_MIGRATE_NON_SHARED_DISK
+    assert not flags & VIR_MIGRATE_UNDEFINE_SOURCE
+    assert not flags & VIR_MIGRATE_PERSIST_DEST
     assert params == {"bandwidth": 200, "auto_converge.initial": 20,
                       "auto_converge.increment": 10, "parallel.connections": 4,
                       "migrate_disks": ["vda"], "migrate_uri": "tcp://10.0.0.2"}
@@ -235,15 +245,15 @@ def test_progress_line_reads_like_the_operator_wants():
 
 
 def test_dirty_rate_is_converted_from_pages_to_bytes():
-    assert m.dirty_rate_bytes({"memory_dirty_rate": 100, "memory_page_size": 4096}) == 409600
-    assert m.dirty_rate_bytes({}) is None
+    assert migration_watchdog.dirty_rate_bytes({"memory_dirty_rate": 100, "memory_page_size": 4096}) == 409600
+    assert migration_watchdog.dirty_rate_bytes({}) is None
 
 
 def test_completed_stats_summary_names_the_figures():
     raw = {"downtime": 11, "time_elapsed": 397, "setup_time": 1, "memory_processed": 725781,
            "data_total": TOTAL, "memory_iteration": 2, "memory_dirty_rate": 3,
            "memory_page_size": 4096, "memory_bps": 35336739}
-    summary = m.completed_stats_summary(raw)
+    summary = migration_watchdog.completed_stats_summary(raw)
     assert summary["downtime_ms"] == 11 and summary["total_time_ms"] == 397
     assert summary["setup_time_ms"] == 1 and summary["memory_iterations"] == 2
     assert summary["memory_transferred_bytes"] == 725781 and summary["dirty_rate_bps"] == 12288
@@ -256,23 +266,23 @@ def test_host_label_never_leaks_the_uri():
 
 
 def test_stall_suggestion_names_the_remedies():
-    text = m._suggestion(MigrationOptions(), "stalled")
+    text = migration_recovery.suggestion(MigrationOptions(), "stalled")
     assert text == "; try: enable auto_converge, allow post-copy or set max_downtime_ms"
-    text = m._suggestion(MigrationOptions(auto_converge=True, bandwidth_mib=10), "stalled")
+    text = migration_recovery.suggestion(MigrationOptions(auto_converge=True, bandwidth_mib=10), "stalled")
     assert text == "; try: allow post-copy, set max_downtime_ms or raise bandwidth_mib"
 
 
 def test_known_libvirt_errors_get_a_hint():
-    assert "machine-id" in m._hint_for("Attempt to migrate guest to the same host 1234")
+    assert "machine-id" in migration_recovery.hint_for("Attempt to migrate guest to the same host 1234")
     text = "unable to execute QEMU command 'migrate-set-capabilities': Postcopy is not supported"
-    assert "userfaultfd" in m._hint_for(text)
-    assert m._hint_for("something else") is None
+    assert "userfaultfd" in migration_recovery.hint_for(text)
+    assert migration_recovery.hint_for("something else") is None
 
 
 def test_migration_error_knows_where_the_guest_is():
-    error = m.MigrationError("web-3 still running on hv-1: ...", guest="web-3", source="hv-1",
-                             destination="hv-2", reason="stalled", location="source",
-                             running_on="hv-1")
+    error = MigrationError("web-3 still running on hv-1: ...", guest="web-3", source="hv-1",
+                           destination="hv-2", reason="stalled", location="source",
+                           running_on="hv-1")
     assert not error.moved
     assert error.as_dict()["running_on"] == "hv-1"
 
@@ -295,7 +305,7 @@ def libvirt_error(message, code=38):
 
 
 class FakeDomain:
-    def __init__(self, name="web-3", uuid=UUID, state=m.VIR_DOMAIN_RUNNING, reason=1,
+    def __init__(self, name="web-3", uuid=UUID, state=VIR_DOMAIN_RUNNING, reason=1,
                  active=True, persistent=True, autostart=False, completed_job=None):
         self._name, self.uuid = name, uuid
         self.state_reason = (state, reason)
@@ -349,7 +359,7 @@ class FakeDomain:
 
     def jobStats(self, flags=0):  # noqa: N802
         self._check("jobStats")
-        if flags == m.VIR_DOMAIN_JOB_STATS_COMPLETED:
+        if flags == VIR_DOMAIN_JOB_STATS_COMPLETED:
             return dict(self.completed_job)
         return dict(self.current_job)
 
@@ -370,10 +380,10 @@ class FakeDomain:
     def resume(self):
         self._check("resume")
         self.calls.append(("resume", None))
-        self.state_reason = (m.VIR_DOMAIN_RUNNING, 1)
+        self.state_reason = (VIR_DOMAIN_RUNNING, 1)
 
     def pause_for_switch_over(self):
-        self.state_reason = (m.VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
+        self.state_reason = (VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
 
     @property
     def resumed(self):
@@ -408,13 +418,13 @@ class FakeConnection:
             if dom.name() == name:
                 return dom
         raise libvirt_error("Domain not found: no domain with matching name '%s'" % name,
-                            m.VIR_ERR_NO_DOMAIN)
+                            VIR_ERR_NO_DOMAIN)
 
     def lookupByUUIDString(self, uuid):  # noqa: N802
         self._check("lookupByUUIDString")
         if uuid in self.domains:
             return self.domains[uuid]
-        raise libvirt_error("Domain not found", m.VIR_ERR_NO_DOMAIN)
+        raise libvirt_error("Domain not found", VIR_ERR_NO_DOMAIN)
 
     def getCapabilities(self):  # noqa: N802
         self._check("getCapabilities")
@@ -438,21 +448,21 @@ class World:
 
     def migrate(self, **options):
         options.setdefault("poll_interval", 0.01)
-        return m.migrate_guest("web-3", SRC_URI, DST_URI, MigrationOptions(**options),
-                               source_name="hv-1", dest_name="hv-2", connect=self.connect)
+        return migration.migrate_guest("web-3", SRC_URI, DST_URI, MigrationOptions(**options),
+                                       source_name="hv-1", dest_name="hv-2", connect=self.connect)
 
     def fail(self, **options):
-        with pytest.raises(m.MigrationError) as failed:
+        with pytest.raises(MigrationError) as failed:
             self.migrate(**options)
         return failed.value
 
     # What migrateToURI3 may do ------------------------------------------------------------
     def switch_over(self, dom, _params, flags):
         """A completed migration as libvirt does it (PERSIST_DEST / UNDEFINE_SOURCE honoured)."""
-        self.dst.add(FakeDomain(dom.name(), dom.uuid, persistent=bool(flags & m.VIR_MIGRATE_PERSIST_DEST),
+        self.dst.add(FakeDomain(dom.name(), dom.uuid, persistent=bool(flags & VIR_MIGRATE_PERSIST_DEST),
                                 completed_job={"type": 3, "downtime": 12, "time_elapsed": 400}))
         dom.active, dom.state_reason = False, (VIR_DOMAIN_SHUTOFF, 3)
-        if flags & m.VIR_MIGRATE_UNDEFINE_SOURCE or not dom.persistent:
+        if flags & VIR_MIGRATE_UNDEFINE_SOURCE or not dom.persistent:
             del self.src.domains[dom.uuid]
 
     def paused_then(self, dest_copy=None, dest_down=False, source_job=None):
@@ -480,12 +490,12 @@ def test_fake_world_migrates_and_verifies():
 
 # --- case 4: resume on the source only when no copy can run on the destination --------------
 
-RUNNING_SRC = (True, m.VIR_DOMAIN_RUNNING, 1)
-PAUSED_SRC = (True, m.VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
+RUNNING_SRC = (True, VIR_DOMAIN_RUNNING, 1)
+PAUSED_SRC = (True, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
 NO_COPY = (False, None, None)
 DEFINED_ONLY = (False, VIR_DOMAIN_SHUTOFF, 0)
-PAUSED_COPY = (True, m.VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
-RUNNING_COPY = (True, m.VIR_DOMAIN_RUNNING, 1)
+PAUSED_COPY = (True, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_MIGRATION)
+RUNNING_COPY = (True, VIR_DOMAIN_RUNNING, 1)
 UNREACHABLE = None
 # libvirt's completed-job result on the source (jobStats(COMPLETED)): type 0 none, 3 completed,
 # 4 failed, 5 cancelled. libvirt 9.0 clears it when a migration fails (type 0): only a result
@@ -512,9 +522,9 @@ JOB_FAILED_AFTER_TRANSFER = {"type": 4, "data_remaining": 0}
     (PAUSED_SRC, UNREACHABLE, True, False, None, False, "hv-2 could not be asked"),
     # post-copy: neither side holds the whole guest, resuming the source would run stale memory
     (PAUSED_SRC, NO_COPY, True, True, JOB_FAILED, False, "post-copy"),
-    ((True, m.VIR_DOMAIN_PAUSED, m.VIR_DOMAIN_PAUSED_POSTCOPY), NO_COPY, True, False, None, False,
+    ((True, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY), NO_COPY, True, False, None, False,
      "post-copy"),
-    ((True, m.VIR_DOMAIN_PAUSED, m.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED), UNREACHABLE, True, False,
+    ((True, VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_POSTCOPY_FAILED), UNREACHABLE, True, False,
      JOB_FAILED, False, "post-copy"),
     # nothing to resume, or not ours to resume
     (PAUSED_SRC, NO_COPY, False, False, None, False, "paused before the migration"),
@@ -522,8 +532,8 @@ JOB_FAILED_AFTER_TRANSFER = {"type": 4, "data_remaining": 0}
     (UNREACHABLE, NO_COPY, True, False, None, False, "hv-1 could not be asked"),
 ])
 def test_resume_decision_table(src, dst, was_running, postcopy, job, resume, words):
-    allowed, why = m.may_resume_on_source(src, dst, was_running, postcopy, job,
-                                          source_name="hv-1", dest_name="hv-2")
+    allowed, why = migration_recovery.may_resume_on_source(src, dst, was_running, postcopy, job,
+                                                           source_name="hv-1", dest_name="hv-2")
     assert allowed is resume
     assert words in why
 
@@ -531,10 +541,10 @@ def test_resume_decision_table(src, dst, was_running, postcopy, job, resume, wor
 def test_unreachable_destination_after_switch_over_leaves_the_guest_paused_and_says_how_to_resume():
     world = World()
     # The switch-over completed: hv-2 runs the guest, then its daemon stops answering.
-    world.paused_then(dest_copy=(m.VIR_DOMAIN_RUNNING, 1), dest_down=True, source_job=JOB_NONE)
+    world.paused_then(dest_copy=(VIR_DOMAIN_RUNNING, 1), dest_down=True, source_job=JOB_NONE)
     error = world.fail()
     assert not world.dom.resumed, "resumed on hv-1 while hv-2 may run it: two copies on one disk"
-    assert world.dom.state_reason[0] == m.VIR_DOMAIN_PAUSED
+    assert world.dom.state_reason[0] == VIR_DOMAIN_PAUSED
     assert error.location == "source (paused)" and error.paused_on == "hv-1"
     assert error.running_on is None
     text = error.message
@@ -549,9 +559,9 @@ def test_resume_command_never_shows_a_uri_password():
     world.paused_then(dest_down=True)
     secret_src, secret_dst = "qemu+tcp://admin:s3cret@hv-1/system", "qemu+tcp://admin:s3cret@hv-2/system"
     conns = {secret_src: world.src, secret_dst: world.dst}
-    with pytest.raises(m.MigrationError) as failed:
-        m.migrate_guest("web-3", secret_src, secret_dst, MigrationOptions(poll_interval=0.01),
-                        connect=conns.__getitem__)
+    with pytest.raises(MigrationError) as failed:
+        migration.migrate_guest("web-3", secret_src, secret_dst, MigrationOptions(poll_interval=0.01),
+                                connect=conns.__getitem__)
     assert "s3cret" not in failed.value.message
     assert "virsh -c qemu+tcp://admin:********@hv-1/system resume web-3" in failed.value.message
 
@@ -576,7 +586,7 @@ def test_unreachable_destination_and_a_failed_job_result_lets_the_source_resume(
 
 def test_active_copy_on_the_destination_is_never_doubled():
     world = World()
-    world.paused_then(dest_copy=(m.VIR_DOMAIN_RUNNING, 1), source_job=JOB_FAILED)
+    world.paused_then(dest_copy=(VIR_DOMAIN_RUNNING, 1), source_job=JOB_FAILED)
     error = world.fail()
     assert not world.dom.resumed
     assert error.location == "both" and "resolve by hand" in error.message
@@ -602,7 +612,7 @@ def test_success_reported_but_the_source_copy_is_paused_resumes_it_since_hv2_has
     world = World()
     world.dom.on_migrate = lambda dom, _params, _flags: dom.pause_for_switch_over()
     error = world.fail()
-    assert world.dom.resumed and world.dom.state_reason[0] == m.VIR_DOMAIN_RUNNING
+    assert world.dom.resumed and world.dom.state_reason[0] == VIR_DOMAIN_RUNNING
     assert error.reason == "not-on-destination"
     assert error.location == "source" and error.running_on == "hv-1"
     assert error.message.startswith("web-3 still running on hv-1 (resumed after the failure"
@@ -624,7 +634,7 @@ def test_success_reported_but_the_destination_copy_is_paused_is_named_paused_the
 
     def paused_on_arrival(dom, params, flags):
         world.switch_over(dom, params, flags)
-        world.dst.domains[UUID].state_reason = (m.VIR_DOMAIN_PAUSED, 1)
+        world.dst.domains[UUID].state_reason = (VIR_DOMAIN_PAUSED, 1)
     world.dom.on_migrate = paused_on_arrival
     error = world.fail()
     assert error.location == "destination (paused)" and error.paused_on == "hv-2"
@@ -638,7 +648,7 @@ def test_failure_leaving_only_a_paused_destination_copy_names_it_paused_there():
 
     def lost_source(dom, _params, _flags):
         dom.active, dom.state_reason = False, (VIR_DOMAIN_SHUTOFF, 3)
-        world.dst.add(FakeDomain(dom.name(), dom.uuid, state=m.VIR_DOMAIN_PAUSED,
+        world.dst.add(FakeDomain(dom.name(), dom.uuid, state=VIR_DOMAIN_PAUSED,
                                  reason=VIR_DOMAIN_PAUSED_MIGRATION))
         raise libvirt_error("operation failed: job 'migration out' failed: finish failed")
     world.dom.on_migrate = lost_source
@@ -678,7 +688,7 @@ def test_libvirt_error_before_the_job_starts_is_a_migration_error_on_the_source(
 def test_errors_preparing_the_job_leave_the_guest_untouched_on_its_source(monkeypatch, function):
     def broken(*_args, **_kwargs):
         raise libvirt_error("Unable to read from monitor: Connection reset by peer")
-    monkeypatch.setattr(m, function, broken)
+    monkeypatch.setattr(migration, function, broken)
     world = World()
     error = world.fail(copy_storage=True)
     assert error.location == "source" and error.running_on == "hv-1"
@@ -696,16 +706,16 @@ def test_guest_missing_on_the_source_is_still_not_found():
 
 def test_transient_source_guest_is_not_made_persistent():
     flags, _params = migration_flags_and_params(MigrationOptions(), source_persistent=False)
-    assert not flags & m.VIR_MIGRATE_PERSIST_DEST and not flags & m.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert not flags & VIR_MIGRATE_PERSIST_DEST and not flags & VIR_MIGRATE_UNDEFINE_SOURCE
     flags, _params = migration_flags_and_params(MigrationOptions(), source_persistent=True)
-    assert flags & m.VIR_MIGRATE_PERSIST_DEST and flags & m.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert flags & VIR_MIGRATE_PERSIST_DEST and flags & VIR_MIGRATE_UNDEFINE_SOURCE
 
 
 def test_transient_guest_migrates_transient():
     world = World(persistent=False)
     result = world.migrate()
     flags = [call[1] for call in world.dom.calls if call[0] == "migrateToURI3"][0]
-    assert not flags & m.VIR_MIGRATE_PERSIST_DEST and not flags & m.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert not flags & VIR_MIGRATE_PERSIST_DEST and not flags & VIR_MIGRATE_UNDEFINE_SOURCE
     assert not world.dst.domains[UUID].persistent
     assert result["persistent"] is False and result["autostart"] is False
 
@@ -760,7 +770,7 @@ def test_autostart_cannot_follow_a_transient_destination_copy_and_says_so():
 
 def test_migration_error_says_where_for_people():
     def error(**kwargs):
-        return m.MigrationError("x", guest="web-3", source="hv-1", destination="hv-2", **kwargs)
+        return MigrationError("x", guest="web-3", source="hv-1", destination="hv-2", **kwargs)
     assert error(location="source", running_on="hv-1").where == "hv-1"
     assert error(location="source (paused)", paused_on="hv-1").where == "hv-1 (paused)"
     assert error(location="destination (crashed)", paused_on="hv-2").where == "hv-2 (crashed)"
@@ -772,7 +782,7 @@ def test_migration_error_says_where_for_people():
 
 def test_paused_guest_is_never_reported_as_nowhere_or_unknown():
     world = World()
-    world.paused_then(dest_copy=(m.VIR_DOMAIN_RUNNING, 1), dest_down=True)
+    world.paused_then(dest_copy=(VIR_DOMAIN_RUNNING, 1), dest_down=True)
     error = world.fail()
     assert error.where == "hv-1 (paused)"
     assert "NOWHERE" not in error.message and "unknown" not in error.location
@@ -788,7 +798,7 @@ def test_completed_post_copy_leaving_the_destination_paused_says_how_to_resume_i
     def postcopy_then_paused(dom, params, flags):
         assert dom.postcopy_started.wait(10), "the monitor never switched to post-copy"
         world.switch_over(dom, params, flags)
-        world.dst.domains[UUID].state_reason = (m.VIR_DOMAIN_PAUSED, 1)
+        world.dst.domains[UUID].state_reason = (VIR_DOMAIN_PAUSED, 1)
     world.dom.on_migrate = postcopy_then_paused
     error = world.fail(postcopy=True, postcopy_after_iterations=2)
     assert ("migrateStartPostCopy", 0) in world.dom.calls
@@ -810,17 +820,20 @@ def _module_run(monkeypatch, migrate, located):
         if isinstance(answer, Exception):
             raise answer
         return dict(answer)
-    monkeypatch.setattr(m, "locate_guest", locate)
-    monkeypatch.setattr(m, "migrate_guest", migrate)
+    monkeypatch.setattr(migration, "locate_guest", locate)
+    monkeypatch.setattr(migration, "migrate_guest", migrate)
     params = {"guest": "g1", "source_uri": "test:///hv-1", "dest_uri": "test:///hv-2",
               "source_name": "hv-1", "dest_name": "hv-2"}
-    return guest_migrate.run(params), reads
+    try:
+        return guest_migrate.run(params), reads
+    except VirtfleetError as failure:  # what run_module hands to fail_json
+        return dict(failure.as_result(), failed=True, msg=failure.message), reads
 
 
 def _left_paused(*_args, **_kwargs):
-    raise m.MigrationError("g1 left paused on hv-1: hv-2 could not be asked", guest="g1",
-                           source="hv-1", destination="hv-2", reason="destination-unreachable",
-                           location="source (paused)", running_on=None, paused_on="hv-1")
+    raise MigrationError("g1 left paused on hv-1: hv-2 could not be asked", guest="g1",
+                         source="hv-1", destination="hv-2", reason="destination-unreachable",
+                         location="source (paused)", running_on=None, paused_on="hv-1")
 
 
 def test_guest_migrate_failure_names_the_paused_guest_and_where(monkeypatch):

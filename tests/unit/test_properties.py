@@ -34,7 +34,8 @@ from ansible.plugins.loader import inventory_loader  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # noqa: E402
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_options  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_watchdog  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import placement  # noqa: E402
 from module_main import run_module_main  # noqa: E402
 
@@ -231,7 +232,7 @@ def value_for(spec):
         good = options_for(spec["options"])
     elif kind == "dict":
         # Free-form dicts (host_drain's `migration`): known option names as often as random ones.
-        keys = st.one_of(st.sampled_from(sorted(mig.MigrationOptions.FIELDS)), st.text(max_size=8))
+        keys = st.one_of(st.sampled_from(sorted(migration_options.MigrationOptions.field_names())), st.text(max_size=8))
         good = st.dictionaries(keys, st.one_of(junk_scalars, st.sampled_from(["100", "yes", "1.5"])), max_size=3)
     else:
         good = TYPED.get(kind, junk)
@@ -298,7 +299,7 @@ def test_module_option_sets_end_in_exit_or_fail_json(name, no_libvirt, tmp_path,
 
 
 @FAST
-@given(migration=st.dictionaries(st.sampled_from(sorted(mig.MigrationOptions.FIELDS)),
+@given(migration=st.dictionaries(st.sampled_from(sorted(migration_options.MigrationOptions.field_names())),
                                  st.one_of(junk_scalars, st.sampled_from(["100", "yes", "1.5", "-1", ""])),
                                  min_size=1, max_size=4),
        check_mode=st.booleans())
@@ -353,21 +354,21 @@ def _typed_migration_value(name, default):
 
 
 migration_option_values = st.fixed_dictionaries({}, optional={
-    name: _typed_migration_value(name, default) for name, default in mig.MigrationOptions.FIELDS.items()})
+    name: _typed_migration_value(name, default) for name, default in migration_options.MigrationOptions.defaults().items()})
 
 
 @FAST
 @given(values=migration_option_values)
 def test_migration_options_are_accepted_or_refused_with_valueerror(values):
     try:
-        options = mig.MigrationOptions(**values)
+        options = migration_options.MigrationOptions(**values)
     except ValueError as error:
         assert str(error).startswith("invalid migration options: ")
         return
-    flags, params = mig.migration_flags_and_params(options)
-    assert flags & mig.VIR_MIGRATE_PEER2PEER
+    flags, params = migration_options.migration_flags_and_params(options)
+    assert flags & libvirt_connection.VIR_MIGRATE_PEER2PEER
     assert all(isinstance(key, str) for key in params)
-    assert mig.completion_timeout(128 * mig.MIB, options) > 0
+    assert migration_options.completion_timeout(128 * migration_options.MIB, options) > 0
 
 
 @FAST
@@ -376,7 +377,7 @@ def test_migration_options_are_accepted_or_refused_with_valueerror(values):
     "data_total": st.integers(0, 10**10), "type": st.integers(0, 3)}), max_size=40),
     limit=st.integers(1, 10))
 def test_stall_watchdog_never_fires_while_the_remaining_data_keeps_falling(samples, limit):
-    detector = mig.StallDetector(limit)
+    detector = migration_watchdog.StallDetector(limit)
     for sample in samples:
         detector.observe(sample)
     # Feeding strictly falling remaining data from here on never counts as a stall.

@@ -4,7 +4,8 @@ ever shut down, even when a guest became unmovable after the plan was made.
 The facts gatherer is replaced by a fixed facts document (what libvirt_facts returns); the
 shutdown itself is exercised on the lab (tests/lab/test_migrate_drain.py).
 """
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as d
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
+from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import ClusterHost, DrainOptions
 
 
 def facts(*guests):
@@ -16,26 +17,26 @@ def facts(*guests):
 
 
 def gathered(monkeypatch, options, *guests):
-    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda *a, **k: facts(*guests))
-    return d.gather_host(None, d.ClusterHost("hv-1", "test:///hv-1"), options)[1]
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda *a, **k: facts(*guests))
+    return drain.gather_host(None, ClusterHost("hv-1", "test:///hv-1"), options)[1]
 
 
 def test_shutdown_applies_only_to_guests_the_operator_allowed(monkeypatch):
-    options = d.DrainOptions(unmovable="shutdown", stop_allowed_guests=["db-allowed"])
+    options = DrainOptions(unmovable="shutdown", stop_allowed_guests=["db-allowed"])
     guests = {g.name: g for g in gathered(monkeypatch, options, ("db-allowed", True), ("became-unmovable", True))}
     assert guests["db-allowed"].unmovable_policy == "shutdown"
     assert guests["became-unmovable"].unmovable_policy == "fail"
 
 
 def test_without_an_allowed_list_the_drain_option_decides_as_before(monkeypatch):
-    options = d.DrainOptions(unmovable="shutdown")
+    options = DrainOptions(unmovable="shutdown")
     guest = gathered(monkeypatch, options, ("any", True))[0]
     assert guest.unmovable_policy is None  # the planner's policy: shutdown
 
 
 def test_allowed_list_never_turns_leave_or_fail_into_shutdown(monkeypatch):
     for policy in ("leave", "fail"):
-        options = d.DrainOptions(unmovable=policy, stop_allowed_guests=["db-allowed"])
+        options = DrainOptions(unmovable=policy, stop_allowed_guests=["db-allowed"])
         guest = gathered(monkeypatch, options, ("db-allowed", True))[0]
         assert guest.unmovable_policy is None
 
@@ -48,13 +49,13 @@ class _Conn:
 def test_drain_refuses_before_anything_moves_or_stops_when_an_unallowed_guest_cannot_move(monkeypatch):
     by_uri = {"test:///hv-1": facts(("db-allowed", True), ("became-unmovable", True), ("web", False)),
               "test:///hv-2": facts()}
-    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
     moved = []
-    options = d.DrainOptions(unmovable="shutdown", stop_allowed_guests=["db-allowed"], cpu_check=False)
-    hosts = [d.ClusterHost("hv-1", "test:///hv-1"), d.ClusterHost("hv-2", "test:///hv-2")]
+    options = DrainOptions(unmovable="shutdown", stop_allowed_guests=["db-allowed"], cpu_check=False)
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")]
     try:
-        d.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), migrate=lambda *a, **k: moved.append(a))
-    except d.DrainError as exc:
+        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), migrate=lambda *a, **k: moved.append(a))
+    except drain.DrainError as exc:
         assert "became-unmovable" in exc.message and "nothing was moved" in exc.message
         assert exc.result["shutdown"] == [] and moved == []
     else:
@@ -68,20 +69,20 @@ def _state(marks=(), token="t-run"):
 
 
 def test_a_destination_marked_since_the_plan_is_refused_naming_the_mark():
-    why = d.move_refusal({"guest": "g1", "source": "hv-1", "destination": "hv-2"}, _state(marks=["hv-2"]), "t-run")
+    why = drain.move_refusal({"guest": "g1", "source": "hv-1", "destination": "hv-2"}, _state(marks=["hv-2"]), "t-run")
     assert why.startswith("hv-2 was marked in maintenance since the plan") and "RAM swap" in why
 
 
 def test_a_lock_no_longer_held_by_the_run_refuses_every_move():
     move = {"guest": "g1", "source": "hv-1", "destination": "hv-2"}
-    assert "no longer holds the lock" in d.move_refusal(move, _state(token="t-other"), "t-run")
-    assert "no longer holds the lock" in d.move_refusal(move, {"lock": None, "marks": {}}, "t-run")
-    assert d.move_refusal(move, _state(marks=["hv-1"]), "t-run") is None  # the source's own mark is expected
+    assert "no longer holds the lock" in drain.move_refusal(move, _state(token="t-other"), "t-run")
+    assert "no longer holds the lock" in drain.move_refusal(move, {"lock": None, "marks": {}}, "t-run")
+    assert drain.move_refusal(move, _state(marks=["hv-1"]), "t-run") is None  # the source's own mark is expected
 
 
 def test_the_drain_asks_before_each_move_and_stops_at_a_refusal(monkeypatch):
     by_uri = {"test:///hv-1": facts(("g1", False), ("g2", False)), "test:///hv-2": facts(), "test:///hv-3": facts()}
-    monkeypatch.setattr(d.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
     asked, moved = [], []
 
     def gate(move):
@@ -90,12 +91,12 @@ def test_the_drain_asks_before_each_move_and_stops_at_a_refusal(monkeypatch):
             return "hv-9 was marked in maintenance since the plan"
         return None
 
-    hosts = [d.ClusterHost("hv-1", "test:///hv-1"), d.ClusterHost("hv-2", "test:///hv-2"), d.ClusterHost("hv-3", "test:///hv-3")]
-    options = d.DrainOptions(cpu_check=False, max_parallel=1)
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2"), ClusterHost("hv-3", "test:///hv-3")]
+    options = DrainOptions(cpu_check=False, max_parallel=1)
     try:
-        d.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), gate=gate,
-                     migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
-    except d.DrainError as exc:
+        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), gate=gate,
+                         migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
+    except drain.DrainError as exc:
         assert "marked in maintenance since the plan" in exc.message
         assert exc.result["where"] == {"g1": exc.result["migrations"][0]["destination"], "g2": "hv-1"}
     else:
