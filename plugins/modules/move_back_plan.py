@@ -10,7 +10,7 @@ short_description: Plan the live migrations that send guests back home after a m
 description:
   - Decides which guests go back to the host they ran on before a maintenance window moved them
     (O(origins)), and in which order, with the collection's placement planner
-    (C(placement.plan_move_back)).
+    (C(cluster_plans.plan_move_back)).
   - A guest goes home only when its home host answered (is in O(facts)), is not in maintenance
     (O(marked)), the guest can live-migrate, and the home host can take it at that point of the
     sequence - memory with overcommit and reserve, the host's reported free memory, vCPUs with

@@ -9,7 +9,7 @@ module: rebalance_plan
 short_description: Plan live migrations that even out memory load across a cluster
 description:
   - Builds the cluster's capacity from M(virtfleet.cluster.hypervisor_facts) results and runs
-    the collection's rebalance planner (C(placement.plan_rebalance)) - while the spread between
+    the collection's rebalance planner (C(cluster_plans.plan_rebalance)) - while the spread between
     the most and the least loaded host (allocated guest memory / host memory) exceeds
     O(threshold), move the guest that narrows it most from the most loaded host to the least
     loaded host that can take it.

@@ -41,3 +41,19 @@ def test_troubleshooting_quotes_real_messages():
             if len(piece) >= MIN_PIECE and piece not in source:
                 missing.append("%r (from %r)" % (piece, message[:60]))
     assert not missing, "quoted in docs/troubleshooting.md but printed nowhere:\n" + "\n".join(missing)
+
+
+def test_the_design_layout_table_names_every_plugin_file_and_no_missing_one():
+    """docs/design.md's layout table matches the tree: each plugin file (modules as one row) has
+    a row, and each row's path exists."""
+    design = open(os.path.join(REPO, "docs", "design.md")).read()
+    layout = design.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \|", layout, re.MULTILINE)
+    files = [os.path.relpath(path, REPO) for kind in ("module_utils", "action", "inventory")
+             for path in glob.glob(os.path.join(REPO, "plugins", kind, "*.py")) if not path.endswith("__init__.py")]
+    assert sorted(set(files) - set(rows)) == []
+    for row in rows:
+        braces = re.search(r"\{([^}]+)\}", row)  # one {a,b} alternative at most
+        expanded = [row.replace(braces.group(0), choice) for choice in braces.group(1).split(",")] if braces else [row]
+        for path in expanded:
+            assert glob.glob(os.path.join(REPO, path)), "docs/design.md names %s, which is not in the tree" % path
