@@ -10,7 +10,7 @@ from ansible_collections.virtfleet.cluster.plugins.doc_fragments.libvirt_connect
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
     CONNECTION_ARGUMENT_SPEC, CREDENTIALS_ARGUMENT_SPEC)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 
 def runtime():

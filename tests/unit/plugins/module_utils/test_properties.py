@@ -39,7 +39,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 from ansible_collections.virtfleet.cluster.plugins.module_utils import placement  # noqa: E402
 from module_main import run_module_main  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 inventory_loader.add_directory(os.path.join(REPO, "plugins", "inventory"))
 
 # Fast and reproducible in CI: a fixed number of examples per property, no deadline (the

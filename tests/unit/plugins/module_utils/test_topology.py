@@ -18,7 +18,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout 
     topology_layout,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 EXAMPLE = os.path.join(REPO, "inventories", "example", "topology.yml")
 
 

@@ -14,7 +14,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 VENV_BIN = os.path.dirname(sys.executable)
 PLAYBOOK = os.path.join(REPO, "playbooks", "awx_configure.yml")
 AWX_VARS = os.path.join(REPO, "playbooks", "vars", "awx.yml")

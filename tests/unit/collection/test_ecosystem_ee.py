@@ -18,7 +18,7 @@ import pytest
 import yaml
 from bindep.depends import Depends
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 VENV_BIN = os.path.dirname(sys.executable)
 RPM_PLATFORM = ["platform:rpm", "platform:redhat", "platform:centos"]
 DPKG_PLATFORM = ["platform:dpkg", "platform:debian"]

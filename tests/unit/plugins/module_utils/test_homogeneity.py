@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.virtfleet.cluster.plugins.module_utils.homogeneity import (
     FeatureSetCpuOracle, HostInput, compare_cluster, cpu_summary, majority, version_key)
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "cpu")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data", "cpu")
 SHARED = {"name": "nfs-a", "type": "shared", "path": "/srv/shared/lab-a"}
 
 
@@ -291,7 +291,7 @@ def run_module(args):
     import json
     import subprocess
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
                ANSIBLE_NOCOLOR="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")

@@ -9,7 +9,7 @@ import glob
 import os
 import re
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PLACEHOLDER = re.compile(r"<[^<>]+>|\.\.\.|[:;()\[\]]")
 MIN_PIECE = 12  # shorter pieces ("), try: ") say nothing
 

@@ -25,7 +25,7 @@ import textwrap
 import pytest
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 ROLE = os.path.join(REPO, "roles", "rolling_maintenance")
 VENV_BIN = os.path.dirname(sys.executable)
 GUARD_MESSAGE_SERIAL = "runs every host of the play in one batch"

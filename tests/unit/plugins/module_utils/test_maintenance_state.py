@@ -228,7 +228,7 @@ def test_private_storage_stays_private(tmp_path):
 
 
 # --------------------------------------------------------------------------- issue 10
-# Running the module in-process (as tests/unit/test_properties.py does): the operator sees
+# Running the module in-process (as tests/unit/plugins/module_utils/test_properties.py does): the operator sees
 # fail_json's message, never a traceback.
 def run_state_module(args, check_mode=False):
     from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_state as module
