@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps test unit demo lab-up lab-down bench clean
+.PHONY: deps test unit demo lab-up lab-down bench ee ee-test clean
 
 deps:
 	./scripts/install-deps
@@ -27,6 +27,16 @@ lab-down: deps
 
 bench: deps
 	./scripts/run-bench
+
+# The execution environment image, built with podman (scripts/ee-build; docs/awx.md).
+EE_IMAGE ?= localhost/virtfleet-ee:$(shell sed -n 's/^version: *//p' galaxy.yml)
+ee: deps
+	./scripts/ee-build $(EE_IMAGE)
+
+# Builds the image, then runs jobs in it against the lab (tests/lab/test_ee.py). Not part of
+# `make test`: the build takes longer than CI's budget for it.
+ee-test: ee
+	VIRTFLEET_EE_IMAGE=$(EE_IMAGE) python -m pytest tests/lab/test_ee.py -ra
 
 clean:
 	rm -rf .collections .pytest_cache tests/output
