@@ -20,8 +20,8 @@ LAB_PROGRAM = os.path.join(REPO, "roles", "lab", "files", "virtfleet_lab.py")
 PYTHON = os.path.join(REPO, ".venv", "bin", "python")
 
 sys.path.insert(0, os.path.join(REPO, ".collections"))
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr  # noqa: E402
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("virtfleet_lab", LAB_PROGRAM)
 labprog = importlib.util.module_from_spec(_spec)
@@ -75,9 +75,9 @@ class BenchLab:
     def move(self, moves, parallel=4):
         """Run [(guest, source, destination)] with our migration code (setup steps, not timed)."""
         def one(move):
-            return mig.migrate_guest(move["guest"], self.uri(move["source"]), self.uri(move["destination"]),
+            return migration.migrate_guest(move["guest"], self.uri(move["source"]), self.uri(move["destination"]),
                                      source_name=move["source"], dest_name=move["destination"])
-        outcomes = dr.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
+        outcomes = drain.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
                                 max_parallel=parallel, max_incoming_per_destination=parallel)
         failed = [o for o in outcomes if o["status"] != "migrated"]
         if failed:

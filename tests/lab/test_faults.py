@@ -38,10 +38,10 @@ import pytest
 import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 
 pytestmark = pytest.mark.lab
 
@@ -81,7 +81,7 @@ def kill_libvirtd(lab, host):
     deadline = time.time() + 10
     while time.time() < deadline and os.path.exists("/proc/%d" % pid):
         time.sleep(0.05)
-    assert mig.locate_guest("probe", {host: uri(lab, host)})[host].startswith("unreachable")
+    assert migration.locate_guest("probe", {host: uri(lab, host)})[host].startswith("unreachable")
 
 
 def no_lost_heartbeat(lab, guest, start, end):
@@ -95,9 +95,9 @@ def no_lost_heartbeat(lab, guest, start, end):
 def migrate_between(lab, moves, parallel=2):
     """Run moves [(guest, source, destination)] like a drain; all must succeed."""
     def one(move):
-        return mig.migrate_guest(move["guest"], uri(lab, move["source"]), uri(lab, move["destination"]),
+        return migration.migrate_guest(move["guest"], uri(lab, move["source"]), uri(lab, move["destination"]),
                                  source_name=move["source"], dest_name=move["destination"])
-    outcomes = dr.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
+    outcomes = drain.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
                             max_parallel=parallel, max_incoming_per_destination=2)
     failed = [o for o in outcomes if o["status"] != "migrated"]
     assert not failed, failed
@@ -172,10 +172,10 @@ def start_slow_migration(lab):
     def migrate():
         began = time.monotonic()
         try:
-            outcome["result"] = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                                                  mig.MigrationOptions(bandwidth_mib=2), progress=progress,
+            outcome["result"] = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+                                                  migration.MigrationOptions(bandwidth_mib=2), progress=progress,
                                                   source_name=source, dest_name=destination)
-        except mig.MigrationError as error:
+        except migration.MigrationError as error:
             outcome["error"] = error
         outcome["seconds"] = time.monotonic() - began
 
@@ -205,12 +205,12 @@ def test_destination_daemon_killed_mid_migration_then_the_rerun_completes(lab_re
     # The operator brings the daemon back (the lab's `up`); the same migration, re-run, completes.
     lab.up()
     again = time.time()
-    result = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+    result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
                                source_name=source, dest_name=destination)
     time.sleep(2)
     print("re-run: %s -> %s downtime %s ms" % (guest, destination, result["downtime_ms"]))
     assert lab.where(guest) == destination
-    assert mig.locate_guest(guest, {source: uri(lab, source)})[source] == "absent"
+    assert migration.locate_guest(guest, {source: uri(lab, source)})[source] == "absent"
     no_lost_heartbeat(lab, guest, started - 1, time.time())
     assert again > ended
 
@@ -254,7 +254,7 @@ def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_boun
         pid = freeze_libvirtd(lab, destination)
         worker.join(240)
         assert not worker.is_alive(), "the migration still waits 240 s after its destination froze"
-        opened, open_seconds = bounded(lambda: mig.locate_guest(
+        opened, open_seconds = bounded(lambda: migration.locate_guest(
             guest, {destination: uri(lab, destination)},
             connect=lambda address: libvirt_connection.open_connection(address, timeout=10)), 60)
     finally:
@@ -276,7 +276,7 @@ def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_boun
     no_lost_heartbeat(lab, guest, started - 1, ended + 2)
 
     # Answering again, the daemon takes the same migration.
-    result = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+    result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
                                source_name=source, dest_name=destination)
     time.sleep(2)
     print("re-run: %s -> %s downtime %s ms" % (guest, destination, result["downtime_ms"]))
@@ -312,9 +312,9 @@ MAX_THROTTLED_GAP_S = 20.0
 def test_dirtying_guest_stalls_without_auto_converge_and_completes_with_it(dirty_guest):
     lab, guest, source, destination = dirty_guest
     started = time.time()
-    with pytest.raises(mig.MigrationError) as stalled:
-        mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                          mig.MigrationOptions(stall_iterations=2, **DIRTY_LINK),
+    with pytest.raises(migration.MigrationError) as stalled:
+        migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+                          migration.MigrationOptions(stall_iterations=2, **DIRTY_LINK),
                           source_name=source, dest_name=destination)
     error = stalled.value
     print("\nwithout auto-converge (%.0f s): %s" % (time.time() - started, error.message))
@@ -324,8 +324,8 @@ def test_dirtying_guest_stalls_without_auto_converge_and_completes_with_it(dirty
     assert lab.where(guest) == source
 
     samples = []
-    result = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                               mig.MigrationOptions(auto_converge=True, auto_converge_initial=60,
+    result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
+                               migration.MigrationOptions(auto_converge=True, auto_converge_initial=60,
                                                     auto_converge_increment=20, stall_iterations=30,
                                                     **DIRTY_LINK),
                                progress=samples.append, source_name=source, dest_name=destination)
@@ -355,15 +355,15 @@ def test_postcopy_of_a_dirtying_guest_completes_or_is_refused_clearly_on_its_sou
     refusal must keep the guest on its source with a message that says what to change."""
     lab, guest, source, destination = dirty_guest
     started = time.time()
-    options = mig.MigrationOptions(postcopy=True, postcopy_after_iterations=2, stall_iterations=30, **DIRTY_LINK)
+    options = migration.MigrationOptions(postcopy=True, postcopy_after_iterations=2, stall_iterations=30, **DIRTY_LINK)
     if unprivileged_userfaultfd():
-        result = mig.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
+        result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
                                    source_name=source, dest_name=destination)
         print("\npost-copy: %s" % {k: result[k] for k in ("postcopy_used", "total_time_ms", "downtime_ms")})
         assert result["postcopy_used"] and lab.where(guest) == destination
     else:
-        with pytest.raises(mig.MigrationError) as refused:
-            mig.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
+        with pytest.raises(migration.MigrationError) as refused:
+            migration.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
                               source_name=source, dest_name=destination)
         error = refused.value
         print("\npost-copy on this machine (vm.unprivileged_userfaultfd=0): %s" % error.message)

@@ -24,7 +24,7 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 
 pytestmark = pytest.mark.lab
 
@@ -191,8 +191,8 @@ def test_migration_streams_listen_on_loopback_only(lab):
     watcher.start()
     try:
         for src, dst in ((source, destination), (destination, source)):
-            mig.migrate_guest(guest, lab.hosts[src].libvirt_uri, lab.hosts[dst].libvirt_uri,
-                              mig.MigrationOptions(bandwidth_mib=32), source_name=src, dest_name=dst)
+            migration.migrate_guest(guest, lab.hosts[src].libvirt_uri, lab.hosts[dst].libvirt_uri,
+                              migration.MigrationOptions(bandwidth_mib=32), source_name=src, dest_name=dst)
     finally:
         done.set()
         watcher.join(5)

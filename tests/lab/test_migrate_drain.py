@@ -13,8 +13,8 @@ import time
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr
-from ansible_collections.virtfleet.cluster.plugins.module_utils import migration as mig
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
+from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
@@ -72,10 +72,10 @@ def move_home(lab, cluster):
             moves.append({"guest": guest, "source": now, "destination": home})
 
     def migrate_one(move):
-        return mig.migrate_guest(move["guest"], host_uri(lab, move["source"]),
+        return migration.migrate_guest(move["guest"], host_uri(lab, move["source"]),
                                  host_uri(lab, move["destination"]),
                                  source_name=move["source"], dest_name=move["destination"])
-    outcomes = dr.run_moves(moves, migrate_one, max_parallel=2, max_incoming_per_destination=2)
+    outcomes = drain.run_moves(moves, migrate_one, max_parallel=2, max_incoming_per_destination=2)
     failed = [o for o in outcomes if o["status"] != "migrated"]
     assert not failed, "could not restore the lab: %s" % failed
 
@@ -101,15 +101,15 @@ def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a)
     guest = guests_on(lab, source)[0]
     samples = []
     started = time.time()
-    result = mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                               mig.MigrationOptions(max_downtime_ms=300),
+    result = migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                               migration.MigrationOptions(max_downtime_ms=300),
                                progress=samples.append, source_name=source,
                                dest_name=destination)
     ended = time.time()
     time.sleep(2)  # let the heartbeat go on after the switch-over
 
     assert lab.where(guest) == destination
-    assert mig.locate_guest(guest, {source: host_uri(lab, source)})[source] == "absent"
+    assert migration.locate_guest(guest, {source: host_uri(lab, source)})[source] == "absent"
     gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
     print("\n%s %s -> %s: downtime %s ms, libvirt total %s ms, setup %s ms, %s iterations, "
           "%s transferred, wall %.2f s; largest heartbeat gap %.3f s, %d lost"
@@ -191,22 +191,22 @@ def test_drain_that_cannot_fit_is_refused_with_nothing_moved(lab, cluster_a):
     on_source = guests_on(lab, source)
 
     # Overcommit ratio so small that no host has room for a 128 MiB guest.
-    with pytest.raises(dr.DrainError) as refused:
-        dr.drain_host(source, hosts, dr.DrainOptions(memory_overcommit=0.01, memory_reserve_mib=0))
+    with pytest.raises(drain.DrainError) as refused:
+        drain.drain_host(source, hosts, drain.DrainOptions(memory_overcommit=0.01, memory_reserve_mib=0))
     message = refused.value.message
     assert message.startswith("refusing to drain %s, nothing was moved" % source)
     assert "MiB short" in message and all(g in message for g in on_source)
 
     # Every other host in maintenance.
     others = [h for h in lab.clusters[cluster_a] if h != source]
-    with pytest.raises(dr.DrainError) as refused:
-        dr.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others))
+    with pytest.raises(drain.DrainError) as refused:
+        drain.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others))
     assert "in maintenance" in refused.value.message
     assert refused.value.result["plan"]["excluded_in_maintenance"] == sorted(others)
 
     # Check mode refuses the same way.
-    with pytest.raises(dr.DrainError):
-        dr.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others),
+    with pytest.raises(drain.DrainError):
+        drain.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others),
                       check_mode=True)
     assert dict((g, lab.where(g)) for g in lab.guests) == before
 
@@ -216,9 +216,9 @@ def test_migration_aborted_by_timeout_leaves_the_guest_running_on_its_source(lab
     guest = guests_on(lab, source)[0]
     started = time.time()
     # 1 MiB/s cannot move a booted Linux guest in 10 s: the timeout fires mid-transfer.
-    with pytest.raises(mig.MigrationError) as failed:
-        mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                          mig.MigrationOptions(bandwidth_mib=1, timeout=10),
+    with pytest.raises(migration.MigrationError) as failed:
+        migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                          migration.MigrationOptions(bandwidth_mib=1, timeout=10),
                           source_name=source, dest_name=destination)
     ended = time.time()
     error = failed.value
@@ -229,7 +229,7 @@ def test_migration_aborted_by_timeout_leaves_the_guest_running_on_its_source(lab
                                     % (guest, source, destination))
     time.sleep(2)
     assert lab.where(guest) == source
-    where = mig.locate_guest(guest, {source: host_uri(lab, source),
+    where = migration.locate_guest(guest, {source: host_uri(lab, source),
                                      destination: host_uri(lab, destination)})
     assert where == {source: "running", destination: "absent"}
     gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
@@ -240,8 +240,8 @@ def test_destination_dying_mid_migration_leaves_the_guest_running_on_its_source(
     hosts = sorted(lab.clusters[cluster_b])
     source, destination = hosts[0], hosts[-1]
     # Empty the destination first: its "reboot" kills whatever it runs.
-    dr.drain_host(destination, cluster_hosts(lab, cluster_b, in_maintenance=[source]),
-                  dr.DrainOptions(max_incoming_per_destination=2))
+    drain.drain_host(destination, cluster_hosts(lab, cluster_b, in_maintenance=[source]),
+                  drain.DrainOptions(max_incoming_per_destination=2))
     assert guests_on(lab, destination) == []
     guest = guests_on(lab, source)[0]
 
@@ -255,11 +255,11 @@ def test_destination_dying_mid_migration_leaves_the_guest_running_on_its_source(
 
     def migrate():
         try:
-            outcome["result"] = mig.migrate_guest(
+            outcome["result"] = migration.migrate_guest(
                 guest, host_uri(lab, source), host_uri(lab, destination),
-                mig.MigrationOptions(bandwidth_mib=2), progress=progress,
+                migration.MigrationOptions(bandwidth_mib=2), progress=progress,
                 source_name=source, dest_name=destination)
-        except mig.MigrationError as exc:
+        except migration.MigrationError as exc:
             outcome["error"] = exc
 
     worker = threading.Thread(target=migrate)
@@ -291,9 +291,9 @@ def test_stalled_migration_is_aborted_by_iterations_and_the_guest_keeps_running(
     try:
         samples = []
         started = time.time()
-        with pytest.raises(mig.MigrationError) as failed:
-            mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                              mig.MigrationOptions(bandwidth_mib=10, max_downtime_ms=10,
+        with pytest.raises(migration.MigrationError) as failed:
+            migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+                              migration.MigrationOptions(bandwidth_mib=10, max_downtime_ms=10,
                                                    stall_iterations=2),
                               progress=samples.append, source_name=source,
                               dest_name=destination)
@@ -319,8 +319,8 @@ def test_same_host_uuid_is_refused_with_a_clear_reason(lab):
     destination at the source's own daemon shows the same refusal without breaking the lab."""
     host = sorted(lab.hosts)[0]
     guest = guests_on(lab, host)[0]
-    with pytest.raises(mig.MigrationError) as refused:
-        mig.migrate_guest(guest, host_uri(lab, host), host_uri(lab, host),
+    with pytest.raises(migration.MigrationError) as refused:
+        migration.migrate_guest(guest, host_uri(lab, host), host_uri(lab, host),
                           source_name=host, dest_name="%s-clone" % host)
     error = refused.value
     assert error.reason == "same-host-uuid" and error.running_on == host
@@ -332,8 +332,8 @@ def test_cpu_check_asks_each_destination_and_names_missing_features(lab, cluster
     """The planner's CPU predicate is the destination's own compareHypervisorCPU: the lab
     guests' CPU passes; a CPU model the host cannot provide is refused with the features."""
     source, destination = sorted(lab.clusters[cluster_a])[:2]
-    view = dr.gather_cluster(source, [dr.ClusterHost(h["name"], h["uri"])
-                                      for h in cluster_hosts(lab, cluster_a)], dr.DrainOptions())
+    view = drain.gather_cluster(source, [drain.ClusterHost(h["name"], h["uri"])
+                                      for h in cluster_hosts(lab, cluster_a)], drain.DrainOptions())
     try:
         guest = [g for g in view.guests if g.host == source][0]
         target = [c for c in view.capacities if c.name == destination][0]
@@ -353,21 +353,21 @@ def test_unmovable_guests_are_left_or_shut_down_cleanly_never_forced(lab, cluste
     hosts = cluster_hosts(lab, cluster_a)
 
     # Default policy: refuse before moving anything.
-    with pytest.raises(dr.DrainError) as refused:
-        dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned]))
+    with pytest.raises(drain.DrainError) as refused:
+        drain.drain_host(source, hosts, drain.DrainOptions(unmovable_guests=[pinned]))
     assert "%s cannot live-migrate (declared unmovable)" % pinned in refused.value.message
     assert lab.where(movable) == source
 
     # leave: the others move, the pinned guest keeps running; the host is not empty and says so.
-    result = dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned],
+    result = drain.drain_host(source, hosts, drain.DrainOptions(unmovable_guests=[pinned],
                                                           unmovable="leave"))
     assert result["left"] == [pinned] and result["remaining_guests"] == [pinned]
     assert lab.where(pinned) == source and lab.where(movable) != source
 
     # shutdown: a clean ACPI request only. This lab guest ignores it, so the drain fails after
     # the timeout and the guest is still running: nothing was forced off.
-    with pytest.raises(dr.DrainError) as failed:
-        dr.drain_host(source, hosts, dr.DrainOptions(unmovable_guests=[pinned],
+    with pytest.raises(drain.DrainError) as failed:
+        drain.drain_host(source, hosts, drain.DrainOptions(unmovable_guests=[pinned],
                                                      unmovable="shutdown", shutdown_timeout=5))
     print("\n" + failed.value.message)
     shutdown = failed.value.result["shutdown"]
@@ -411,7 +411,7 @@ def test_migration_keeps_autostart_and_persistence_on_the_destination(lab, clust
     try:
         set_autostart(source, True)
         assert admin_state(source) == (True, True)
-        result = mig.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
+        result = migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
                                    source_name=source, dest_name=destination)
         ended = time.time()
         assert lab.where(guest) == destination

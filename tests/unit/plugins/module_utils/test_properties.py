@@ -32,7 +32,7 @@ from ansible.parsing.dataloader import DataLoader  # noqa: E402
 from ansible.plugins.loader import inventory_loader  # noqa: E402
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
-from ansible_collections.virtfleet.cluster.plugins.module_utils import drain as dr  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_options  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration_watchdog  # noqa: E402
@@ -402,7 +402,7 @@ drain_option_values = st.fixed_dictionaries({}, optional={
 @given(values=drain_option_values)
 def test_drain_options_are_accepted_or_refused_with_valueerror(values):
     try:
-        options = dr.DrainOptions(**values)
+        options = drain.DrainOptions(**values)
     except ValueError as error:
         assert str(error).startswith(("invalid drain options: ", "invalid migration options: "))
         return
@@ -562,14 +562,14 @@ def test_the_capacity_proof_and_the_drains_agree_on_every_step(cluster):
     assert list(proof) == order
 
     world = copy_module.deepcopy(facts)
-    options = dr.DrainOptions(anti_affinity_groups=groups, unmovable_guests=unmovable, cpu_check=False,
+    options = drain.DrainOptions(anti_affinity_groups=groups, unmovable_guests=unmovable, cpu_check=False,
                               unmovable="fail", migration={"copy_storage": copy_storage}, **policy)
     for host in order:
-        cluster_hosts = [dr.ClusterHost(name, "test:///%s" % name, in_maintenance=(name == host)) for name in sorted(world)]
+        cluster_hosts = [drain.ClusterHost(name, "test:///%s" % name, in_maintenance=(name == host)) for name in sorted(world)]
         with mock.patch.object(libvirt_facts, "gather_hypervisor_facts",
                                lambda uri, _shared=None, conn=None: copy_module.deepcopy(world[uri[len("test:///"):]])):
-            view = dr.gather_cluster(host, cluster_hosts, options, connect=lambda _uri: _FactsOnlyConnection())
-        drain_plan = dr.plan_host_drain(view, options)
+            view = drain.gather_cluster(host, cluster_hosts, options, connect=lambda _uri: _FactsOnlyConnection())
+        drain_plan = drain.plan_host_drain(view, options)
         view.close()
         assert proof[host]["ok"] == drain_plan["ok"], (
             "step %d, host %s: the proof says %s, the drain says %s\nproof problems: %s\ndrain problems: %s"
