@@ -76,9 +76,9 @@ class BenchLab:
         """Run [(guest, source, destination)] with our migration code (setup steps, not timed)."""
         def one(move):
             return migration.migrate_guest(move["guest"], self.uri(move["source"]), self.uri(move["destination"]),
-                                     source_name=move["source"], dest_name=move["destination"])
+                                           source_name=move["source"], dest_name=move["destination"])
         outcomes = drain.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
-                                max_parallel=parallel, max_incoming_per_destination=parallel)
+                                   max_parallel=parallel, max_incoming_per_destination=parallel)
         failed = [o for o in outcomes if o["status"] != "migrated"]
         if failed:
             raise SystemExit("could not move guests back: %s" % failed)

@@ -43,13 +43,16 @@ author:
   - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+  - virtfleet.cluster.migration_options
 attributes:
   check_mode:
     support: full
-    description: Reports where the guest is and whether it would be migrated; moves nothing.
+    details: Reports where the guest is and whether it would be migrated; moves nothing.
   diff_mode:
     support: none
-    description: Nothing to diff - the result says where the guests are.
+    details: Nothing to diff - the result says where the guests are.
 options:
   guest:
     description: Name of the guest (libvirt domain) to migrate.
@@ -85,8 +88,6 @@ notes:
   - Only peer-to-peer migration is driven (the source daemon connects to the destination).
   - libvirt refuses to migrate between hosts reporting the same host UUID (cloned machines);
     the module says so - set C(host_uuid_source = "machine-id") in libvirtd.conf.
-extends_documentation_fragment:
-  - virtfleet.cluster.migration_options
 seealso:
   - module: virtfleet.cluster.host_drain
 """

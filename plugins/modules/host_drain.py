@@ -32,16 +32,19 @@ author:
   - virtfleet maintainers (@virtfleet)
 requirements:
   - libvirt-python on the controller
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
 attributes:
   check_mode:
     support: full
-    description: Returns the plan (and fails the same way a real run would refuse).
+    details: Returns the plan (and fails the same way a real run would refuse).
   diff_mode:
     support: none
-    description: Nothing to diff - the result says where the guests are.
+    details: Nothing to diff - the result says where the guests are.
   action:
     support: full
-    description: Runs on the controller; prints live progress per guest.
+    description: Indicates this has a corresponding action plugin, so some parts of the task run on the controller.
+    details: Runs the drain on the controller and prints live progress per guest.
 options:
   host:
     description: Name of the host to drain; must be one of O(hosts).

@@ -24,6 +24,17 @@ requirements:
     running ansible-playbook has it.
 author:
   - virtfleet maintainers (@virtfleet)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - Writes also in check mode - the events and the report are the controller's own output, not
+        the managed system (a dry run gets its plan as a report).
+  diff_mode:
+    support: none
+    details: Nothing to diff.
 options:
   directory:
     description: Directory of the run's report, for example C(reports/<run id>). Created if missing.

@@ -26,6 +26,15 @@ description:
 version_added: 0.1.0
 author:
   - virtfleet maintainers (@virtfleet)
+extends_documentation_fragment:
+  - virtfleet.cluster.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the state and reports what it would change (C(changed)); writes nothing.
+  diff_mode:
+    support: none
+    details: The result holds the state after the change.
 options:
   path:
     description:

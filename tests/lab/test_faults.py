@@ -96,9 +96,9 @@ def migrate_between(lab, moves, parallel=2):
     """Run moves [(guest, source, destination)] like a drain; all must succeed."""
     def one(move):
         return migration.migrate_guest(move["guest"], uri(lab, move["source"]), uri(lab, move["destination"]),
-                                 source_name=move["source"], dest_name=move["destination"])
+                                       source_name=move["source"], dest_name=move["destination"])
     outcomes = drain.run_moves([{"guest": g, "source": s, "destination": d} for g, s, d in moves], one,
-                            max_parallel=parallel, max_incoming_per_destination=2)
+                               max_parallel=parallel, max_incoming_per_destination=2)
     failed = [o for o in outcomes if o["status"] != "migrated"]
     assert not failed, failed
 
@@ -173,8 +173,8 @@ def start_slow_migration(lab):
         began = time.monotonic()
         try:
             outcome["result"] = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                                                  migration.MigrationOptions(bandwidth_mib=2), progress=progress,
-                                                  source_name=source, dest_name=destination)
+                                                        migration.MigrationOptions(bandwidth_mib=2), progress=progress,
+                                                        source_name=source, dest_name=destination)
         except migration.MigrationError as error:
             outcome["error"] = error
         outcome["seconds"] = time.monotonic() - began
@@ -206,7 +206,7 @@ def test_destination_daemon_killed_mid_migration_then_the_rerun_completes(lab_re
     lab.up()
     again = time.time()
     result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                               source_name=source, dest_name=destination)
+                                     source_name=source, dest_name=destination)
     time.sleep(2)
     print("re-run: %s -> %s downtime %s ms" % (guest, destination, result["downtime_ms"]))
     assert lab.where(guest) == destination
@@ -277,7 +277,7 @@ def test_frozen_destination_daemon_fails_the_migration_within_the_keepalive_boun
 
     # Answering again, the daemon takes the same migration.
     result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                               source_name=source, dest_name=destination)
+                                     source_name=source, dest_name=destination)
     time.sleep(2)
     print("re-run: %s -> %s downtime %s ms" % (guest, destination, result["downtime_ms"]))
     assert lab.where(guest) == destination
@@ -314,8 +314,8 @@ def test_dirtying_guest_stalls_without_auto_converge_and_completes_with_it(dirty
     started = time.time()
     with pytest.raises(migration.MigrationError) as stalled:
         migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                          migration.MigrationOptions(stall_iterations=2, **DIRTY_LINK),
-                          source_name=source, dest_name=destination)
+                                migration.MigrationOptions(stall_iterations=2, **DIRTY_LINK),
+                                source_name=source, dest_name=destination)
     error = stalled.value
     print("\nwithout auto-converge (%.0f s): %s" % (time.time() - started, error.message))
     assert error.reason == "stalled" and error.running_on == source
@@ -325,10 +325,10 @@ def test_dirtying_guest_stalls_without_auto_converge_and_completes_with_it(dirty
 
     samples = []
     result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination),
-                               migration.MigrationOptions(auto_converge=True, auto_converge_initial=60,
-                                                    auto_converge_increment=20, stall_iterations=30,
-                                                    **DIRTY_LINK),
-                               progress=samples.append, source_name=source, dest_name=destination)
+                                     migration.MigrationOptions(auto_converge=True, auto_converge_initial=60,
+                                                                auto_converge_increment=20, stall_iterations=30,
+                                                                **DIRTY_LINK),
+                                     progress=samples.append, source_name=source, dest_name=destination)
     time.sleep(2)
     print("with auto-converge: %s -> %s in %s ms, %s iterations, throttle %s%%, downtime %s ms"
           % (guest, destination, result["total_time_ms"], result["memory_iterations"],
@@ -358,13 +358,13 @@ def test_postcopy_of_a_dirtying_guest_completes_or_is_refused_clearly_on_its_sou
     options = migration.MigrationOptions(postcopy=True, postcopy_after_iterations=2, stall_iterations=30, **DIRTY_LINK)
     if unprivileged_userfaultfd():
         result = migration.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
-                                   source_name=source, dest_name=destination)
+                                         source_name=source, dest_name=destination)
         print("\npost-copy: %s" % {k: result[k] for k in ("postcopy_used", "total_time_ms", "downtime_ms")})
         assert result["postcopy_used"] and lab.where(guest) == destination
     else:
         with pytest.raises(migration.MigrationError) as refused:
             migration.migrate_guest(guest, uri(lab, source), uri(lab, destination), options,
-                              source_name=source, dest_name=destination)
+                                    source_name=source, dest_name=destination)
         error = refused.value
         print("\npost-copy on this machine (vm.unprivileged_userfaultfd=0): %s" % error.message)
         assert error.running_on == source and error.location == "source"

@@ -192,7 +192,7 @@ def test_migration_streams_listen_on_loopback_only(lab):
     try:
         for src, dst in ((source, destination), (destination, source)):
             migration.migrate_guest(guest, lab.hosts[src].libvirt_uri, lab.hosts[dst].libvirt_uri,
-                              migration.MigrationOptions(bandwidth_mib=32), source_name=src, dest_name=dst)
+                                    migration.MigrationOptions(bandwidth_mib=32), source_name=src, dest_name=dst)
     finally:
         done.set()
         watcher.join(5)

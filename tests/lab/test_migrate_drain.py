@@ -73,8 +73,8 @@ def move_home(lab, cluster):
 
     def migrate_one(move):
         return migration.migrate_guest(move["guest"], host_uri(lab, move["source"]),
-                                 host_uri(lab, move["destination"]),
-                                 source_name=move["source"], dest_name=move["destination"])
+                                       host_uri(lab, move["destination"]),
+                                       source_name=move["source"], dest_name=move["destination"])
     outcomes = drain.run_moves(moves, migrate_one, max_parallel=2, max_incoming_per_destination=2)
     failed = [o for o in outcomes if o["status"] != "migrated"]
     assert not failed, "could not restore the lab: %s" % failed
@@ -102,9 +102,9 @@ def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a)
     samples = []
     started = time.time()
     result = migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                               migration.MigrationOptions(max_downtime_ms=300),
-                               progress=samples.append, source_name=source,
-                               dest_name=destination)
+                                     migration.MigrationOptions(max_downtime_ms=300),
+                                     progress=samples.append, source_name=source,
+                                     dest_name=destination)
     ended = time.time()
     time.sleep(2)  # let the heartbeat go on after the switch-over
 
@@ -207,7 +207,7 @@ def test_drain_that_cannot_fit_is_refused_with_nothing_moved(lab, cluster_a):
     # Check mode refuses the same way.
     with pytest.raises(drain.DrainError):
         drain.drain_host(source, cluster_hosts(lab, cluster_a, in_maintenance=others),
-                      check_mode=True)
+                         check_mode=True)
     assert dict((g, lab.where(g)) for g in lab.guests) == before
 
 
@@ -218,8 +218,8 @@ def test_migration_aborted_by_timeout_leaves_the_guest_running_on_its_source(lab
     # 1 MiB/s cannot move a booted Linux guest in 10 s: the timeout fires mid-transfer.
     with pytest.raises(migration.MigrationError) as failed:
         migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                          migration.MigrationOptions(bandwidth_mib=1, timeout=10),
-                          source_name=source, dest_name=destination)
+                                migration.MigrationOptions(bandwidth_mib=1, timeout=10),
+                                source_name=source, dest_name=destination)
     ended = time.time()
     error = failed.value
     print("\n" + error.message)
@@ -230,7 +230,7 @@ def test_migration_aborted_by_timeout_leaves_the_guest_running_on_its_source(lab
     time.sleep(2)
     assert lab.where(guest) == source
     where = migration.locate_guest(guest, {source: host_uri(lab, source),
-                                     destination: host_uri(lab, destination)})
+                                           destination: host_uri(lab, destination)})
     assert where == {source: "running", destination: "absent"}
     gap, lost = heartbeat_report(lab, guest, started - 1, ended + 2)
     assert lost == 0 and gap < MAX_HEARTBEAT_GAP_S
@@ -241,7 +241,7 @@ def test_destination_dying_mid_migration_leaves_the_guest_running_on_its_source(
     source, destination = hosts[0], hosts[-1]
     # Empty the destination first: its "reboot" kills whatever it runs.
     drain.drain_host(destination, cluster_hosts(lab, cluster_b, in_maintenance=[source]),
-                  drain.DrainOptions(max_incoming_per_destination=2))
+                     drain.DrainOptions(max_incoming_per_destination=2))
     assert guests_on(lab, destination) == []
     guest = guests_on(lab, source)[0]
 
@@ -293,10 +293,10 @@ def test_stalled_migration_is_aborted_by_iterations_and_the_guest_keeps_running(
         started = time.time()
         with pytest.raises(migration.MigrationError) as failed:
             migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                              migration.MigrationOptions(bandwidth_mib=10, max_downtime_ms=10,
-                                                   stall_iterations=2),
-                              progress=samples.append, source_name=source,
-                              dest_name=destination)
+                                    migration.MigrationOptions(bandwidth_mib=10, max_downtime_ms=10,
+                                                               stall_iterations=2),
+                                    progress=samples.append, source_name=source,
+                                    dest_name=destination)
         ended = time.time()
         error = failed.value
         print("\n%s (after %.1f s, dirty rate %s/s)" % (
@@ -321,7 +321,7 @@ def test_same_host_uuid_is_refused_with_a_clear_reason(lab):
     guest = guests_on(lab, host)[0]
     with pytest.raises(migration.MigrationError) as refused:
         migration.migrate_guest(guest, host_uri(lab, host), host_uri(lab, host),
-                          source_name=host, dest_name="%s-clone" % host)
+                                source_name=host, dest_name="%s-clone" % host)
     error = refused.value
     assert error.reason == "same-host-uuid" and error.running_on == host
     assert "report the same host UUID" in error.message and "machine-id" in error.message
@@ -333,7 +333,7 @@ def test_cpu_check_asks_each_destination_and_names_missing_features(lab, cluster
     guests' CPU passes; a CPU model the host cannot provide is refused with the features."""
     source, destination = sorted(lab.clusters[cluster_a])[:2]
     view = drain.gather_cluster(source, [drain.ClusterHost(h["name"], h["uri"])
-                                      for h in cluster_hosts(lab, cluster_a)], drain.DrainOptions())
+                                         for h in cluster_hosts(lab, cluster_a)], drain.DrainOptions())
     try:
         guest = [g for g in view.guests if g.host == source][0]
         target = [c for c in view.capacities if c.name == destination][0]
@@ -360,7 +360,7 @@ def test_unmovable_guests_are_left_or_shut_down_cleanly_never_forced(lab, cluste
 
     # leave: the others move, the pinned guest keeps running; the host is not empty and says so.
     result = drain.drain_host(source, hosts, drain.DrainOptions(unmovable_guests=[pinned],
-                                                          unmovable="leave"))
+                                                                unmovable="leave"))
     assert result["left"] == [pinned] and result["remaining_guests"] == [pinned]
     assert lab.where(pinned) == source and lab.where(movable) != source
 
@@ -368,7 +368,7 @@ def test_unmovable_guests_are_left_or_shut_down_cleanly_never_forced(lab, cluste
     # the timeout and the guest is still running: nothing was forced off.
     with pytest.raises(drain.DrainError) as failed:
         drain.drain_host(source, hosts, drain.DrainOptions(unmovable_guests=[pinned],
-                                                     unmovable="shutdown", shutdown_timeout=5))
+                                                           unmovable="shutdown", shutdown_timeout=5))
     print("\n" + failed.value.message)
     shutdown = failed.value.result["shutdown"]
     if shutdown[0]["ok"]:  # a guest that honours ACPI stopped cleanly: start it again
@@ -412,7 +412,7 @@ def test_migration_keeps_autostart_and_persistence_on_the_destination(lab, clust
         set_autostart(source, True)
         assert admin_state(source) == (True, True)
         result = migration.migrate_guest(guest, host_uri(lab, source), host_uri(lab, destination),
-                                   source_name=source, dest_name=destination)
+                                         source_name=source, dest_name=destination)
         ended = time.time()
         assert lab.where(guest) == destination
         assert result["autostart"] is True and result["persistent"] is True

@@ -563,7 +563,7 @@ def test_the_capacity_proof_and_the_drains_agree_on_every_step(cluster):
 
     world = copy_module.deepcopy(facts)
     options = drain.DrainOptions(anti_affinity_groups=groups, unmovable_guests=unmovable, cpu_check=False,
-                              unmovable="fail", migration={"copy_storage": copy_storage}, **policy)
+                                 unmovable="fail", migration={"copy_storage": copy_storage}, **policy)
     for host in order:
         cluster_hosts = [drain.ClusterHost(name, "test:///%s" % name, in_maintenance=(name == host)) for name in sorted(world)]
         with mock.patch.object(libvirt_facts, "gather_hypervisor_facts",
