@@ -25,6 +25,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any, Dict
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
@@ -88,18 +90,18 @@ class CpuChecker:
         return self._cache[key]
 
 
+@dataclass
 class ClusterView:
     """What ``gather_cluster`` read: capacities, guests, hosts that could not be read, and
     the CPU predicate bound to the open connections."""
 
-    def __init__(self, source, hosts, capacities, guests, unreachable, cpu_check, connections):
-        self.source = source
-        self.hosts = hosts
-        self.capacities = capacities
-        self.guests = guests
-        self.unreachable = unreachable
-        self.cpu_check = cpu_check
-        self.connections = connections
+    source: str
+    hosts: Any
+    capacities: Any
+    guests: Any
+    unreachable: Dict[str, str]
+    cpu_check: Any
+    connections: Dict[str, Any]
 
     def close(self):
         for conn in self.connections.values():

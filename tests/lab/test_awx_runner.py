@@ -59,6 +59,25 @@ def awx_extra_vars(cluster: str) -> dict:
     return extra
 
 
+def assert_dry_run_job(artifacts, returncode, output, others):
+    """Checks an ansible-runner job of the rolling maintenance dry run, as AWX would read it:
+    successful, no host outside its limit (``others``) ran a task, and the template's run id
+    (awx-{{ awx_job_id }}) and the survey's dry run reached the role. Returns the job's events
+    in their order."""
+    assert returncode == 0, output[-6000:]
+    assert (artifacts / "rc").read_text().strip() == "0"
+    assert (artifacts / "status").read_text().strip() == "successful"
+    events = [json.load(open(path)) for path in sorted(glob.glob(str(artifacts / "job_events" / "*.json")),
+                                                       key=lambda p: int(os.path.basename(p).split("-")[0]))]
+    task_hosts = {e["event_data"].get("host") for e in events if e.get("event", "").startswith("runner_on_")}
+    assert not task_hosts & set(others), "hosts outside the job's limit ran tasks: %s" % (task_hosts & set(others))
+    shown = [e for e in events if e.get("event") == "runner_on_ok"
+             and e["event_data"].get("task", "").startswith("Dry run - show the plan")]
+    assert shown, "no dry run plan in the job events"
+    assert "Dry run awx-%d - nothing was changed" % JOB_ID in json.dumps(shown[0]["event_data"]["res"])
+    return events
+
+
 def test_dry_run_of_one_cluster_under_ansible_runner_with_survey_answers(lab, tmp_path):
     cluster = sorted(lab.clusters)[0]
     others = [h for h in lab.hosts if lab.hosts[h].cluster != cluster]
@@ -80,23 +99,9 @@ def test_dry_run_of_one_cluster_under_ansible_runner_with_survey_answers(lab, tm
         env=env, capture_output=True, text=True, timeout=900, check=False)
     output = result.stdout + result.stderr
 
-    artifacts = private / "artifacts" / str(JOB_ID)
-    assert result.returncode == 0, output[-6000:]
-    assert (artifacts / "rc").read_text().strip() == "0"
-    assert (artifacts / "status").read_text().strip() == "successful"
-    events = [json.load(open(path)) for path in sorted(glob.glob(str(artifacts / "job_events" / "*.json")),
-                                                       key=lambda p: int(os.path.basename(p).split("-")[0]))]
+    events = assert_dry_run_job(private / "artifacts" / str(JOB_ID), result.returncode, output, others)
     kinds = [e.get("event") for e in events]
     assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds
-
-    # The limit held: no host of another cluster ran a task.
-    task_hosts = {e["event_data"].get("host") for e in events if e.get("event", "").startswith("runner_on_")}
-    assert not task_hosts & set(others), "hosts outside the job's limit ran tasks: %s" % (task_hosts & set(others))
-    # The template's run id (awx-{{ awx_job_id }}) and the survey's dry run reached the role.
-    shown = [e for e in events if e.get("event") == "runner_on_ok"
-             and e["event_data"].get("task", "").startswith("Dry run - show the plan")]
-    assert shown, "no dry run plan in the job events"
-    assert "Dry run awx-%d - nothing was changed" % JOB_ID in json.dumps(shown[0]["event_data"]["res"])
 
     report = json.load(open(reports / ("awx-%d" % JOB_ID) / "report.json"))
     assert report["run"]["dry_run"] and report["run"]["status"] == "dry_run"

@@ -18,7 +18,6 @@ machine credential: a copy it can read (at the path the lab inventory names).
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import subprocess
 
 import pytest
 
-from test_awx_runner import JOB_ID, awx_extra_vars
+from test_awx_runner import JOB_ID, assert_dry_run_job, awx_extra_vars
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = os.environ.get("VIRTFLEET_EE_IMAGE", "")
@@ -126,17 +125,7 @@ def test_dry_run_of_one_cluster_in_image_under_ansible_runner(lab, runner_dir):
                       "--limit", group)
     output = result.stdout + result.stderr
 
-    artifacts = runner_dir / "artifacts" / str(JOB_ID)
-    assert result.returncode == 0, output[-6000:]
-    assert (artifacts / "rc").read_text().strip() == "0"
-    assert (artifacts / "status").read_text().strip() == "successful"
-    events = [json.load(open(path)) for path in glob.glob(str(artifacts / "job_events" / "*.json"))]
-    task_hosts = {e["event_data"].get("host") for e in events if e.get("event", "").startswith("runner_on_")}
-    assert not task_hosts & set(others), "hosts outside the job's limit ran tasks: %s" % (task_hosts & set(others))
-    shown = [e for e in events if e.get("event") == "runner_on_ok"
-             and e["event_data"].get("task", "").startswith("Dry run - show the plan")]
-    assert shown, "no dry run plan in the job events"
-    assert "Dry run awx-%d - nothing was changed" % JOB_ID in json.dumps(shown[0]["event_data"]["res"])
+    assert_dry_run_job(runner_dir / "artifacts" / str(JOB_ID), result.returncode, output, others)
 
     report = json.load(open(runner_dir / "reports" / ("awx-%d" % JOB_ID) / "report.json"))
     assert report["run"]["dry_run"] and report["run"]["status"] == "dry_run"
