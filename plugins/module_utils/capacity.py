@@ -48,7 +48,7 @@ def anti_affinity_group(name: str, anti_affinity_groups: Optional[Mapping[str, I
 def unmovable_reason(guest_facts: Mapping, unmovable_guests: Iterable[str] = (),
                      copy_storage: bool = False) -> Optional[str]:
     """Why the guest cannot live-migrate, or None when it can."""
-    if guest_facts["name"] in set(unmovable_guests or ()):
+    if guest_facts["name"] in (unmovable_guests or ()):
         return "declared unmovable"
     blockers = guest_facts.get("migration_blockers") or []
     if blockers:
@@ -74,7 +74,7 @@ def guest_from_facts(guest_facts: Mapping, host: str, unmovable_guests: Iterable
     why = unmovable_reason(guest_facts, unmovable_guests, copy_storage)
     policy = None
     if stop_allowed_guests is not None:
-        policy = "shutdown" if name in set(stop_allowed_guests) else "fail"
+        policy = "shutdown" if name in stop_allowed_guests else "fail"
     return Guest(name=name, memory_mib=reserved_memory_mib(guest_facts),
                  vcpus=int(guest_facts.get("vcpus") or 1), host=host,
                  anti_affinity_group=anti_affinity_group(name, anti_affinity_groups),
@@ -114,6 +114,10 @@ def cluster_from_facts(facts_by_host: Mapping[str, Optional[Mapping]], members: 
     maintenance (never destinations). Only running guests are returned.
     """
     marked = set(marked or ())
+    # Sets once per cluster: the guests' rules look names up in them for every guest.
+    unmovable_guests = frozenset(unmovable_guests or ())
+    if stop_allowed_guests is not None:
+        stop_allowed_guests = frozenset(stop_allowed_guests)
     hosts: List[HostCapacity] = []
     guests: List[Guest] = []
     for name in (sorted(facts_by_host) if members is None else members):

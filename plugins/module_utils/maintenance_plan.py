@@ -41,7 +41,7 @@ import dataclasses
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
-    PlacementPolicy, capacity_from_dicts, prove_rolling_capacity)
+    PlacementPolicy, capacity_from_dicts, fields_of, prove_rolling_capacity)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.waves import (
     plan_waves, wave_violations)
 
@@ -178,8 +178,7 @@ def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
     for cluster, members in cluster_members.items():
         hosts, guests = cluster_from_facts(facts, members, marked, unmovable_guests, anti_affinity_groups,
                                            copy_storage, list(stop_allowed_guests or ()), cluster)
-        capacity[cluster] = {"hosts": [dataclasses.asdict(h) for h in hosts],
-                             "guests": [dataclasses.asdict(g) for g in guests]}
+        capacity[cluster] = {"hosts": [fields_of(h) for h in hosts], "guests": [fields_of(g) for g in guests]}
     return capacity
 
 
@@ -332,6 +331,7 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
     proof = (prove_capacity_by_wave(waves, capacity, not_destinations, policy, in_service=stale)
              if capacity is not None else None)
     clusters = {}
+    maintained_now = set(maintained)  # a list lookup per host was quadratic at estate scale
     for host in hosts:
         cluster = host["cluster"]
         down = out_of_service.get(cluster) or {}
@@ -343,7 +343,7 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
             "stale_marks": [n for n in stale if member_of.get(n) == cluster],
             "hosts": [], "maintained": []})
         entry["hosts"].append(host["name"])
-        if host["name"] in maintained:
+        if host["name"] in maintained_now:
             entry["maintained"].append(host["name"])
     return {
         "waves": [w.to_dict() for w in waves],
