@@ -7,6 +7,7 @@ Ansible's Templar) and whether each is trusted as a template must be the same.
 Cases after ansible-core's test/integration/targets/inventory_constructed, plus the points of
 the issue: trust, magic variables, cache fidelity, loud failures, host ranges, flow style.
 """
+import configparser
 import os
 import subprocess
 import sys
@@ -68,6 +69,7 @@ STATIC = {"all": {"children": {
     "hypervisor_hyperv": {"hosts": {"hv-3": None}},
 }}}
 
+COMPOSE_ORDER = "compose entries see the variables from before compose, groups see compose"
 # name -> constructed options; each runs through both plugins and must give the same inventory.
 CASES = {
     "tree only": {},
@@ -80,7 +82,7 @@ CASES = {
         "groups": {"shared": "virtfleet_storage.type == 'shared'"},
         "keyed_groups": [{"key": "virtfleet_cluster", "prefix": "c"}, {"key": "group_names", "prefix": "seen"}],
     },
-    "compose entries see the variables from before compose, groups see compose": {
+    COMPOSE_ORDER: {
         "compose": {"first": "'one'", "second": "first | default('unset')",
                     "admin": "'administrator' if virtfleet_hypervisor == 'hyperv' else 'root'"},
         "groups": {"windows": "admin == 'administrator'"},
@@ -176,9 +178,9 @@ def test_the_comparison_sees_what_the_issue_is_about(tmp_path, monkeypatch):
     assert hv1["seen"][0] == ["cluster_c1", "hypervisor_kvm", "pod_p1", "region_eu", "zone_eu_1"]
     assert hv1["injected"] == ("{{ 6 * 7 }}", False) and hv1["joined"] == ("lab{{ 6 * 7 }}", False)
     assert hv1["greeting"] == ("hello", False)  # a trusted template from the file, rendered
-    hv3 = view(constructed(tmp_path, monkeypatch, CASES["compose entries see the variables from before compose, "
-                                                      "groups see compose"]))
-    assert hv3["hosts"]["hv-3"]["second"] == ("unset", False) and hv3["groups"]["windows"][0] == ["hv-3"]
+    compose_case = view(constructed(tmp_path, monkeypatch, CASES[COMPOSE_ORDER]))
+    assert compose_case["hosts"]["hv-3"]["second"] == ("unset", False)
+    assert compose_case["groups"]["windows"][0] == ["hv-3"]
     groups = view(constructed(tmp_path, monkeypatch, CASES["keyed_groups see the groups from before they ran"]))["groups"]
     assert "seen_c_c1" not in groups and "seen_shared" not in groups and "seen_cluster_c1" in groups
 
@@ -291,19 +293,40 @@ def run(tool, *args, config=os.path.join(REPO, "ansible.cfg"), cwd=REPO):
     return result.returncode, " ".join((result.stdout + result.stderr).split())  # Ansible wraps long lines
 
 
+def repository_plugin_list():
+    """enable_plugins of the repository's ansible.cfg, as names this process can load."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(REPO, "ansible.cfg"))
+    names = [name.strip() for name in config["inventory"]["enable_plugins"].split(",")]
+    assert config["inventory"].getboolean("any_unparsed_is_failed") and config["inventory"].getboolean("unparsed_is_failed")
+    return [name.rsplit(".", 1)[-1] for name in names]
+
+
 @pytest.mark.parametrize("content", ["", "# nothing yet\n", "plugin: virtfleet.cluster.topology\nregions: []\n"],
                          ids=["empty", "comment only", "no regions"])
-def test_broken_topology_stops_ansible_playbook(tmp_path, content):
+def test_broken_topology_fails_under_the_repository_settings(tmp_path, monkeypatch, content):
+    assert "ini" not in repository_plugin_list()
+    path = tmp_path / "site" / "topology.yml"
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(AnsibleError, match="Completely failed to parse inventory source"):
+        inventory(monkeypatch, repository_plugin_list(), [path.parent])
+    plugin = inventory_loader.get("topology")
+    assert plugin.verify_file(str(path))
+    with pytest.raises(AnsibleError, match=r"is empty|empty 'regions' list"):
+        plugin.parse(InventoryData(), DataLoader(), str(path))
+
+
+def test_empty_topology_stops_ansible_playbook(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "topology.yml").write_text(content)
+    (site / "topology.yml").write_text("")
     playbook = tmp_path / "play.yml"
     playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks: [{ansible.builtin.debug: {msg: ran}}]\n")
     code, output = run("ansible-playbook", "-i", str(site), str(playbook))
     assert code != 0, output
     assert "ran" not in output and "no hosts matched" not in output
-    assert "topology" in output and str(site / "topology.yml") in output
-    assert "is empty" in output or "empty 'regions' list" in output
+    assert "topology file %s is empty" % (site / "topology.yml") in output
 
 
 def test_plugin_names_under_ansibles_default_plugin_list(tmp_path):
