@@ -24,10 +24,27 @@ description:
     C(group_vars/) files; override them with C(host_vars/) files or extra vars.
   - Bad input is refused with an error that names the file, the place in the tree
     (for example C(region eu / zone eu-1 / pod p1 / cluster c1 / host hv-3)) and what to fix.
-  - The file name must end in C(.yml) or C(.yaml) and have a top-level C(plugin) line naming this plugin.
+  - The file name must end in C(.yml) or C(.yaml) and the file must have a top-level C(plugin) key naming
+    this plugin (block or flow style). Give it the fully qualified name C(virtfleet.cluster.topology), the only
+    name by which Ansible's C(auto) plugin (in the default plugin list) finds the plugin. The short name C(topology) works only
+    where C(virtfleet.cluster.topology) itself is in C(enable_plugins), as in the collection's C(ansible.cfg).
+  - A file named C(topology.yml) or C(topology.yaml) is taken by this plugin even when it does not name it
+    (for example when it is empty), so a broken topology is reported as such rather than read by another
+    plugin; with C(any_unparsed_is_failed) (set in the collection's C(ansible.cfg)) it stops the run.
+  - C(compose), C(groups), C(keyed_groups), C(strict), C(use_extra_vars) and C(leading_separator) work as in
+    C(ansible.builtin.constructed). They run after the whole tree is in place, host by host, on the host's
+    variables with its magic variables (C(inventory_hostname), C(inventory_hostname_short), C(group_names)), and
+    C(groups) and C(keyed_groups) see the groups from before either ran. Results of C(compose) are not
+    trusted as templates (a value a lookup returns stays literal). Unlike C(constructed), facts from the
+    fact cache are not used and there is no C(use_vars_plugins).
+  - Host names are not expanded as ranges; a host name with C([) or C(]) (such as C(web[01:03])) is refused,
+    since every host has its own address.
   - With caching on, the validated inventory is stored with a checksum of the file and reused while
     the file is unchanged. Because the cache options can live in the file itself, only caching
     enabled in C(ansible.cfg) or the environment lets a cache hit skip reading the YAML.
+    A topology holding what JSON cannot carry unchanged (vault-encrypted values, mappings with
+    non-string keys, dates) is not cached at all, so a cache hit gives exactly what reading the
+    file gives and the cache never holds a secret.
 author:
   - virtfleet maintainers (@virtfleet)
 extends_documentation_fragment:
@@ -194,14 +211,24 @@ regions:
 
 import hashlib
 import inspect
-import re
+import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
+import yaml
+
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.inventory.group import to_safe_group_name
+from ansible.inventory.helpers import get_group_vars
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.vars import combine_vars
+
+try:
+    from ansible.template import trust_as_template
+except ImportError:  # ansible-core < 2.19 has no template trust: every inventory string is a template.
+    def trust_as_template(value):
+        return value
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import (
     PLUGIN_NAMES,
@@ -209,17 +236,16 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import 
     check_top_level_keys,
     parse_topology,
 )
-from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import InventoryLayout, build_layout
+from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import InventoryLayout, build_layout, json_problem
 
-# verify_file must not parse a possibly large YAML file just to see whose it is: a top-level
-# `plugin:` line is enough.
-_PLUGIN_LINE = re.compile(
-    r"^plugin:[ \t]*[\"']?(%s)[\"']?[ \t]*(?:#.*)?$" % "|".join(re.escape(name) for name in PLUGIN_NAMES),
-    re.MULTILINE,
-)
 # Keys of the file that are the topology itself rather than plugin options.
 _TOPOLOGY_KEYS = ("regions", "vars")
-_CACHE_FORMAT = 1
+# A file of this name is a topology even when it does not say so (empty, or broken before its
+# `plugin:` line): this plugin takes it and says what is wrong, instead of leaving it to a
+# plugin that would read it as an empty inventory.
+_TOPOLOGY_FILE_NAMES = ("topology.yml", "topology.yaml")
+_CACHE_FORMAT = 2
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _safe_group_name(name: str) -> str:
@@ -228,26 +254,65 @@ def _safe_group_name(name: str) -> str:
     return to_safe_group_name(name, force=True, silent=True)
 
 
+def declared_plugin(stream) -> Optional[str]:
+    """The top-level `plugin` value of the first YAML document in ``stream``, or None.
+
+    Reads YAML events, not the document, and stops at the key: a large topology is not loaded
+    just to see whose it is. Block and flow style (`{plugin: ..., regions: [...]}`) alike.
+    """
+    depth = 0
+    key_next = True  # at depth 1, whether the next complete node is a key
+    key = None
+    try:
+        for event in yaml.parse(stream, Loader=_YAML_LOADER):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+                    return None
+                depth += 1
+                continue
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+                if depth == 0:
+                    return None  # end of the top-level mapping
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+                if depth == 0:
+                    return None  # a scalar document
+                if depth == 1:
+                    value = event.value if isinstance(event, yaml.ScalarEvent) else None
+                    if not key_next and key == "plugin":
+                        return value
+                    key = value if key_next else None
+            else:
+                continue
+            if depth == 1:
+                key_next = not key_next
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     """Thin glue between Ansible's inventory and module_utils.topology."""
 
     NAME = "virtfleet.cluster.topology"
 
-    # The topology file is written by the inventory owner, like a static YAML inventory, whose
-    # variables Ansible trusts as templates too; also needed for values coming back from a cache.
-    trusted_by_default = True
+    # Not trusted_by_default: everything this plugin sets would then be trusted as a template,
+    # compose results made from outside data too (a lookup returning `{{ ... }}` would be rendered).
+    # The file's own strings are trusted by the loader and the values derived from them by
+    # build_layout, as in a static YAML inventory; the inventory cache keeps that mark.
 
     _sanitize_group_name = staticmethod(_safe_group_name)
 
     def verify_file(self, path: str) -> bool:
         if not super().verify_file(path) or not path.endswith((".yml", ".yaml")):
             return False
+        if os.path.basename(path) in _TOPOLOGY_FILE_NAMES:
+            return True
         try:
             with open(path, "rb") as handle:
-                text = handle.read().decode("utf-8", errors="replace")
+                return declared_plugin(handle) in PLUGIN_NAMES
         except OSError:
             return False
-        return _PLUGIN_LINE.search(text) is not None
 
     def parse(self, inventory, loader, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
@@ -274,15 +339,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         else:
             layout = self._layout(path, document)
             if self.get_option("cache"):
-                # Populating the cache even when `cache` (the argument) is False is what makes
-                # meta: refresh_inventory refresh it. InventoryManager then calls update_cache_if_changed().
-                self.load_cache_plugin()
-                self._cache[self.get_cache_key(path)] = {
-                    "format": _CACHE_FORMAT,
-                    "fingerprint": fingerprint,
-                    "options": options,
-                    "layout": layout.to_data(),
-                }
+                self._cache_store(path, {"format": _CACHE_FORMAT, "fingerprint": fingerprint,
+                                         "options": options, "layout": layout.to_data()})
         self._populate(layout)
 
     # -- reading --------------------------------------------------------------------------------
@@ -329,7 +387,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _layout(self, path: str, document: Mapping) -> InventoryLayout:
         try:
             check_top_level_keys(document, self._options)
-            return build_layout(parse_topology(document), self._sanitize_group_name)
+            return build_layout(parse_topology(document), self._sanitize_group_name, trust_as_template)
         except TopologyError as error:
             error.source = path
             raise AnsibleParserError(str(error))
@@ -348,6 +406,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             return None  # written for another version of the file
         return entry
 
+    def _cache_store(self, path: str, entry: Mapping[str, Any]) -> None:
+        # A hit must give exactly what a miss gives: what JSON would change (integer keys become
+        # strings, a vaulted value its ciphertext) keeps the whole entry out of the cache.
+        problem = json_problem(entry)
+        if problem:
+            self.display.vvv("topology %s is not cached: %s" % (path, problem))
+            return
+        # Populating the cache even when `cache` (the argument) is False is what makes
+        # meta: refresh_inventory refresh it. InventoryManager then calls update_cache_if_changed().
+        self.load_cache_plugin()
+        self._cache[self.get_cache_key(path)] = entry
+
     # -- populating -----------------------------------------------------------------------------
 
     def _populate(self, layout: InventoryLayout) -> None:
@@ -356,12 +426,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             inventory.add_group(group)
             if parent is not None:
                 inventory.add_child(parent, group)
-
-        compose = self.get_option("compose")
-        groups = self.get_option("groups")
-        keyed_groups = self.get_option("keyed_groups")
-        constructed = bool(compose or groups or keyed_groups)
-        strict = self.get_option("strict")
 
         set_variable = inventory.set_variable
         add_host = inventory.add_host
@@ -378,8 +442,30 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                         set_variable(name, key, value)
                 for key, value in own.items():
                     set_variable(name, key, value)
-                if constructed:
-                    variables = {**shared, **own}
-                    self._set_composite_vars(compose, variables, name, strict=strict)
-                    self._add_host_to_composed_groups(groups, variables, name, strict=strict)
-                    self._add_host_to_keyed_groups(keyed_groups, variables, name, strict=strict)
+        self._construct(layout)
+
+    def _construct(self, layout: InventoryLayout) -> None:
+        """compose, groups and keyed_groups as ansible.builtin.constructed applies them.
+
+        Once the whole tree is in place, host by host, with constructed's inputs: the host's
+        group and host variables with its magic variables (inventory_hostname, group_names...),
+        read again after compose; groups and keyed_groups see the groups from before either ran.
+        """
+        compose = self.get_option("compose")
+        groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        if not (compose or groups or keyed_groups):
+            return
+        strict = self.get_option("strict")
+        for cluster in layout.clusters:
+            for name, _own in cluster.hosts:
+                host = self.inventory.get_host(name)
+                self._set_composite_vars(compose, self._template_variables(host), name, strict=strict)
+                variables = self._template_variables(host)
+                self._add_host_to_composed_groups(groups, variables, name, strict=strict, fetch_hostvars=False)
+                self._add_host_to_keyed_groups(keyed_groups, variables, name, strict=strict, fetch_hostvars=False)
+
+    @staticmethod
+    def _template_variables(host) -> dict:
+        # constructed's get_all_host_vars() with use_vars_plugins off and without the fact cache.
+        return combine_vars(get_group_vars(host.get_groups()), host.get_vars())

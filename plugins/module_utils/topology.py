@@ -13,6 +13,7 @@ in ``topology_layout``.
 """
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ def default_libvirt_uri(hypervisor: str, address: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 def _type_name(value: Any) -> str:
+    """Plain words for what a value is: the YAML loader's own classes (``_AnsibleTaggedInt``...)
+    mean nothing to the person fixing the file."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -175,9 +178,23 @@ def _type_name(value: Any) -> str:
         return "a string (%r)" % str(value)
     if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
-    return "%s (%r)" % (type(value).__name__, value)
+    if isinstance(value, int):
+        return "an integer (%d)" % value
+    if isinstance(value, float):
+        return "a number (%s)" % float(value)
+    if isinstance(value, datetime.datetime):
+        return "a date and time (%s)" % value.isoformat()
+    if isinstance(value, datetime.date):
+        return "a date (%s)" % value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return "a set"
+    if isinstance(value, bytes):
+        return "binary data"
+    if type(value).__name__ == "EncryptedString":
+        return "a vault-encrypted value"
+    return "a value of type %s" % type(value).__name__.lstrip("_")
 
 
 def _check_keys(node: Mapping, known: tuple, where: tuple, what: str) -> None:
@@ -377,6 +394,13 @@ def _cluster(node: Mapping, where: tuple, inherited_vars: dict, host_places: dic
     for h_index, h_node in enumerate(_children(node, "hosts", "host", where, "cluster")):
         h_where = where + (("host", _name_of(h_node, "host", where, h_index, "hosts")),)
         name = h_where[-1][1]
+        if "[" in name or "]" in name:
+            # A YAML inventory expands `web[01:03]` into three hosts; here every host has its own
+            # address and libvirt URI, so a range could only give them all the same one.
+            raise TopologyError(h_where, "host name %r contains '[' or ']', which Ansible reads as a host range "
+                                "(like web[01:03]); the topology does not expand ranges" % name,
+                                "list each host as its own entry with its own address, e.g. "
+                                "`- {name: web01, address: 192.0.2.1}`")
         if name in host_places:
             raise TopologyError(h_where, "host %r is listed twice: at %s and at %s"
                                 % (name, describe_place(host_places[name]), describe_place(h_where)),

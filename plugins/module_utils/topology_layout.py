@@ -10,7 +10,7 @@ plugin, the lab and the unit tests share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import (
     GROUP_PREFIXES,
@@ -67,6 +67,34 @@ class InventoryLayout:
                              for group, hypervisor_group, variables, hosts in data["clusters"]])
 
 
+def json_problem(value: Any, where: str = "") -> Optional[str]:
+    """What in ``value`` a JSON cache would not give back unchanged, or None if nothing.
+
+    Only plain JSON types pass: mappings with string keys, lists, strings, numbers, booleans and
+    null (and their subclasses, such as the YAML loader's tagged types). A mapping with integer
+    keys would come back with string keys, a vault-encrypted value as its ciphertext, a date as
+    a string; ``where`` names the place (``clusters[0].variables.secret``) for the message.
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return "%s has the key %r, which is not a string" % (where or "the data", key)
+            problem = json_problem(item, "%s.%s" % (where, key) if where else key)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = json_problem(item, "%s[%d]" % (where, index))
+            if problem:
+                return problem
+        return None
+    kind = "a vault-encrypted value" if type(value).__name__ == "EncryptedString" else "a %s" % type(value).__name__.lstrip("_")
+    return "%s is %s" % (where or "the data", kind)
+
+
 def _identity(name: str) -> str:
     return name
 
@@ -75,10 +103,14 @@ def group_name(kind: str, name: str, sanitize: Callable[[str], str] = _identity)
     return sanitize(GROUP_PREFIXES[kind] + name)
 
 
-def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity) -> InventoryLayout:
+def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity,
+                 trust: Callable[[Any], Any] = _identity) -> InventoryLayout:
     """Derive groups and host variables.
 
     ``sanitize`` turns a candidate group name into a valid one (the plugin passes Ansible's).
+    ``trust`` marks each variable value the layout derives (names, address, URI, storage) as
+    coming from the file, like the file's own strings (the plugin passes Ansible's
+    trust_as_template, so they read as they would in a static YAML inventory).
     Two different topology names that end up as the same group are refused, naming both places,
     so two parts of the tree never merge silently.
     """
@@ -116,19 +148,19 @@ def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity)
                         groups.append((hypervisor_group, None))
                     variables = dict(cluster.vars)
                     variables.update(
-                        virtfleet_region=region.name,
-                        virtfleet_zone=zone.name,
-                        virtfleet_pod=pod.name,
-                        virtfleet_cluster=cluster.name,
-                        virtfleet_hypervisor=cluster.hypervisor,
-                        virtfleet_storage=cluster.storage,
+                        virtfleet_region=trust(region.name),
+                        virtfleet_zone=trust(zone.name),
+                        virtfleet_pod=trust(pod.name),
+                        virtfleet_cluster=trust(cluster.name),
+                        virtfleet_hypervisor=trust(cluster.hypervisor),
+                        virtfleet_storage={key: trust(value) for key, value in cluster.storage.items()},
                         virtfleet_max_unavailable=cluster.max_unavailable,
                     )
                     hosts = []
                     for host in cluster.hosts:
                         own = dict(host.vars) if host.vars else {}
-                        own["ansible_host"] = host.address
-                        own["virtfleet_libvirt_uri"] = host.libvirt_uri
+                        own["ansible_host"] = trust(host.address)
+                        own["virtfleet_libvirt_uri"] = None if host.libvirt_uri is None else trust(host.libvirt_uri)
                         hosts.append((host.name, own))
                     clusters.append(ClusterLayout(cluster_group, hypervisor_group, variables, hosts))
     return InventoryLayout(groups=groups, clusters=clusters)

@@ -96,6 +96,15 @@ def members(inventory, group):
     ("a.yml", "plugin: constructed\n", False),
     ("a.yml", "all:\n  vars:\n    plugin: topology\n", False),
     ("a.yml", "plugin: virtfleet.cluster.topologyx\n", False),
+    ("a.yml", "{plugin: virtfleet.cluster.topology, regions: []}\n", True),  # flow style
+    ("a.yml", "---\n# site\n\"plugin\" : topology\n", True),
+    ("a.yml", "vars: {plugin: topology}\nregions: []\nplugin: virtfleet.cluster.topology\n", True),
+    ("a.yml", "vars: {plugin: topology}\n", False),
+    ("a.yml", "- plugin: topology\n", False),
+    ("a.yml", "", False),
+    ("topology.yml", "", True),  # taken by name, so that an empty topology is reported
+    ("topology.yaml", "plugin: [broken\n", True),
+    ("topology.json", "", False),
 ])
 def test_verify_file(write, name, text, accepted):
     assert load_plugin().verify_file(write(text, name)) is accepted

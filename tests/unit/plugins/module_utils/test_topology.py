@@ -1,5 +1,6 @@
 """Pure tests of the topology model (plugins/module_utils/topology.py): no Ansible involved."""
 import copy
+import datetime
 import os
 import re
 
@@ -15,6 +16,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.topology import 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.topology_layout import (
     InventoryLayout,
     build_layout,
+    json_problem,
     topology_layout,
 )
 
@@ -264,6 +266,16 @@ ERROR_CASES = {
     "names colliding after sanitizing": (
         lambda d: clusters(d)[1].update(name="c-1") or clusters(d)[0].update(name="c_1"),
         "cluster c-1", ["'c_1'", "'c-1'", "both become the Ansible group 'cluster_c_1'", "rename one"]),
+    "host range as a name": (
+        lambda d: clusters(d)[0]["hosts"][0].update(name="web[01:03]"),
+        C1 + " / host web[01:03]", ["host name 'web[01:03]'", "host range", "does not expand ranges",
+                                    "each host as its own entry"]),
+    "max_unavailable zero, type in plain words": (
+        lambda d: clusters(d)[0].update(max_unavailable=0),
+        C1, ["'max_unavailable' must be a positive integer", "got an integer (0)"]),
+    "max_unavailable a date": (
+        lambda d: clusters(d)[0].update(max_unavailable=datetime.date(2026, 1, 2)),
+        C1, ["got a date (2026-01-02)"]),
     "cluster without hosts key": (
         lambda d: clusters(d)[0].pop("hosts"),
         C1, ["the cluster has no hosts", "add `hosts:`"]),
@@ -320,7 +332,7 @@ ERROR_CASES = {
         C1 + " / host #2", ["host number 2 in 'hosts' has no name"]),
     "name not a string": (
         lambda d: pods(d)[0].update(name=7),
-        "zone eu-1 / pod #1", ["has name int (7)"]),
+        "zone eu-1 / pod #1", ["has name an integer (7)"]),
     "no regions": (
         lambda d: d.pop("regions"),
         "top level", ["the topology has no regions", "add `regions:`"]),
@@ -368,3 +380,47 @@ def test_without_sanitizer_dashes_stay_and_distinct_names_do_not_collide():
     document = mutate(lambda d: clusters(d)[1].update(name="c-1") or clusters(d)[0].update(name="c_1"))
     layout = build_layout(parse_topology(document))
     assert ("cluster_c-1", "pod_p1") in layout.groups and ("cluster_c_1", "pod_p1") in layout.groups
+
+
+class TaggedInt(int):
+    """Stands for the YAML loader's _AnsibleTaggedInt: a subclass with an unhelpful name."""
+
+
+def test_type_names_are_plain_words_for_loader_subclasses():
+    document = mutate(lambda d: clusters(d)[0].update(max_unavailable=TaggedInt(-1)))
+    with pytest.raises(TopologyError, match=r"got an integer \(-1\)"):
+        parse_topology(document)
+
+
+def test_layout_trust_marks_the_derived_values():
+    marked = []
+
+    def trust(value):
+        marked.append(value)
+        return value
+    layout = build_layout(parse_topology(base_document()), sanitize, trust)
+    variables = dict((name, v) for name, _c, _h, v in layout.hosts())["hv-1"]
+    for key in ("virtfleet_region", "virtfleet_zone", "virtfleet_pod", "virtfleet_cluster", "virtfleet_hypervisor",
+                "ansible_host", "virtfleet_libvirt_uri"):
+        assert variables[key] in marked, key
+    assert all(value in marked for value in variables["virtfleet_storage"].values())
+
+
+class EncryptedString:
+    """Stands for ansible.parsing.vault.EncryptedString (not a str: JSON would keep only its ciphertext)."""
+
+
+@pytest.mark.parametrize("value, problem", [
+    ({"a": [1, 2.5, True, None, "x", {"b": "c"}]}, None),
+    ({"vars": {"by_number": {1: "one"}}}, "vars.by_number has the key 1, which is not a string"),
+    ({"vars": {"secret": EncryptedString()}}, "vars.secret is a vault-encrypted value"),
+    ({"vars": {"when": datetime.date(2026, 1, 2)}}, "vars.when is a date"),
+    ({"layout": [["a", {"s": {1, 2}}]]}, "layout[0][1].s is a set"),
+    ({"layout": [("a", "b")]}, "layout[0] is a tuple"),
+])
+def test_json_problem_names_what_a_json_cache_would_change(value, problem):
+    assert json_problem(value) == problem
+
+
+def test_layout_of_a_plain_topology_is_json_faithful():
+    assert json_problem(topology_layout(base_document(), sanitize).to_data()) is None
