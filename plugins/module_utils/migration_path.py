@@ -87,9 +87,9 @@ def path_fix(error: str, uri: str, source: str, destination: str, user: str) -> 
                 "give %s a key of its own and leave keyfile= out of the migration URI, or point it at that key"
                 % (user, source, user))
     if "permission denied" in text and ("publickey" in text or "password" in text or "keyboard" in text):
-        return ("%s accepts no key of %s on %s: create one (as %s on %s: ssh-keygen -t ed25519) and add its "
-                "~/.ssh/id_ed25519.pub to the authorized_keys of %s on %s"
-                % (login, user, source, user, source, parts.username or "the URI's user", destination))
+        return ("%s accepts no key of %s on %s: add the public key of %s on %s (~/.ssh/id_ed25519.pub; if there "
+                "is none, create it as %s: ssh-keygen -t ed25519 -N '') to the authorized_keys of %s on %s"
+                % (login, user, source, user, source, user, parts.username or "the URI's user", destination))
     if transport == "tls" and ("certificate" in text or "tls" in text or "gnutls" in text):
         return ("the TLS set-up between %s and %s: %s needs a client certificate (/etc/pki/libvirt/clientcert.pem, "
                 "private/clientkey.pem) and the CA that signed %s's server certificate (/etc/pki/CA/cacert.pem); "
@@ -152,8 +152,8 @@ def summary(source: str, results: List[PathResult]) -> Dict[str, Any]:
     """The module's result: every path, and a message naming each broken one with its fix."""
     broken = [r for r in results if not r.ok]
     if broken:
-        msg = ("Migration paths from %s that do not work - a live migration over them would fail, so nothing "
-               "may move yet: %s" % (source, "; ".join(r.describe() for r in broken)))
+        msg = ("Migration paths from %s that do not work (a live migration over them would fail): %s"
+               % (source, "; ".join(r.describe() for r in broken)))
     elif results:
         msg = "%s reaches every peer's migration URI: %s" % (
             source, ", ".join("%s (%.1f s)" % (r.destination, r.seconds) for r in results))

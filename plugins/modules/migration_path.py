@@ -13,7 +13,7 @@ description:
   - A peer-to-peer live migration is opened by the source host's libvirt daemon, which connects to
     the destination's URI itself, as the daemon's user, with that user's SSH key and known_hosts
     (C(qemu+ssh)) or the host's TLS client certificate (C(qemu+tls)). This module runs B(on the
-    source host) (no C(delegate_to)), as the daemon's user (root for C(qemu:///system): use
+    source host) (no C(delegate_to)), as the daemon's user (root for C(qemu:///system) - use
     become), and opens the URI of each of O(peers) the same way, each bounded by O(timeout).
   - Fails when any path does not answer, naming source, destination, the (redacted) URI, the user it
     was opened as, the error and the fix (the key, the known-hosts entry, the TLS certificate, the
