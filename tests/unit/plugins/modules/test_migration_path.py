@@ -25,8 +25,8 @@ def test_every_peer_answering_passes_in_check_mode_too():
 
 def test_a_broken_path_fails_the_task_naming_both_hosts_and_the_fix():
     uri = _closed_uri()
-    code, result = run_module_main(module, {"source": "hv-a1", "peers": [{"name": "hv-a2", "uri": "test:///default"},
-                                                                          {"name": "hv-a3", "uri": uri}]})
+    peers = [{"name": "hv-a2", "uri": "test:///default"}, {"name": "hv-a3", "uri": uri}]
+    code, result = run_module_main(module, {"source": "hv-a1", "peers": peers})
     assert code == 1 and result["failed"] and result["broken"] == ["hv-a3"]
     assert "hv-a1 -> hv-a3 (%s" % uri in result["msg"] and "fix: nothing answers" in result["msg"]
     assert [p["ok"] for p in result["paths"]] == [True, False]
