@@ -63,7 +63,15 @@ def state_name(state: int) -> str:
 
 
 class LibvirtHostError(VirtfleetError):
-    """A libvirt daemon could not be asked: names the (redacted) URI and what to do about it."""
+    """A libvirt daemon could not be asked: names the (redacted) URI and what to do about it.
+
+    ``reason`` is libvirt's own words without the URI and the hint, for callers that give a
+    hint of their own (a host-to-host path is fixed on the source host, not on the controller).
+    """
+
+    def __init__(self, message: str, result: Optional[dict] = None, reason: Optional[str] = None):
+        super().__init__(message, result)
+        self.reason = reason or message
 
 
 def libvirt_message(exc: BaseException) -> str:
@@ -205,7 +213,7 @@ def open_connection(uri: str, username: Optional[str] = None, password: Optional
             raise LibvirtHostError(
                 "cannot connect to %s: no answer within %d s - the libvirt daemon or its host is"
                 " frozen or overloaded: check it (virsh -c URI version) and restart libvirtd there"
-                % (redact_uri(uri), timeout))
+                % (redact_uri(uri), timeout), reason="no answer within %d s" % timeout)
     if "error" in outcome:
         raise outcome["error"]
     conn = outcome["conn"]
@@ -237,7 +245,8 @@ def _open(uri: str, username: Optional[str], password: Optional[str], readonly: 
         message = str(exc)
         if password:
             message = message.replace(password, "********")
-        raise LibvirtHostError("cannot connect to %s: %s - %s" % (redact_uri(uri), message, connection_hint(message, uri)))
+        raise LibvirtHostError("cannot connect to %s: %s - %s" % (redact_uri(uri), message, connection_hint(message, uri)),
+                               reason=message)
     if conn is None:
         raise LibvirtHostError("cannot connect to %s: libvirt returned no connection" % redact_uri(uri))
     return conn

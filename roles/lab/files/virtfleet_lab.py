@@ -8,12 +8,21 @@ Every host of a topology file becomes:
   address (16509 and migration ports 49152+ on that address), with its own host UUID,
 * its own ``sshd`` on ``<address>:22`` that lets the lab key in as that user and sets the
   XDG variables, so ``qemu:///session`` inside an SSH session is that host's daemon,
+* its own SSH key (``~/.ssh/id_ed25519`` of its user), authorized on the other hosts of its
+  cluster, and ``~/.ssh/known_hosts`` with their host keys: the host-to-host path that a
+  peer-to-peer migration over ``qemu+ssh://`` takes, set up as an operator sets it up,
 * a boot id, a pending-updates marker and a reboot-required marker (simulated patching).
 
 Each cluster gets a shared storage directory (its ``storage.path``) that every host of the
 cluster can use; guests write a heartbeat line to a serial log there. A root "agent" process
 per lab timestamps every heartbeat line in host wall time and carries out reboots that hosts
 request (a host user cannot restart its own sshd).
+
+The controller (root) reaches the hosts' sshd with the lab key and checks their host keys
+through ``/etc/ssh/ssh_config.d/virtfleet-lab-<lab>.conf`` (removed by ``down``), so a host's
+``qemu+ssh://<user>@<address>/session`` URI works from the controller and from its peers alike.
+A topology chooses which URI its hosts declare (``lab_libvirt_transport``: ``tcp`` or ``ssh``);
+the hosts offer both, and the lab program itself always uses TCP.
 
 Everything a lab owns lives under its state directory (default
 ``/var/lib/virtfleet-lab/<lab name>``), is listed in ``<state>/lab.json`` and is removed by
@@ -92,6 +101,13 @@ DEFAULT_STATE_ROOT = "/var/lib/virtfleet-lab"
 DEFAULT_IMAGE_DIR = "/var/cache/virtfleet-lab/images"
 LIBVIRT_PORT = 16509
 SSH_PORT = 22
+# How the controller's client reaches lab hosts over SSH (written at up, removed at down).
+SSH_CLIENT_CONFIG_DIR = "/etc/ssh/ssh_config.d"
+# The URI a lab host declares for each lab_libvirt_transport (the hosts serve both).
+LAB_URI_FORMATS = {
+    "tcp": "qemu+tcp://{address}/session",
+    "ssh": "qemu+ssh://{user}@{address}/session",
+}
 HEARTBEAT_PREFIX = "virtfleet-heartbeat"
 # How often the agent looks at the serial logs: the resolution of every heartbeat gap measured.
 HEARTBEAT_POLL_S = 0.02
@@ -149,7 +165,8 @@ def load_lab(topology_path: str) -> dict:
     Lab settings are topology variables (top-level ``vars:`` or any level below):
     ``lab_name`` (required), ``lab_state_dir``, ``lab_image_dir``, ``lab_guests_per_host``,
     ``lab_guest_memory_mib``, ``lab_guest_workload`` (``heartbeat`` or ``dirty``),
-    ``lab_guest_dirty_mib`` and, per host, ``lab_kvm: false`` (its daemon gets no /dev/kvm).
+    ``lab_guest_dirty_mib``, ``lab_libvirt_transport`` (``tcp`` or ``ssh``: which URI the
+    hosts declare) and, per host, ``lab_kvm: false`` (its daemon gets no /dev/kvm).
     """
     try:
         with open(topology_path) as handle:
@@ -189,17 +206,22 @@ def load_lab(topology_path: str) -> dict:
         if not storage.get("path"):
             raise LabError("cluster %s of the lab has no storage path: add `storage: {name: ..., type: shared, "
                            "path: %s/storage/%s}`" % (cluster, state_dir, cluster))
+        user = _user_name(lab_name, host)
         uri = variables.get("virtfleet_libvirt_uri")
-        expected_uri = "qemu+tcp://%s/session" % address
+        transport = variables.get("lab_libvirt_transport", "tcp")
+        if transport not in LAB_URI_FORMATS:
+            raise LabError("lab_libvirt_transport of %s is %r: use tcp (default) or ssh" % (host, transport))
+        expected_uri = LAB_URI_FORMATS[transport].format(user=user, address=address)
         if uri != expected_uri:
             raise LabError("lab host %s must declare `libvirt_uri: %s` (its daemon is a session daemon on its "
-                           "address), not %r" % (host, expected_uri, uri))
+                           "address, reached over %s as lab_libvirt_transport says), not %r"
+                           % (host, expected_uri, transport, uri))
         lab["hosts"][host] = {
             "name": host,
             "address": address,
             "cluster": cluster,
             "libvirt_uri": uri,
-            "user": _user_name(lab_name, host),
+            "user": user,
             "kvm": bool(variables.get("lab_kvm", True)),
             "dir": os.path.join(state_dir, "hosts", host),
             "host_uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/%s" % (lab_name, host))),
@@ -651,7 +673,7 @@ def prepare(lab: dict, image: dict) -> None:
         host_key = os.path.join(ssh_dir, "ssh_host_ed25519_key")
         if not os.path.exists(host_key):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
-        _write_if_changed(os.path.join(ssh_dir, "authorized_keys"), public_key)
+        _ensure_user_key(host)
         _write_if_changed(os.path.join(ssh_dir, "sshd_config"), _sshd_config(lab, host))
         boot_id = os.path.join(directory, "boot_id")
         if not os.path.exists(boot_id):
@@ -665,11 +687,92 @@ def prepare(lab: dict, image: dict) -> None:
             subprocess.run(["setfacl", "-m" if host["kvm"] else "-x",
                             ("u:%d:rw" % uid) if host["kvm"] else ("u:%d" % uid), "/dev/kvm"],
                            check=False, stderr=subprocess.DEVNULL)
+    for host in lab["hosts"].values():
+        _write_host_to_host_ssh(lab, host, public_key)
+    _write_controller_ssh(lab)
     for guest in lab["guests"].values():
         _create_serial_log(lab, guest)
     lab["image"] = {key: image[key] for key in ("kernel", "initrd", "kernel_version", "kvm_boots_linux", "kvm_probe")}
     _write_atomic(os.path.join(state, "lab.json"), json.dumps(lab, indent=2, sort_keys=True) + "\n")
     _write_atomic(os.path.join(state, "inventory.yml"), static_inventory(lab))
+
+
+# ---------------------------------------------------------------------------------------------
+# SSH between the hosts and from the controller
+# ---------------------------------------------------------------------------------------------
+# A peer-to-peer migration over qemu+ssh:// is opened by the source host's daemon, as that
+# daemon's user, with that user's own key and known_hosts: the controller's key is not there
+# (and must not be). Each host user therefore gets what an operator gives root on every real
+# hypervisor: a key, authorized on the peers of its cluster, and the peers' host keys.
+
+def _user_ssh_dir(host: dict) -> str:
+    return os.path.join(host["dir"], "home", ".ssh")
+
+
+def _ensure_user_key(host: dict) -> None:
+    """The host user's own key pair, ~/.ssh/id_ed25519 (made once, owned by the user)."""
+    ssh_dir = _user_ssh_dir(host)
+    _mkdir(ssh_dir, host["uid"], host["gid"], 0o700)
+    key = os.path.join(ssh_dir, "id_ed25519")
+    if not os.path.exists(key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "%s@%s" % (host["user"], host["name"]),
+                        "-f", key], check=True)
+    for path in (key, key + ".pub"):
+        os.chown(path, host["uid"], host["gid"])
+
+
+def _public_text(path: str) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def _host_key_line(host: dict) -> str:
+    """The known_hosts line of a host's sshd (port 22, so the plain address names it)."""
+    key_type, key = _public_text(os.path.join(host["dir"], "ssh", "ssh_host_ed25519_key.pub")).split()[:2]
+    return "%s %s %s" % (host["address"], key_type, key)
+
+
+def cluster_peers(lab: dict, host: dict) -> list:
+    """The other hosts of the host's cluster: those it may send guests to and receive them from."""
+    return [lab["hosts"][name] for name in lab["clusters"][host["cluster"]]["hosts"] if name != host["name"]]
+
+
+def _write_host_to_host_ssh(lab: dict, host: dict, controller_key: str) -> None:
+    """authorized_keys (the controller's lab key + the keys of the cluster's other host users)
+    and the user's known_hosts (the host keys of those peers). Hosts of other clusters are not
+    there: guests never move between clusters."""
+    peers = cluster_peers(lab, host)
+    authorized = [controller_key.strip()] + [_public_text(os.path.join(_user_ssh_dir(p), "id_ed25519.pub"))
+                                             for p in peers]
+    _write_if_changed(os.path.join(host["dir"], "ssh", "authorized_keys"), "\n".join(authorized) + "\n")
+    known_hosts = os.path.join(_user_ssh_dir(host), "known_hosts")
+    _write_if_changed(known_hosts, "".join(_host_key_line(p) + "\n" for p in peers))
+    os.chown(known_hosts, host["uid"], host["gid"])
+
+
+def ssh_client_config_path(lab: dict) -> str:
+    return os.path.join(SSH_CLIENT_CONFIG_DIR, "virtfleet-lab-%s.conf" % lab["name"])
+
+
+def _write_controller_ssh(lab: dict) -> None:
+    """Root (the controller here) logs in to the lab hosts with the lab key and checks their
+    host keys against <state>/ssh/known_hosts: a host's qemu+ssh:// URI then carries no keyfile
+    and works unchanged from the controller and from its peers, as on a real estate where each
+    side has its own key. Only root and only the lab's addresses: host users keep their own."""
+    state_ssh = os.path.join(lab["state_dir"], "ssh")
+    known_hosts = os.path.join(state_ssh, "known_hosts")
+    _write_if_changed(known_hosts, "".join(_host_key_line(h) + "\n" for h in lab["hosts"].values()))
+    if not os.path.isdir(SSH_CLIENT_CONFIG_DIR):
+        raise LabError("%s does not exist: the lab needs an OpenSSH client that reads it (Debian's "
+                       "openssh-client includes it from /etc/ssh/ssh_config)" % SSH_CLIENT_CONFIG_DIR)
+    _write_if_changed(ssh_client_config_path(lab), "\n".join([
+        "# Written by the virtfleet lab %s (roles/lab); removed by its `down`." % lab["name"],
+        "Match localuser root host %s" % ",".join(h["address"] for h in lab["hosts"].values()),
+        "    IdentityFile %s" % os.path.join(state_ssh, "id_ed25519"),
+        "    UserKnownHostsFile %s" % known_hosts,
+        "    StrictHostKeyChecking yes",
+        "    BatchMode yes",
+        ""]))
 
 
 def _create_serial_log(lab: dict, guest: dict) -> None:
@@ -726,8 +829,14 @@ def _host_lock(host: dict):
     return handle
 
 
+def lab_uri(host: dict) -> str:
+    """The URI the lab program itself uses for a host: TCP whatever the topology declares (one
+    SSH login per call would only slow the lab down; the SSH path is the inventory's)."""
+    return LAB_URI_FORMATS["tcp"].format(address=host["address"])
+
+
 def _libvirt_answers(host: dict) -> bool:
-    result = subprocess.run(["virsh", "-q", "-c", host["libvirt_uri"], "uri"], capture_output=True,
+    result = subprocess.run(["virsh", "-q", "-c", lab_uri(host), "uri"], capture_output=True,
                             env={**os.environ, "LIBVIRT_AUTOSTART": "0"}, timeout=30, check=False)
     return result.returncode == 0
 
@@ -932,7 +1041,7 @@ def _connect(host: dict):
     """The collection's opener: a daemon that accepts but never answers (a host frozen or
     half-way through a reboot) fails the command in bounded time instead of hanging it."""
     try:
-        return open_connection(host["libvirt_uri"])
+        return open_connection(lab_uri(host))
     except LibvirtHostError as error:
         raise LabError("lab host %s: %s" % (host["name"], error)) from error
 
@@ -1268,6 +1377,9 @@ def cmd_down(lab: dict, _args) -> dict:
                     os.unlink(guest["serial_log"])
         with contextlib.suppress(OSError):
             os.rmdir(cluster["storage"])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(ssh_client_config_path(lab))
+        changed = True
     if os.path.isdir(lab["state_dir"]):
         shutil.rmtree(lab["state_dir"])
         changed = True
