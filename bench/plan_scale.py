@@ -95,7 +95,7 @@ def measure_in_child(clusters: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="counted rounds per size (after one warm-up)")
     parser.add_argument("--clusters", type=int, default=1000, help="clusters of the full estate")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
