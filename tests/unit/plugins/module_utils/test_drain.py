@@ -348,3 +348,113 @@ def test_host_drain_action_shows_uris_with_their_secrets_masked(monkeypatch):
                                                           {"name": "hv-2", "uri": "test:///hv-2"}])
     assert result["failed"] and "hv-1/system" in result["msg"]  # the URI stays readable
     assert "s3cr3t-pw" not in repr(result) and "k3y-s3cr3t" not in repr(result)
+
+
+# --- the end of a drain against a small fake of the source host's libvirt objects (issue 17) ---
+# The lab cannot make a guest stay behind after a reported success, nor show whether a guest
+# that must be left alone was sent a shutdown request it ignored: these fakes can.
+
+class _FakeDomain:
+    def __init__(self, name, obeys_shutdown=True):
+        self._name = name
+        self.active = True
+        self.obeys_shutdown = obeys_shutdown
+        self.shutdown_requests = 0
+
+    def name(self):
+        return self._name
+
+    def isActive(self):
+        return self.active
+
+    def shutdown(self):
+        self.shutdown_requests += 1
+        if self.obeys_shutdown:
+            self.active = False
+
+
+class _FakeSourceHost:
+    """The source's connection: the guests it runs, as libvirt lists them."""
+
+    def __init__(self, *domains):
+        self.domains = {d.name(): d for d in domains}
+
+    def listAllDomains(self, flags=0):
+        return [d for d in self.domains.values() if d.active]
+
+    def lookupByName(self, name):
+        return self.domains[name]
+
+    def close(self):
+        return 0
+
+
+def _end_of_drain(monkeypatch, source_host, guests, options, migrate):
+    """drain_host of hv-1 (``guests``: (name, movable) pairs) to an empty hv-2."""
+    by_uri = {"test:///hv-1": {"memory_total_mib": 8192, "memory_free_mib": 6000, "cpus": 4, "guests": [
+        {"name": name, "active": True, "state": "running", "memory_mib": 256, "max_memory_mib": 256, "vcpus": 1,
+         "movable": movable, "migration_blockers": [] if movable else ["host device passthrough"],
+         "local_disks": [], "migration_notes": []} for name, movable in guests]},
+        "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    connections = {"test:///hv-1": source_host, "test:///hv-2": _ClosingConnection()}
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")]
+    return drain.drain_host("hv-1", hosts, options, connect=connections.__getitem__, migrate=migrate)
+
+
+def _migrates(source_host, stays=()):
+    """A migration that reports success; the guests in ``stays`` still run on the source."""
+    def migrate(guest, source_uri, dest_uri, options, **kwargs):
+        if guest not in stays:
+            source_host.domains[guest].active = False
+        return {"guest": guest, "downtime_ms": 20}
+    return migrate
+
+
+def test_the_final_check_asks_the_host_not_the_migration_reports(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"), _FakeDomain("g2"))
+    with pytest.raises(drain.DrainError) as caught:
+        _end_of_drain(monkeypatch, source, [("g1", True), ("g2", True)], DrainOptions(cpu_check=False),
+                      _migrates(source, stays={"g2"}))
+    assert caught.value.message == "hv-1 still runs g2 after the drain: do not reboot it"
+    assert caught.value.result["remaining_guests"] == ["g2"]
+    assert [o["status"] for o in caught.value.result["migrations"]] == ["migrated", "migrated"]
+
+
+def test_a_drain_whose_host_is_empty_reports_success(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"), _FakeDomain("g2"))
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("g2", True)], DrainOptions(cpu_check=False),
+                           _migrates(source))
+    assert result["remaining_guests"] == [] and result["changed"] is True
+    assert result["where"] == {"g1": "hv-2", "g2": "hv-2"} and result["shutdown"] == []
+
+
+def test_a_guest_under_the_leave_policy_gets_no_shutdown_request(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    source = _FakeSourceHost(_FakeDomain("g1"), pinned)
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("pinned", False)],
+                           DrainOptions(cpu_check=False, unmovable="leave"), _migrates(source))
+    assert pinned.shutdown_requests == 0 and pinned.active
+    assert result["left"] == ["pinned"] and result["remaining_guests"] == ["pinned"]
+    assert result["shutdown"] == []
+
+
+def test_a_guest_under_the_shutdown_policy_is_asked_once_and_the_host_checked(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    source = _FakeSourceHost(_FakeDomain("g1"), pinned)
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("pinned", False)],
+                           DrainOptions(cpu_check=False, unmovable="shutdown", shutdown_timeout=5), _migrates(source))
+    assert pinned.shutdown_requests == 1 and not pinned.active
+    assert result["shutdown"] == [{"guest": "pinned", "ok": True, "error": None}]
+    assert result["remaining_guests"] == [] and result["changed"] is True
+
+
+def test_a_guest_that_ignores_its_shutdown_request_keeps_the_host_from_reboot(monkeypatch):
+    pinned = _FakeDomain("pinned", obeys_shutdown=False)
+    source = _FakeSourceHost(pinned)
+    with pytest.raises(drain.DrainError) as caught:
+        _end_of_drain(monkeypatch, source, [("pinned", False)],
+                      DrainOptions(cpu_check=False, unmovable="shutdown", shutdown_timeout=0), _migrates(source))
+    assert pinned.shutdown_requests == 1
+    assert caught.value.message == ("hv-1 still runs pinned after the drain: do not reboot it (pinned: still running"
+                                    " 0 s after a clean shutdown request (not forced))")

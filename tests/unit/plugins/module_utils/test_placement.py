@@ -410,3 +410,71 @@ def test_move_back_counts_host_free_memory_and_vcpus_and_keeps_inputs():
     assert "free memory: needs 512 MiB, host reports 188 MiB free" in reasons["b"]
     assert "vCPUs: needs 4, 1 left" in reasons["c"]
     assert guests == before
+
+
+# --- exact boundaries of the capacity accounting (issue 17): a guest that fills a limit to the
+# MiB or vCPU is placed, one 1 MiB or one vCPU more is refused, on every limit the planner keeps.
+
+@pytest.mark.parametrize("guest_mib, fits", [(1536, True), (1537, False)])
+def test_allocation_limit_is_exact_to_the_mib(guest_mib, fits):
+    # h2: 2048 MiB total - 512 MiB reserve; no free-memory figure, so only allocation counts.
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    plan = plan_drain("h1", cluster, [Guest("a", guest_mib, 1, host="h1")], PlacementPolicy())
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == ("memory: needs 1537 MiB, 1536 MiB left (total 2048 MiB x 1"
+                                                   " - reserve 512 MiB - 0 MiB allocated)")
+
+
+@pytest.mark.parametrize("guest_mib, fits", [(512, True), (513, False)])
+def test_allocation_limit_counts_guests_already_there_to_the_mib(guest_mib, fits):
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    guests = [Guest("resident", 1024, 1, host="h2"), Guest("a", guest_mib, 1, host="h1")]
+    assert plan_drain("h1", cluster, guests, PlacementPolicy()).ok is fits
+
+
+@pytest.mark.parametrize("guest_mib, fits", [(1024, True), (1025, False)])
+def test_free_memory_limit_is_exact_to_the_mib(guest_mib, fits):
+    # Allocation would allow 3584 MiB; the host reports 1536 MiB free, minus the 512 MiB reserve.
+    cluster = [HostCapacity("h1", 4096, 8), HostCapacity("h2", 4096, 8, memory_free_mib=1536)]
+    plan = plan_drain("h1", cluster, [Guest("a", guest_mib, 1, host="h1")], PlacementPolicy())
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == "free memory: needs 1025 MiB, host reports 1536 MiB free (reserve 512 MiB)"
+
+
+def test_free_memory_shrinks_with_each_guest_placed_to_the_mib():
+    # 2048 MiB free - 512 reserve = 1536: a 1024 MiB guest, then 512 MiB fit exactly, 513 does not.
+    cluster = [HostCapacity("h1", 8192, 8), HostCapacity("h2", 8192, 8, memory_free_mib=2048)]
+    exact = [Guest("a", 1024, 1, host="h1"), Guest("b", 512, 1, host="h1")]
+    assert plan_drain("h1", cluster, exact, PlacementPolicy()).ok
+    over = [Guest("a", 1024, 1, host="h1"), Guest("b", 513, 1, host="h1")]
+    plan = plan_drain("h1", cluster, over, PlacementPolicy())
+    assert [u.guest for u in plan.unplaced] == ["b"]
+    assert "host reports 1024 MiB free" in plan.unplaced[0].per_host["h2"]
+
+
+def test_free_memory_is_ignored_when_the_policy_says_so():
+    cluster = [HostCapacity("h1", 4096, 8), HostCapacity("h2", 4096, 8, memory_free_mib=0)]
+    guests = [Guest("a", 1024, 1, host="h1")]
+    assert not plan_drain("h1", cluster, guests, PlacementPolicy()).ok
+    assert plan_drain("h1", cluster, guests, PlacementPolicy(respect_free_memory=False)).ok
+
+
+@pytest.mark.parametrize("vcpus, fits", [(6, True), (7, False)])
+def test_vcpu_limit_is_exact_and_counts_guests_already_there(vcpus, fits):
+    # 2 CPUs x 4.0 = 8 vCPUs, 2 already allocated.
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 2))
+    guests = [Guest("resident", 256, 2, host="h2"), Guest("a", 256, vcpus, host="h1")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(memory_reserve_mib=0))
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == "vCPUs: needs 7, 6 left (2 CPUs x 4 - 2 allocated)"
+
+
+def test_a_guest_leaving_a_host_gives_its_memory_and_vcpus_back():
+    # Draining h2 first frees it; the move back of its guest must count what left.
+    cluster = hosts(("h1", 2048, 1), ("h2", 2048, 1), ("h3", 2048, 1))
+    guests = [Guest("a", 1536, 4, host="h1"), Guest("b", 1536, 4, host="h2")]
+    proof = prove_rolling_capacity(["h1", "h2"], cluster, guests, PlacementPolicy())
+    assert proof.ok, proof.problems
