@@ -458,3 +458,110 @@ def test_a_guest_that_ignores_its_shutdown_request_keeps_the_host_from_reboot(mo
     assert pinned.shutdown_requests == 1
     assert caught.value.message == ("hv-1 still runs pinned after the drain: do not reboot it (pinned: still running"
                                     " 0 s after a clean shutdown request (not forced))")
+
+
+# --- what the drain reports and refuses, exactly (issue 17: survivors of `make mutation`) -------
+
+def _ticks(*values):
+    it = iter(values)
+    return lambda: next(it)
+
+
+def test_a_migrated_outcome_in_full_with_its_timings_in_milliseconds():
+    (outcome,) = drain.run_moves(moves(("g1", "hv-2")), lambda move: {"downtime_ms": 20},
+                                 clock=_ticks(10.0, 10.00012, 10.5))
+    assert outcome == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0,
+                       "status": "migrated", "running_on": "hv-2", "location": "destination", "where": "hv-2",
+                       "result": {"downtime_ms": 20}, "started_s": 0.0, "ended_s": 0.5}
+
+
+def test_failed_and_unexpected_outcomes_in_full():
+    (failed,) = drain.run_moves(moves(("g1", "hv-2")), PausedOnSource(), clock=_ticks(0.0, 1.0, 2.0))
+    assert failed == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0, "status": "failed",
+                      "running_on": None, "location": "source (paused)", "where": "hv-1 (paused)", "paused_on": "hv-1",
+                      "error": "g1 left paused on hv-1: the destination hv-2 could not be asked",
+                      "reason": "destination-unreachable", "started_s": 1.0, "ended_s": 2.0}
+
+    def explode(move):
+        raise RuntimeError("boom")
+    (unexpected,) = drain.run_moves(moves(("g1", "hv-2")), explode, clock=_ticks(0.0, 1.0, 2.0))
+    assert unexpected == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0,
+                          "status": "failed", "running_on": None, "location": "unknown", "where": "unknown",
+                          "paused_on": None, "error": "g1: unexpected error: RuntimeError('boom')",
+                          "reason": "unexpected", "started_s": 1.0, "ended_s": 2.0}
+
+
+def test_two_incoming_per_destination_means_two_not_more():
+    rec = Recorder(duration=0.1)
+    drain.run_moves(moves(("a", "hv-2"), ("b", "hv-2"), ("c", "hv-2"), ("d", "hv-3")), rec, max_parallel=4,
+                    max_incoming_per_destination=2)
+    assert rec.peak_per_destination == {"hv-2": 2, "hv-3": 1}
+
+
+def test_move_refusals_name_the_lock_holder_and_the_mark():
+    move = {"guest": "g1", "source": "hv-1", "destination": "hv-2"}
+    assert drain.move_refusal(move, _lock_state(holder={"run_id": "run-2", "token": "t-2"}), "t-run") == (
+        "this run no longer holds the lock of the cluster (held by run run-2): no further guest moves")
+    assert drain.move_refusal(move, _lock_state(holder={"token": "t-2"}), "t-run") == (
+        "this run no longer holds the lock of the cluster (held by run ?): no further guest moves")
+    assert drain.move_refusal(move, None, "t-run") == (
+        "this run no longer holds the lock of the cluster (nobody holds it): no further guest moves")
+    assert drain.move_refusal(move, _lock_state(marks={"hv-2": {"phase": "marked"}}), "t-run") == (
+        "hv-2 was marked in maintenance since the plan (by ?: no reason given)")
+    assert drain.move_refusal(move, _lock_state(marks={"hv-2": {"owner": {"run_id": "op"}, "reason": "RAM"}}),
+                              "t-run") == "hv-2 was marked in maintenance since the plan (by op: RAM)"
+
+
+def _lock_state(holder=None, marks=None):
+    return {"lock": {"holder": holder or {"run_id": "run-1", "token": "t-run"}}, "marks": marks or {}}
+
+
+def test_the_drain_plan_carries_its_limits_unreachable_and_excluded_hosts():
+    view = drain.ClusterView(
+        "hv-1", {}, [HostCapacity("hv-1", 8192, 4, in_maintenance=True), HostCapacity("hv-2", 8192, 4),
+                     HostCapacity("hv-3", 8192, 4, in_maintenance=True)],
+        [Guest("g1", 512, 1, host="hv-1")], {"hv-4": "connection refused"}, None, {})
+    plan = drain.plan_host_drain(view, DrainOptions(cpu_check=False, max_parallel=3, max_incoming_per_destination=2))
+    assert plan["moves"] == [{"guest": "g1", "source": "hv-1", "destination": "hv-2", "memory_mib": 512, "vcpus": 1,
+                              "order": 1}]
+    assert (plan["max_parallel"], plan["max_incoming_per_destination"]) == (3, 2)
+    assert plan["unreachable_hosts"] == {"hv-4": "connection refused"}
+    assert plan["excluded_in_maintenance"] == ["hv-3"]
+
+
+def test_the_drain_plan_asks_the_views_cpu_check():
+    view = drain.ClusterView("hv-1", {}, [HostCapacity("hv-1", 8192, 4), HostCapacity("hv-2", 8192, 4)],
+                             [Guest("g1", 512, 1, host="hv-1")], {}, lambda guest, host: "too old", {})
+    plan = drain.plan_host_drain(view, DrainOptions())
+    assert plan["unplaced"][0]["per_host"] == {"hv-2": "CPU cannot run the guest: too old"}
+
+
+def test_the_refusal_lists_the_unreachable_hosts_left_out():
+    plan = {"moves": [], "unplaced": [{"guest": "g1", "memory_mib": 512}], "problems": [],
+            "unreachable_hosts": {"hv-4": "refused", "hv-3": "timeout"}}
+    assert drain.refusal_message("hv-1", plan) == (
+        "refusing to drain hv-1, nothing was moved: the cluster cannot absorb 1 of its 1 guests (512 MiB short: g1"
+        " 512 MiB). Unreachable hosts left out: hv-3 (timeout), hv-4 (refused)")
+
+
+def test_a_source_not_among_the_hosts_is_refused_naming_them():
+    with pytest.raises(drain.DrainError) as caught:
+        drain.gather_cluster("hv-9", [ClusterHost("hv-2", "test:///2"), ClusterHost("hv-1", "test:///1")],
+                             DrainOptions())
+    assert caught.value.message == "host hv-9 is not among the cluster hosts given (hv-1, hv-2)"
+
+
+def test_a_host_whose_facts_cannot_be_used_counts_as_unreachable(monkeypatch):
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": {"memory_total_mib": 4096, "cpus": 2, "guests": "junk"}}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    view = drain.gather_cluster("hv-1", [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")],
+                                DrainOptions(), connect=lambda uri: _ClosingConnection())
+    try:
+        assert list(view.unreachable) == ["hv-2"]
+        assert view.unreachable["hv-2"].startswith("the guests of a host's facts must be a list of guest dicts")
+        assert isinstance(view.cpu_check, drain.CpuChecker) and list(view.connections) == ["hv-1"]
+    finally:
+        view.close()
+    view = drain.gather_cluster("hv-1", [ClusterHost("hv-1", "test:///hv-1")], DrainOptions(cpu_check=False),
+                                connect=lambda uri: _ClosingConnection())
+    assert view.cpu_check is None
