@@ -213,3 +213,15 @@ def test_the_result_of_a_migration_error_carries_every_field():
                                "paused_on": "hv-1", "where": "hv-1 (paused)", "last_progress": None}
     assert error.result == error.as_dict()
     assert MigrationError("x", location="source ()", paused_on="hv-1").where == "hv-1 (paused)"
+
+
+def test_two_stall_remedies_are_joined_with_or():
+    assert migration_recovery.suggestion(MigrationOptions(auto_converge=True), "stalled") == (
+        "; try: allow post-copy or set max_downtime_ms")
+
+
+def test_an_error_without_a_location_is_unknown_and_carries_its_last_progress():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import MigrationProgress
+    assert MigrationError("x").location == "unknown" and MigrationError("x").where == "unknown"
+    progress = MigrationProgress("g", "hv-1", "hv-2", "precopy", {"data_total": 100, "data_remaining": 40}, 3.0)
+    assert MigrationError("x", last_progress=progress).as_dict()["last_progress"] == progress.as_dict()
