@@ -565,3 +565,26 @@ def test_a_host_whose_facts_cannot_be_used_counts_as_unreachable(monkeypatch):
     view = drain.gather_cluster("hv-1", [ClusterHost("hv-1", "test:///hv-1")], DrainOptions(cpu_check=False),
                                 connect=lambda uri: _ClosingConnection())
     assert view.cpu_check is None
+
+
+def test_the_cpu_check_asks_each_destination_once_per_cpu_model(monkeypatch):
+    asked = []
+
+    class Oracle:
+        def __init__(self, connections):
+            self.connections = connections
+
+        def compare(self, host, xml, arch, virttype):
+            asked.append((host, xml, arch, virttype))
+            return None if host == "hv-2" else "host CPU lacks avx512"
+    monkeypatch.setattr(drain.libvirt_facts, "LibvirtCpuOracle", Oracle)
+    check = drain.CpuChecker({"hv-2": "conn-2"})
+    assert check.oracle.connections == {"hv-2": "conn-2"}
+    custom = Guest("g1", 512, 1, cpu={"xml": "<cpu mode='custom'/>", "arch": "x86_64", "virttype": "kvm"})
+    assert check(custom, HostCapacity("hv-2", 4096, 2)) is None
+    assert check(custom, HostCapacity("hv-3", 4096, 2)) == "host CPU lacks avx512"
+    assert check(custom, HostCapacity("hv-3", 4096, 2)) == "host CPU lacks avx512"
+    assert asked == [("hv-2", "<cpu mode='custom'/>", "x86_64", "kvm"), ("hv-3", "<cpu mode='custom'/>", "x86_64", "kvm")]
+    assert check(Guest("g2", 512, 1, cpu={"xml": None}), HostCapacity("hv-3", 4096, 2)) is None
+    assert check(Guest("g3", 512, 1), HostCapacity("hv-3", 4096, 2)) is None
+    assert len(asked) == 2
