@@ -103,10 +103,6 @@ def test_post_copy_memory_split_between_hosts_is_never_resumed_on_the_source(src
 
 # --- what the hosts answer ---------------------------------------------------------------------
 
-class _NoDomain(Exception):
-    pass
-
-
 class _Conn:
     def __init__(self, dom=None, error_code=None):
         self.dom, self.error_code = dom, error_code
