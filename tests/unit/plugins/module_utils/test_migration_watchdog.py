@@ -46,9 +46,9 @@ class Worker:
 
 
 class Domain:
-    def __init__(self, clock, stats=RUNNING_JOB, job_after=0.0):
+    def __init__(self, clock, stats=None, job_after=0.0):
         self.clock = clock
-        self.stats = stats
+        self.stats = RUNNING_JOB if stats is None else stats
         self.job_after = job_after  # seconds before the job exists (jobStats type 0 until then)
         self.aborted_at = None
         self.postcopy_at = None
