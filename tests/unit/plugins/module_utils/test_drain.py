@@ -588,3 +588,46 @@ def test_the_cpu_check_asks_each_destination_once_per_cpu_model(monkeypatch):
     assert check(Guest("g2", 512, 1, cpu={"xml": None}), HostCapacity("hv-3", 4096, 2)) is None
     assert check(Guest("g3", 512, 1), HostCapacity("hv-3", 4096, 2)) is None
     assert len(asked) == 2
+
+
+def test_each_move_is_handed_to_the_migration_with_its_hosts_uris_options_and_progress(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    calls = []
+
+    def migrate(guest, source_uri, dest_uri, options, **kwargs):
+        calls.append((guest, source_uri, dest_uri, options, kwargs))
+        source.domains[guest].active = False
+        return {"downtime_ms": 20}
+    options = DrainOptions(cpu_check=False, max_parallel=1)
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2", migration_uri="tcp://10.0.0.2")]
+    connections = {"test:///hv-1": source, "test:///hv-2": _ClosingConnection()}
+    seen = []
+    result = drain.drain_host("hv-1", hosts, options, progress=seen.append, connect=connections.__getitem__,
+                              migrate=migrate)
+    ((guest, source_uri, dest_uri, passed_options, kwargs),) = calls
+    assert (guest, source_uri, dest_uri, passed_options) == ("g1", "test:///hv-1", "test:///hv-2", options.migration)
+    assert kwargs["source_name"] == "hv-1" and kwargs["dest_name"] == "hv-2"
+    assert kwargs["dest_peer_uri"] == "tcp://10.0.0.2"
+    kwargs["progress"]("a sample")
+    assert seen == ["a sample"]
+    assert (result["host"], result["changed"], result["check_mode"], result["left"]) == ("hv-1", True, False, [])
+    assert result["locations"] == {"g1": "hv-2"} and result["where"] == {"g1": "hv-2"}
+    assert result["elapsed_s"] >= 0
+
+
+def test_a_gate_refusal_is_a_failure_of_that_guest_still_on_its_source(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    connections = {"test:///hv-1": source, "test:///hv-2": _ClosingConnection()}
+    with pytest.raises(drain.DrainError) as caught:
+        drain.drain_host("hv-1", [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")],
+                         DrainOptions(cpu_check=False), connect=connections.__getitem__, gate=lambda move: "lock lost",
+                         migrate=_migrates(source))
+    (outcome,) = caught.value.result["migrations"]
+    assert {key: outcome[key] for key in ("status", "running_on", "location", "where", "reason", "error")} == {
+        "status": "failed", "running_on": "hv-1", "location": "source", "where": "hv-1", "reason": "refused-before-start",
+        "error": "g1 not moved, still running on hv-1: lock lost"}
+    assert caught.value.result["locations"] == {"g1": "hv-1"}
