@@ -381,8 +381,8 @@ def test_what_a_mark_means_for_the_report():
     assert maintenance_plan._mark_text(None, False) == "marked in maintenance"
     assert maintenance_plan._mark_text({"owner": {"run_id": "r1"}, "phase": "draining"}, True) == (
         "left marked by this maintenance window (run r1, phase draining) and not finished by this run")
-    assert maintenance_plan._mark_text({"owner": {"run_id": "r1"}}, True).endswith("(run r1, phase marked) and not"
-                                                                                    " finished by this run")
+    assert maintenance_plan._mark_text({"owner": {"run_id": "r1"}}, True).endswith(
+        "(run r1, phase marked) and not finished by this run")
     assert maintenance_plan._mark_text({"owner": {"run_id": "op"}, "reason": "RAM"}, False) == (
         "marked in maintenance by run op: RAM")
     assert maintenance_plan._mark_text({"owner": {"run_id": "op"}}, False) == (
@@ -392,8 +392,8 @@ def test_what_a_mark_means_for_the_report():
 @pytest.mark.parametrize("given, expected", [
     (None, {}),
     ({}, {}),
-    ({"hv-1": "ssh timeout", "hv-2": None, "hv-3": ""}, {"hv-1": "ssh timeout", "hv-2": "did not answer at preflight",
-                                                          "hv-3": "did not answer at preflight"}),
+    ({"hv-1": "ssh timeout", "hv-2": None, "hv-3": ""},
+     {"hv-1": "ssh timeout", "hv-2": "did not answer at preflight", "hv-3": "did not answer at preflight"}),
     (["hv-1", {"name": "hv-2", "reason": "refused"}, {"name": "hv-3"}],
      {"hv-1": "did not answer at preflight", "hv-2": "refused", "hv-3": "did not answer at preflight"}),
     (("hv-1",), {"hv-1": "did not answer at preflight"}),
