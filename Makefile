@@ -18,7 +18,8 @@ unit: deps
 
 # Mutation testing of plugins/module_utils/ with mutmut, one file at a time against its own unit
 # tests (tests/mutation/mutation.cfg); results in tests/mutation/last-run.md. Not part of `make
-# test`: about half an hour for every file. `make mutation FILES="placement.py waves.py"` runs some.
+# test`: each file takes up to its 15-minute limit, every file together hours on a loaded 2-core
+# machine. `make mutation FILES="placement.py waves.py"` runs some.
 mutation: deps
 	./scripts/mutation $(FILES)
 
