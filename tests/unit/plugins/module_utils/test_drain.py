@@ -348,3 +348,286 @@ def test_host_drain_action_shows_uris_with_their_secrets_masked(monkeypatch):
                                                           {"name": "hv-2", "uri": "test:///hv-2"}])
     assert result["failed"] and "hv-1/system" in result["msg"]  # the URI stays readable
     assert "s3cr3t-pw" not in repr(result) and "k3y-s3cr3t" not in repr(result)
+
+
+# --- the end of a drain against a small fake of the source host's libvirt objects (issue 17) ---
+# The lab cannot make a guest stay behind after a reported success, nor show whether a guest
+# that must be left alone was sent a shutdown request it ignored: these fakes can.
+
+class _FakeDomain:
+    def __init__(self, name, obeys_shutdown=True):
+        self._name = name
+        self.active = True
+        self.obeys_shutdown = obeys_shutdown
+        self.shutdown_requests = 0
+
+    def name(self):
+        return self._name
+
+    def isActive(self):
+        return self.active
+
+    def shutdown(self):
+        self.shutdown_requests += 1
+        if self.obeys_shutdown:
+            self.active = False
+
+
+class _FakeSourceHost:
+    """The source's connection: the guests it runs, as libvirt lists them."""
+
+    def __init__(self, *domains):
+        self.domains = {d.name(): d for d in domains}
+
+    def listAllDomains(self, flags=0):
+        return [d for d in self.domains.values() if d.active]
+
+    def lookupByName(self, name):
+        return self.domains[name]
+
+    def close(self):
+        return 0
+
+
+def _end_of_drain(monkeypatch, source_host, guests, options, migrate):
+    """drain_host of hv-1 (``guests``: (name, movable) pairs) to an empty hv-2."""
+    by_uri = {"test:///hv-1": {"memory_total_mib": 8192, "memory_free_mib": 6000, "cpus": 4, "guests": [
+        {"name": name, "active": True, "state": "running", "memory_mib": 256, "max_memory_mib": 256, "vcpus": 1,
+         "movable": movable, "migration_blockers": [] if movable else ["host device passthrough"],
+         "local_disks": [], "migration_notes": []} for name, movable in guests]},
+        "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    connections = {"test:///hv-1": source_host, "test:///hv-2": _ClosingConnection()}
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")]
+    return drain.drain_host("hv-1", hosts, options, connect=connections.__getitem__, migrate=migrate)
+
+
+def _migrates(source_host, stays=()):
+    """A migration that reports success; the guests in ``stays`` still run on the source."""
+    def migrate(guest, source_uri, dest_uri, options, **kwargs):
+        if guest not in stays:
+            source_host.domains[guest].active = False
+        return {"guest": guest, "downtime_ms": 20}
+    return migrate
+
+
+def test_the_final_check_asks_the_host_not_the_migration_reports(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"), _FakeDomain("g2"))
+    with pytest.raises(drain.DrainError) as caught:
+        _end_of_drain(monkeypatch, source, [("g1", True), ("g2", True)], DrainOptions(cpu_check=False),
+                      _migrates(source, stays={"g2"}))
+    assert caught.value.message == "hv-1 still runs g2 after the drain: do not reboot it"
+    assert caught.value.result["remaining_guests"] == ["g2"]
+    assert [o["status"] for o in caught.value.result["migrations"]] == ["migrated", "migrated"]
+
+
+def test_a_drain_whose_host_is_empty_reports_success(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"), _FakeDomain("g2"))
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("g2", True)], DrainOptions(cpu_check=False),
+                           _migrates(source))
+    assert result["remaining_guests"] == [] and result["changed"] is True
+    assert result["where"] == {"g1": "hv-2", "g2": "hv-2"} and result["shutdown"] == []
+
+
+def test_a_guest_under_the_leave_policy_gets_no_shutdown_request(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    source = _FakeSourceHost(_FakeDomain("g1"), pinned)
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("pinned", False)],
+                           DrainOptions(cpu_check=False, unmovable="leave"), _migrates(source))
+    assert pinned.shutdown_requests == 0 and pinned.active
+    assert result["left"] == ["pinned"] and result["remaining_guests"] == ["pinned"]
+    assert result["shutdown"] == []
+
+
+def test_a_guest_under_the_shutdown_policy_is_asked_once_and_the_host_checked(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    source = _FakeSourceHost(_FakeDomain("g1"), pinned)
+    result = _end_of_drain(monkeypatch, source, [("g1", True), ("pinned", False)],
+                           DrainOptions(cpu_check=False, unmovable="shutdown", shutdown_timeout=5), _migrates(source))
+    assert pinned.shutdown_requests == 1 and not pinned.active
+    assert result["shutdown"] == [{"guest": "pinned", "ok": True, "error": None}]
+    assert result["remaining_guests"] == [] and result["changed"] is True
+
+
+def test_a_guest_that_ignores_its_shutdown_request_keeps_the_host_from_reboot(monkeypatch):
+    pinned = _FakeDomain("pinned", obeys_shutdown=False)
+    source = _FakeSourceHost(pinned)
+    with pytest.raises(drain.DrainError) as caught:
+        _end_of_drain(monkeypatch, source, [("pinned", False)],
+                      DrainOptions(cpu_check=False, unmovable="shutdown", shutdown_timeout=0), _migrates(source))
+    assert pinned.shutdown_requests == 1
+    assert caught.value.message == ("hv-1 still runs pinned after the drain: do not reboot it (pinned: still running"
+                                    " 0 s after a clean shutdown request (not forced))")
+
+
+# --- what the drain reports and refuses, exactly (issue 17: survivors of `make mutation`) -------
+
+def _ticks(*values):
+    it = iter(values)
+    return lambda: next(it)
+
+
+def test_a_migrated_outcome_in_full_with_its_timings_in_milliseconds():
+    (outcome,) = drain.run_moves(moves(("g1", "hv-2")), lambda move: {"downtime_ms": 20},
+                                 clock=_ticks(10.0, 10.00012, 10.5))
+    assert outcome == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0,
+                       "status": "migrated", "running_on": "hv-2", "location": "destination", "where": "hv-2",
+                       "result": {"downtime_ms": 20}, "started_s": 0.0, "ended_s": 0.5}
+
+
+def test_failed_and_unexpected_outcomes_in_full():
+    (failed,) = drain.run_moves(moves(("g1", "hv-2")), PausedOnSource(), clock=_ticks(0.0, 1.0, 2.0))
+    assert failed == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0, "status": "failed",
+                      "running_on": None, "location": "source (paused)", "where": "hv-1 (paused)", "paused_on": "hv-1",
+                      "error": "g1 left paused on hv-1: the destination hv-2 could not be asked",
+                      "reason": "destination-unreachable", "started_s": 1.0, "ended_s": 2.0}
+
+    def explode(move):
+        raise RuntimeError("boom")
+    (unexpected,) = drain.run_moves(moves(("g1", "hv-2")), explode, clock=_ticks(0.0, 1.0, 2.0))
+    assert unexpected == {"guest": "g1", "source": "hv-1", "destination": "hv-2", "start_index": 0,
+                          "status": "failed", "running_on": None, "location": "unknown", "where": "unknown",
+                          "paused_on": None, "error": "g1: unexpected error: RuntimeError('boom')",
+                          "reason": "unexpected", "started_s": 1.0, "ended_s": 2.0}
+
+
+def test_two_incoming_per_destination_means_two_not_more():
+    rec = Recorder(duration=0.1)
+    drain.run_moves(moves(("a", "hv-2"), ("b", "hv-2"), ("c", "hv-2"), ("d", "hv-3")), rec, max_parallel=4,
+                    max_incoming_per_destination=2)
+    assert rec.peak_per_destination == {"hv-2": 2, "hv-3": 1}
+
+
+def test_move_refusals_name_the_lock_holder_and_the_mark():
+    move = {"guest": "g1", "source": "hv-1", "destination": "hv-2"}
+    assert drain.move_refusal(move, _lock_state(holder={"run_id": "run-2", "token": "t-2"}), "t-run") == (
+        "this run no longer holds the lock of the cluster (held by run run-2): no further guest moves")
+    assert drain.move_refusal(move, _lock_state(holder={"token": "t-2"}), "t-run") == (
+        "this run no longer holds the lock of the cluster (held by run ?): no further guest moves")
+    assert drain.move_refusal(move, None, "t-run") == (
+        "this run no longer holds the lock of the cluster (nobody holds it): no further guest moves")
+    assert drain.move_refusal(move, _lock_state(marks={"hv-2": {"phase": "marked"}}), "t-run") == (
+        "hv-2 was marked in maintenance since the plan (by ?: no reason given)")
+    assert drain.move_refusal(move, _lock_state(marks={"hv-2": {"owner": {"run_id": "op"}, "reason": "RAM"}}),
+                              "t-run") == "hv-2 was marked in maintenance since the plan (by op: RAM)"
+
+
+def _lock_state(holder=None, marks=None):
+    return {"lock": {"holder": holder or {"run_id": "run-1", "token": "t-run"}}, "marks": marks or {}}
+
+
+def test_the_drain_plan_carries_its_limits_unreachable_and_excluded_hosts():
+    view = drain.ClusterView(
+        "hv-1", {}, [HostCapacity("hv-1", 8192, 4, in_maintenance=True), HostCapacity("hv-2", 8192, 4),
+                     HostCapacity("hv-3", 8192, 4, in_maintenance=True)],
+        [Guest("g1", 512, 1, host="hv-1")], {"hv-4": "connection refused"}, None, {})
+    plan = drain.plan_host_drain(view, DrainOptions(cpu_check=False, max_parallel=3, max_incoming_per_destination=2))
+    assert plan["moves"] == [{"guest": "g1", "source": "hv-1", "destination": "hv-2", "memory_mib": 512, "vcpus": 1,
+                              "order": 1}]
+    assert (plan["max_parallel"], plan["max_incoming_per_destination"]) == (3, 2)
+    assert plan["unreachable_hosts"] == {"hv-4": "connection refused"}
+    assert plan["excluded_in_maintenance"] == ["hv-3"]
+
+
+def test_the_drain_plan_asks_the_views_cpu_check():
+    view = drain.ClusterView("hv-1", {}, [HostCapacity("hv-1", 8192, 4), HostCapacity("hv-2", 8192, 4)],
+                             [Guest("g1", 512, 1, host="hv-1")], {}, lambda guest, host: "too old", {})
+    plan = drain.plan_host_drain(view, DrainOptions())
+    assert plan["unplaced"][0]["per_host"] == {"hv-2": "CPU cannot run the guest: too old"}
+
+
+def test_the_refusal_lists_the_unreachable_hosts_left_out():
+    plan = {"moves": [], "unplaced": [{"guest": "g1", "memory_mib": 512}], "problems": [],
+            "unreachable_hosts": {"hv-4": "refused", "hv-3": "timeout"}}
+    assert drain.refusal_message("hv-1", plan) == (
+        "refusing to drain hv-1, nothing was moved: the cluster cannot absorb 1 of its 1 guests (512 MiB short: g1"
+        " 512 MiB). Unreachable hosts left out: hv-3 (timeout), hv-4 (refused)")
+
+
+def test_a_source_not_among_the_hosts_is_refused_naming_them():
+    with pytest.raises(drain.DrainError) as caught:
+        drain.gather_cluster("hv-9", [ClusterHost("hv-2", "test:///2"), ClusterHost("hv-1", "test:///1")],
+                             DrainOptions())
+    assert caught.value.message == "host hv-9 is not among the cluster hosts given (hv-1, hv-2)"
+
+
+def test_a_host_whose_facts_cannot_be_used_counts_as_unreachable(monkeypatch):
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": {"memory_total_mib": 4096, "cpus": 2, "guests": "junk"}}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    view = drain.gather_cluster("hv-1", [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")],
+                                DrainOptions(), connect=lambda uri: _ClosingConnection())
+    try:
+        assert list(view.unreachable) == ["hv-2"]
+        assert view.unreachable["hv-2"].startswith("the guests of a host's facts must be a list of guest dicts")
+        assert isinstance(view.cpu_check, drain.CpuChecker) and list(view.connections) == ["hv-1"]
+    finally:
+        view.close()
+    view = drain.gather_cluster("hv-1", [ClusterHost("hv-1", "test:///hv-1")], DrainOptions(cpu_check=False),
+                                connect=lambda uri: _ClosingConnection())
+    assert view.cpu_check is None
+
+
+def test_the_cpu_check_asks_each_destination_once_per_cpu_model(monkeypatch):
+    asked = []
+
+    class Oracle:
+        def __init__(self, connections):
+            self.connections = connections
+
+        def compare(self, host, xml, arch, virttype):
+            asked.append((host, xml, arch, virttype))
+            return None if host == "hv-2" else "host CPU lacks avx512"
+    monkeypatch.setattr(drain.libvirt_facts, "LibvirtCpuOracle", Oracle)
+    check = drain.CpuChecker({"hv-2": "conn-2"})
+    assert check.oracle.connections == {"hv-2": "conn-2"}
+    custom = Guest("g1", 512, 1, cpu={"xml": "<cpu mode='custom'/>", "arch": "x86_64", "virttype": "kvm"})
+    assert check(custom, HostCapacity("hv-2", 4096, 2)) is None
+    assert check(custom, HostCapacity("hv-3", 4096, 2)) == "host CPU lacks avx512"
+    assert check(custom, HostCapacity("hv-3", 4096, 2)) == "host CPU lacks avx512"
+    assert asked == [("hv-2", "<cpu mode='custom'/>", "x86_64", "kvm"), ("hv-3", "<cpu mode='custom'/>", "x86_64", "kvm")]
+    assert check(Guest("g2", 512, 1, cpu={"xml": None}), HostCapacity("hv-3", 4096, 2)) is None
+    assert check(Guest("g3", 512, 1), HostCapacity("hv-3", 4096, 2)) is None
+    assert len(asked) == 2
+
+
+def test_each_move_is_handed_to_the_migration_with_its_hosts_uris_options_and_progress(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    calls = []
+
+    def migrate(guest, source_uri, dest_uri, options, **kwargs):
+        calls.append((guest, source_uri, dest_uri, options, kwargs))
+        source.domains[guest].active = False
+        return {"downtime_ms": 20}
+    options = DrainOptions(cpu_check=False, max_parallel=1)
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2", migration_uri="tcp://10.0.0.2")]
+    connections = {"test:///hv-1": source, "test:///hv-2": _ClosingConnection()}
+    seen = []
+    result = drain.drain_host("hv-1", hosts, options, progress=seen.append, connect=connections.__getitem__,
+                              migrate=migrate)
+    ((guest, source_uri, dest_uri, passed_options, kwargs),) = calls
+    assert (guest, source_uri, dest_uri, passed_options) == ("g1", "test:///hv-1", "test:///hv-2", options.migration)
+    assert kwargs["source_name"] == "hv-1" and kwargs["dest_name"] == "hv-2"
+    assert kwargs["dest_peer_uri"] == "tcp://10.0.0.2"
+    kwargs["progress"]("a sample")
+    assert seen == ["a sample"]
+    assert (result["host"], result["changed"], result["check_mode"], result["left"]) == ("hv-1", True, False, [])
+    assert result["locations"] == {"g1": "hv-2"} and result["where"] == {"g1": "hv-2"}
+    assert result["elapsed_s"] >= 0
+
+
+def test_a_gate_refusal_is_a_failure_of_that_guest_still_on_its_source(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    connections = {"test:///hv-1": source, "test:///hv-2": _ClosingConnection()}
+    with pytest.raises(drain.DrainError) as caught:
+        drain.drain_host("hv-1", [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")],
+                         DrainOptions(cpu_check=False), connect=connections.__getitem__, gate=lambda move: "lock lost",
+                         migrate=_migrates(source))
+    (outcome,) = caught.value.result["migrations"]
+    assert {key: outcome[key] for key in ("status", "running_on", "location", "where", "reason", "error")} == {
+        "status": "failed", "running_on": "hv-1", "location": "source", "where": "hv-1", "reason": "refused-before-start",
+        "error": "g1 not moved, still running on hv-1: lock lost"}
+    assert caught.value.result["locations"] == {"g1": "hv-1"}

@@ -1,6 +1,7 @@
 """Plan of a rolling maintenance run: host selection, waves, wave-aware capacity proof."""
 import pytest
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_plan
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_plan import plan_maintenance
 from module_main import run_module_main
 
@@ -353,3 +354,62 @@ def test_module_takes_unreachable_hosts_and_returns_stale_marks():
     assert result["out_of_service"] == {"a3": "SSH does not answer"}
     # A true "unreachable" in a module result makes Ansible take the host for unreachable.
     assert "unreachable" not in result and result["not_answering"] == {"a3": "SSH does not answer"}
+
+
+# --- the small decisions of the plan, exactly (issue 17: survivors of `make mutation`) ------------
+
+def test_a_mark_names_its_run_and_where_it_came_from():
+    assert maintenance_plan.mark_owner_text({"owner": {"run_id": "r1", "user": "ops", "controller": "ctl"}}) == (
+        "run r1 (ops@ctl)")
+    assert maintenance_plan.mark_owner_text({"owner": {"run_id": "r1", "controller": "ctl"}}) == "run r1 (?@ctl)"
+    assert maintenance_plan.mark_owner_text({"owner": {"user": "ops"}}) == "run ? (ops@?)"
+    assert maintenance_plan.mark_owner_text({"owner": {"run_id": "r1"}}) == "run r1"
+    assert maintenance_plan.mark_owner_text(None) == "run ?"
+
+
+def test_a_mark_is_ours_by_run_id_or_by_this_window_only():
+    mark = {"owner": {"run_id": "r1"}, "window": "w1"}
+    assert maintenance_plan.mark_is_ours(mark, "r1", None)
+    assert maintenance_plan.mark_is_ours(mark, "r2", "w1")
+    assert not maintenance_plan.mark_is_ours(mark, "r2", "w2")
+    assert not maintenance_plan.mark_is_ours({"owner": {"run_id": "r1"}}, "r2", None)  # no window on either side
+    assert not maintenance_plan.mark_is_ours({"owner": {"run_id": "r1"}, "window": None}, "r2", None)
+    assert not maintenance_plan.mark_is_ours({}, "r1", "w1") and not maintenance_plan.mark_is_ours(None, "r1", "w1")
+
+
+def test_what_a_mark_means_for_the_report():
+    assert maintenance_plan._mark_text(None, False) == "marked in maintenance"
+    assert maintenance_plan._mark_text({"owner": {"run_id": "r1"}, "phase": "draining"}, True) == (
+        "left marked by this maintenance window (run r1, phase draining) and not finished by this run")
+    assert maintenance_plan._mark_text({"owner": {"run_id": "r1"}}, True).endswith(
+        "(run r1, phase marked) and not finished by this run")
+    assert maintenance_plan._mark_text({"owner": {"run_id": "op"}, "reason": "RAM"}, False) == (
+        "marked in maintenance by run op: RAM")
+    assert maintenance_plan._mark_text({"owner": {"run_id": "op"}}, False) == (
+        "marked in maintenance by run op: no reason given")
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, {}),
+    ({}, {}),
+    ({"hv-1": "ssh timeout", "hv-2": None, "hv-3": ""},
+     {"hv-1": "ssh timeout", "hv-2": "did not answer at preflight", "hv-3": "did not answer at preflight"}),
+    (["hv-1", {"name": "hv-2", "reason": "refused"}, {"name": "hv-3"}],
+     {"hv-1": "did not answer at preflight", "hv-2": "refused", "hv-3": "did not answer at preflight"}),
+    (("hv-1",), {"hv-1": "did not answer at preflight"}),
+    ({"hv-1": 5}, {"hv-1": "5"}),
+])
+def test_unreachable_hosts_in_every_accepted_shape(given, expected):
+    assert maintenance_plan._unreachable_hosts(given) == expected
+
+
+@pytest.mark.parametrize("given, message", [
+    ("hv-1", "unreachable must be a dict of host name to reason, not 'hv-1'"),
+    ([""], "unreachable: a host name must be a non-empty string, not ''"),
+    ([{"reason": "x"}], "unreachable: a host name must be a non-empty string, not None"),
+    ({3: "x"}, "unreachable: a host name must be a non-empty string, not 3"),
+])
+def test_unreachable_hosts_in_another_shape_are_refused(given, message):
+    with pytest.raises(ValueError) as caught:
+        maintenance_plan._unreachable_hosts(given)
+    assert str(caught.value) == message

@@ -410,3 +410,183 @@ def test_move_back_counts_host_free_memory_and_vcpus_and_keeps_inputs():
     assert "free memory: needs 512 MiB, host reports 188 MiB free" in reasons["b"]
     assert "vCPUs: needs 4, 1 left" in reasons["c"]
     assert guests == before
+
+
+# --- exact boundaries of the capacity accounting (issue 17): a guest that fills a limit to the
+# MiB or vCPU is placed, one 1 MiB or one vCPU more is refused, on every limit the planner keeps.
+
+@pytest.mark.parametrize("guest_mib, fits", [(1536, True), (1537, False)])
+def test_allocation_limit_is_exact_to_the_mib(guest_mib, fits):
+    # h2: 2048 MiB total - 512 MiB reserve; no free-memory figure, so only allocation counts.
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    plan = plan_drain("h1", cluster, [Guest("a", guest_mib, 1, host="h1")], PlacementPolicy())
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == ("memory: needs 1537 MiB, 1536 MiB left (total 2048 MiB x 1"
+                                                   " - reserve 512 MiB - 0 MiB allocated)")
+
+
+@pytest.mark.parametrize("guest_mib, fits", [(512, True), (513, False)])
+def test_allocation_limit_counts_guests_already_there_to_the_mib(guest_mib, fits):
+    cluster = hosts(("h1", 4096, 8), ("h2", 2048, 8))
+    guests = [Guest("resident", 1024, 1, host="h2"), Guest("a", guest_mib, 1, host="h1")]
+    assert plan_drain("h1", cluster, guests, PlacementPolicy()).ok is fits
+
+
+@pytest.mark.parametrize("guest_mib, fits", [(1024, True), (1025, False)])
+def test_free_memory_limit_is_exact_to_the_mib(guest_mib, fits):
+    # Allocation would allow 3584 MiB; the host reports 1536 MiB free, minus the 512 MiB reserve.
+    cluster = [HostCapacity("h1", 4096, 8), HostCapacity("h2", 4096, 8, memory_free_mib=1536)]
+    plan = plan_drain("h1", cluster, [Guest("a", guest_mib, 1, host="h1")], PlacementPolicy())
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == "free memory: needs 1025 MiB, host reports 1536 MiB free (reserve 512 MiB)"
+
+
+def test_free_memory_shrinks_with_each_guest_placed_to_the_mib():
+    # 2048 MiB free - 512 reserve = 1536: a 1024 MiB guest, then 512 MiB fit exactly, 513 does not.
+    cluster = [HostCapacity("h1", 8192, 8), HostCapacity("h2", 8192, 8, memory_free_mib=2048)]
+    exact = [Guest("a", 1024, 1, host="h1"), Guest("b", 512, 1, host="h1")]
+    assert plan_drain("h1", cluster, exact, PlacementPolicy()).ok
+    over = [Guest("a", 1024, 1, host="h1"), Guest("b", 513, 1, host="h1")]
+    plan = plan_drain("h1", cluster, over, PlacementPolicy())
+    assert [u.guest for u in plan.unplaced] == ["b"]
+    assert "host reports 1024 MiB free" in plan.unplaced[0].per_host["h2"]
+
+
+def test_free_memory_is_ignored_when_the_policy_says_so():
+    cluster = [HostCapacity("h1", 4096, 8), HostCapacity("h2", 4096, 8, memory_free_mib=0)]
+    guests = [Guest("a", 1024, 1, host="h1")]
+    assert not plan_drain("h1", cluster, guests, PlacementPolicy()).ok
+    assert plan_drain("h1", cluster, guests, PlacementPolicy(respect_free_memory=False)).ok
+
+
+@pytest.mark.parametrize("vcpus, fits", [(6, True), (7, False)])
+def test_vcpu_limit_is_exact_and_counts_guests_already_there(vcpus, fits):
+    # 2 CPUs x 4.0 = 8 vCPUs, 2 already allocated.
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 2))
+    guests = [Guest("resident", 256, 2, host="h2"), Guest("a", 256, vcpus, host="h1")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(memory_reserve_mib=0))
+    assert plan.ok is fits
+    if not fits:
+        assert plan.unplaced[0].per_host["h2"] == "vCPUs: needs 7, 6 left (2 CPUs x 4 - 2 allocated)"
+
+
+def test_a_guest_leaving_a_host_gives_its_memory_and_vcpus_back():
+    # Draining h2 first frees it; the move back of its guest must count what left.
+    cluster = hosts(("h1", 2048, 1), ("h2", 2048, 1), ("h3", 2048, 1))
+    guests = [Guest("a", 1536, 4, host="h1"), Guest("b", 1536, 4, host="h2")]
+    proof = prove_rolling_capacity(["h1", "h2"], cluster, guests, PlacementPolicy())
+    assert proof.ok, proof.problems
+
+
+# --- what a plan says, and the refusals of bad input (issue 17: survivors of `make mutation`) ---
+
+def test_a_plan_as_a_dict_names_every_move_unplaced_guest_and_unmovable_guest():
+    cluster = hosts(("h1", 8192, 8), ("h2", 2048, 8))
+    guests = [Guest("a", 1024, 2, host="h1"), Guest("big", 4096, 1, host="h1"),
+              Guest("pinned", 256, 1, host="h1", movable=False, unmovable_reason="passthrough")]
+    plan = plan_drain("h1", cluster, guests, PlacementPolicy(memory_reserve_mib=0, unmovable="leave"))
+    why = "memory: needs 4096 MiB, 2048 MiB left (total 2048 MiB x 1 - reserve 0 MiB - 0 MiB allocated)"
+    assert plan.to_dict() == {
+        "source": "h1", "ok": False,
+        "moves": [{"guest": "a", "source": "h1", "destination": "h2", "memory_mib": 1024, "vcpus": 2}],
+        "unplaced": [{"guest": "big", "source": "h1", "memory_mib": 4096, "vcpus": 1, "per_host": {"h2": why},
+                      "reason": "h2: " + why}],
+        "unmovable": [{"guest": "pinned", "action": "leave", "reason": "passthrough"}],
+        "problems": ["big (4096 MiB, 1 vCPU) cannot be placed: h2: " + why]}
+
+
+def test_a_capacity_proof_as_a_dict_names_each_step():
+    cluster = hosts(("h1", 2048, 8), ("h2", 2048, 8))
+    proof = prove_rolling_capacity(["h1", "h2"], cluster, [Guest("a", 512, 1, host="h1")], NO_RESERVE)
+    as_dict = proof.to_dict()
+    assert (as_dict["ok"], as_dict["problems"]) == (True, [])
+    assert [(s["step"], s["host"], s["plan"]["moves"]) for s in as_dict["steps"]] == [
+        (1, "h1", [{"guest": "a", "source": "h1", "destination": "h2", "memory_mib": 512, "vcpus": 1}]),
+        (2, "h2", [{"guest": "a", "source": "h2", "destination": "h1", "memory_mib": 512, "vcpus": 1}])]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"order": "random"}, "order must be one of largest_first, smallest_first, as_listed, not 'random'"),
+    ({"unmovable": "destroy"}, "unmovable must be one of fail, shutdown, leave, not 'destroy'"),
+    ({"memory_overcommit": 0}, "overcommit ratios must be positive"),
+    ({"cpu_overcommit": 0}, "overcommit ratios must be positive"),
+    ({"memory_overcommit": 1.5, "cpu_overcommit": -1}, "overcommit ratios must be positive"),
+    ({"memory_reserve_mib": -1}, "memory_reserve_mib must not be negative"),
+])
+def test_a_bad_policy_is_refused_saying_why(kwargs, message):
+    with pytest.raises(ValueError) as caught:
+        PlacementPolicy(**kwargs)
+    assert str(caught.value) == message
+
+
+def test_a_policy_at_its_limits_is_accepted():
+    assert PlacementPolicy(memory_reserve_mib=0, memory_overcommit=0.1, cpu_overcommit=0.1).memory_reserve_mib == 0
+
+
+def test_duplicate_hosts_and_guests_are_refused_by_name():
+    with pytest.raises(ValueError) as caught:
+        plan_drain("h1", hosts(("h1", 1024, 1), ("h2", 1024, 1), ("h1", 1024, 1)), [])
+    assert str(caught.value) == "duplicate host names: ['h1']"
+    with pytest.raises(ValueError) as caught:
+        plan_drain("h1", hosts(("h1", 1024, 1), ("h2", 1024, 1)), [Guest("a", 1, 1, host="h1"), Guest("a", 1, 1, host="h2")])
+    assert str(caught.value) == "duplicate guest name 'a'"
+
+
+def test_an_unknown_source_or_guest_policy_is_refused_by_name():
+    with pytest.raises(ValueError) as caught:
+        plan_drain("h9", hosts(("h1", 1024, 1)), [])
+    assert str(caught.value) == "unknown source host 'h9'"
+    with pytest.raises(ValueError) as caught:
+        plan_drain("h1", hosts(("h1", 1024, 1)), [Guest("a", 1, 1, host="h1", movable=False, unmovable_policy="kill")])
+    assert str(caught.value) == "guest 'a': unmovable_policy must be one of fail, shutdown, leave"
+
+
+def test_a_full_host_says_zero_mib_left_not_less():
+    cluster = hosts(("h1", 4096, 8), ("h2", 1024, 8))
+    guests = [Guest("resident", 1024, 1, host="h2"), Guest("a", 1, 1, host="h1")]
+    assert plan_drain("h1", cluster, guests, NO_RESERVE).unplaced[0].per_host["h2"].startswith(
+        "memory: needs 1 MiB, 0 MiB left")
+
+
+def test_between_equal_hosts_the_one_with_fewer_vcpus_allocated_then_the_first_name_wins():
+    cluster = hosts(("h1", 8192, 8), ("hb", 4096, 8), ("hc", 4096, 8))
+    guests = [Guest("a", 512, 1, host="h1"), Guest("on-hb", 256, 1, host="hb"), Guest("on-hc", 256, 3, host="hc")]
+    assert destinations(plan_drain("h1", cluster, guests, NO_RESERVE)) == {"a": "hb"}
+    cluster = hosts(("h1", 8192, 8), ("hc", 4096, 8), ("hb", 4096, 8))
+    assert destinations(plan_drain("h1", cluster, [Guest("a", 512, 1, host="h1")], NO_RESERVE)) == {"a": "hb"}
+
+
+def test_largest_first_orders_equal_memory_by_vcpus_then_name():
+    cluster = hosts(("h1", 8192, 8), ("h2", 8192, 8))
+    guests = [Guest("b", 512, 1, host="h1"), Guest("c", 512, 4, host="h1"), Guest("a", 512, 1, host="h1")]
+    assert [m.guest for m in plan_drain("h1", cluster, guests, NO_RESERVE).moves] == ["c", "a", "b"]
+
+
+def test_the_capacity_proof_asks_the_cpu_check():
+    cluster = hosts(("h1", 2048, 8), ("h2", 2048, 8))
+    proof = prove_rolling_capacity(["h1"], cluster, [Guest("a", 512, 1, host="h1")], NO_RESERVE,
+                                   cpu_check=lambda guest, host: "CPU model differs")
+    assert proof.problems() == ["draining h1 (step 1): a (512 MiB, 1 vCPU) cannot be placed: h2: CPU cannot run the"
+                                " guest: CPU model differs"]
+
+
+def test_a_host_gives_back_memory_and_the_anti_affinity_group_when_a_guest_leaves():
+    from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import HostState
+    policy = PlacementPolicy(memory_reserve_mib=0)
+    state = HostState(HostCapacity("h2", 4096, 8, memory_free_mib=3000), policy)
+    first, second = Guest("g1", 512, 1, anti_affinity_group="db"), Guest("g2", 256, 1, anti_affinity_group="db")
+    plain = Guest("web", 128, 1)
+    for guest in (first, second, plain):
+        state.add(guest, arriving=True)
+    assert state.memory_free == 3000 - 896
+    newcomer = Guest("g3", 1, 1, anti_affinity_group="db")
+    assert state.refusal(newcomer, policy) == "anti-affinity: group 'db' already has g1 here"
+    state.remove(plain)
+    assert state.refusal(newcomer, policy) == "anti-affinity: group 'db' already has g1 here"
+    state.remove(first)  # g2 of the same group is still there
+    assert (state.memory_free, state.memory_allocated, state.vcpus_allocated) == (3000 - 256, 256, 1)
+    assert state.refusal(newcomer, policy) == "anti-affinity: group 'db' already has g2 here"
+    state.remove(second)
+    assert state.refusal(newcomer, policy) is None and state.memory_free == 3000

@@ -424,3 +424,65 @@ def test_json_problem_names_what_a_json_cache_would_change(value, problem):
 
 def test_layout_of_a_plain_topology_is_json_faithful():
     assert json_problem(topology_layout(base_document(), sanitize).to_data()) is None
+
+
+# --- every refusal of the topology parser, word for word (issue 17: survivors of `make mutation`) ---
+
+AT_C1 = "invalid topology at region eu / zone eu-1 / pod p1 / cluster c1"
+REFUSALS = [
+    ('unknown cluster key', lambda c: c.update({"hypervsior": "kvm"}),
+     AT_C1 + ": unknown key 'hypervsior' in the cluster."
+     " Fix: did you mean 'hypervisor'? known keys are: name, vars, hypervisor, storage, max_unavailable, hosts"),
+    ('non-string key', lambda c: c.update({3: "x"}),
+     AT_C1 + ': key 3 of the cluster is not a string.'
+     ' Fix: use one of: name, vars, hypervisor, storage, max_unavailable, hosts'),
+    ('unknown host key', lambda c: c["hosts"][0].update({"adress": "x"}),
+     AT_C1 + " / host hv-1: unknown key 'adress' in the host."
+     " Fix: did you mean 'address'? known keys are: name, vars, address, libvirt_uri"),
+    ('unknown storage key', lambda c: c["storage"].update({"pth": "x"}),
+     AT_C1 + " / storage nfs1: unknown key 'pth' in the storage."
+     " Fix: did you mean 'path'? known keys are: name, type, path"),
+    ('storage not a mapping', lambda c: c.update({"storage": "nfs1"}),
+     AT_C1 + ": 'storage' of the cluster must be a mapping, got a string ('nfs1')."
+     ' Fix: write it as `storage: {name: <pool>, type: shared|local, path: <path or URI>}`'),
+    ('storage without name', lambda c: c["storage"].pop("name"),
+     AT_C1 + " / storage (unnamed): the storage has no 'name'."
+     ' Fix: add `name: <pool name>`'),
+    ('storage without path', lambda c: c["storage"].pop("path"),
+     AT_C1 + " / storage nfs1: the storage has no 'path'."
+     ' Fix: add `path: /var/lib/libvirt/images or nfs://server/export`'),
+    ('storage without type', lambda c: c["storage"].pop("type"),
+     AT_C1 + " / storage nfs1: the storage has no 'type'."
+     ' Fix: add `type: shared`'),
+    ('unnamed storage path', lambda c: c["storage"].update({"name": 5, "path": None}),
+     AT_C1 + " / storage (unnamed): 'name' of the storage must be a non-empty string, got an integer (5)."
+     ' Fix: write it as `name: <pool name>`'),
+    ('hypervisor empty', lambda c: c.update({"hypervisor": " "}),
+     AT_C1 + ": 'hypervisor' of the cluster must be a non-empty string, got a string (' ')."
+     ' Fix: write it as `hypervisor: kvm`'),
+    ('uri not a string', lambda c: c["hosts"][0].update({"libvirt_uri": 5}),
+     AT_C1 + " / host hv-1: 'libvirt_uri' must be a libvirt connection URI string, got an integer (5)."
+     ' Fix: write e.g. `libvirt_uri: qemu+ssh://root@192.0.2.1/system`, or leave it out for the default'),
+    ('cluster vars not mapping', lambda c: c.update({"vars": ["a"]}),
+     AT_C1 + ": 'vars' of the cluster must be a mapping of variable names to values, got a list."
+     ' Fix: write it as `vars: {name: value, ...}`'),
+    ('host var name not string', lambda c: c["hosts"][0].update({"vars": {1: "x"}}),
+     AT_C1 + " / host hv-1: variable name 1 in 'vars' of the host is not a string."
+     ' Fix: use variable names made of letters, digits and _'),
+    ('host var name empty', lambda c: c["hosts"][0].update({"vars": {"": "x"}}),
+     AT_C1 + " / host hv-1: variable name '' in 'vars' of the host is not a string."
+     ' Fix: use variable names made of letters, digits and _'),
+    ('host vars not mapping', lambda c: c["hosts"][0].update({"vars": "x"}),
+     AT_C1 + " / host hv-1: 'vars' of the host must be a mapping of variable names to values, got a string ('x')."
+     ' Fix: write it as `vars: {name: value, ...}`'),
+    ('hosts item not mapping', lambda c: c["hosts"].append("hv-9"),
+     AT_C1 + ": item 4 of 'hosts' must be a mapping describing a host, got a string ('hv-9')."
+     ' Fix: write it as `- name: <host name>` followed by its keys'),
+]
+
+
+@pytest.mark.parametrize("name, change, message", REFUSALS, ids=[case[0] for case in REFUSALS])
+def test_each_refusal_says_where_what_and_how_to_fix_it(name, change, message):
+    document = base_document()
+    change(cluster_node(document))
+    assert str(error_of(document)) == message

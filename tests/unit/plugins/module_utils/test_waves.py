@@ -104,3 +104,34 @@ def test_first_hosts_beyond_the_limit_fill_the_first_waves():
     waves = plan_waves(LAB, max_unavailable={"lab-a": 2}, order="name", first=["a3", "a2", "b2"])
     assert [w.by_cluster for w in waves] == [
         {"lab-a": ["a2", "a3"], "lab-b": ["b2"]}, {"lab-a": ["a1"], "lab-b": ["b1"]}, {"lab-b": ["b3"]}]
+
+
+# --- exact limits of the wave check (issue 17: survivors of `make mutation`) --------------------
+
+CLUSTER_OF = {"a1": "lab-a", "a2": "lab-a", "b1": "lab-b", "b2": "lab-b", "b3": "lab-b"}
+
+
+def test_the_default_limit_is_one_host_per_cluster_and_wave():
+    assert wave_violations([["a1", "a2"]], CLUSTER_OF) == [
+        "wave 1 takes 2 hosts of cluster lab-a (a1, a2) at once; max_unavailable is 1"]
+    assert wave_violations([["a1", "b1"]], CLUSTER_OF) == []
+
+
+def test_the_limits_given_are_the_ones_checked():
+    assert_waves_valid([["a1", "a2"]], CLUSTER_OF, max_unavailable=2)
+    with pytest.raises(ValueError) as caught:
+        assert_waves_valid([["a1", "a2", "b1", "b2", "b3"]], CLUSTER_OF, max_unavailable={"lab-a": 2, "lab-b": 2})
+    assert str(caught.value) == ("invalid maintenance waves: wave 1 takes 3 hosts of cluster lab-b (b1, b2, b3) at once;"
+                                 " max_unavailable is 2")
+
+
+def test_a_host_without_a_cluster_does_not_hide_the_check_of_the_others():
+    assert wave_violations([["x9", "b1", "b2"]], CLUSTER_OF) == [
+        "host x9 (wave 1) has no cluster", "wave 1 takes 2 hosts of cluster lab-b (b1, b2) at once; max_unavailable is 1"]
+
+
+@pytest.mark.parametrize("limit", ["2", 0, True, 1.5])
+def test_a_limit_that_is_not_an_integer_of_at_least_one_is_refused(limit):
+    with pytest.raises(ValueError) as caught:
+        wave_violations([["a1"]], CLUSTER_OF, max_unavailable={"lab-a": limit})
+    assert str(caught.value) == "max_unavailable of cluster 'lab-a' must be an integer >= 1, not %r" % (limit,)
