@@ -38,6 +38,8 @@ Pure Python, no Ansible import.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import cluster_from_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
@@ -162,6 +164,27 @@ def prove_capacity_by_wave(waves, capacity, foreign_marked, policy, in_service=(
     return result
 
 
+def without_cyclic_gc(function):
+    """Runs ``function`` with Python's cyclic garbage collector paused.
+
+    At estate scale the planner holds hundreds of thousands of small records (300,000 guests);
+    each of the collector's full passes rescans all of them, which made the preflight grow
+    faster than the estate (bench/plan_scale.py: 14x the time for 10x the clusters). The
+    records hold no reference cycles: reference counting frees them all the same.
+    """
+    @functools.wraps(function)
+    def paused(*args, **kwargs):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+    return paused
+
+
+@without_cyclic_gc
 def capacity_from_facts(cluster_members, facts, marked=(), unmovable_guests=(),
                         anti_affinity_groups=None, stop_allowed_guests=(), copy_storage=False):
     """Capacity input of the proof from ``hypervisor_facts`` results, through the collection's
@@ -228,6 +251,7 @@ def _mark_text(mark, ours):
     return "marked in maintenance by %s: %s" % (mark_owner_text(mark), mark.get("reason") or "no reason given")
 
 
+@without_cyclic_gc
 def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
                      capacity=None, policy=None, members=None, marked=None, unreachable=None, states=None):
     """The whole plan.
