@@ -174,16 +174,6 @@ def test_constructable_strict(write):
 
 # -- caching ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def json_cache(tmp_path, monkeypatch):
-    """Inventory caching enabled the way ansible.cfg/environment would, in a jsonfile cache."""
-    cache_dir = tmp_path / "cache"
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE", "true")
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE_PLUGIN", "jsonfile")
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE_CONNECTION", str(cache_dir))
-    return cache_dir
-
-
 def forbid_reading_yaml(monkeypatch):
     def fail(self, path):
         raise AssertionError("the YAML was read although the cache should have answered")

@@ -213,15 +213,6 @@ def vaulted(text):
     return VaultLib([("default", VaultSecret(VAULT_PASSWORD))]).encrypt(text).decode()
 
 
-@pytest.fixture
-def json_cache(tmp_path, monkeypatch):
-    cache_dir = tmp_path / "cache"
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE", "true")
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE_PLUGIN", "jsonfile")
-    monkeypatch.setenv("ANSIBLE_INVENTORY_CACHE_CONNECTION", str(cache_dir))
-    return cache_dir
-
-
 def cache_text(cache_dir):
     return "".join(path.read_text() for path in cache_dir.iterdir()) if cache_dir.exists() else ""
 
