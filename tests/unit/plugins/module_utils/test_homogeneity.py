@@ -677,3 +677,43 @@ def test_table_with_every_value_equal_has_no_header_and_wide_values_set_their_co
     assert table_report({}).format_table() == ["attribute  a  b"]
     warned = table_report({"x": {"a": "1", "b": "1"}}, [("x", "warning", "a")])
     assert warned.format_table() == ["attribute  a   b", "x          ~1  1"]
+
+
+def test_undeclared_hosts_are_queried_as_kvm_and_named_undeclared():
+    hosts = [HostInput("h1", None, SHARED, None, "refused"), HostInput("h2", None, SHARED, facts(hypervisor=None))]
+    hosts[1].facts.pop("hypervisor")
+    report = compare_cluster(hosts)
+    assert report.table["hypervisor_declared"] == {"h1": "undeclared", "h2": "undeclared"}
+    assert report.table["hypervisor_reported"] == {"h2": "?"}
+    found = errors_by_attribute(report)
+    assert found["facts"].hosts == ["h1"]
+    assert found["hypervisor_reported"].message == (
+        "hypervisor not as declared on h2 (declared undeclared, libvirt reports ?) - breaks live migration because "
+        + WHY["hypervisor_reported"])
+
+
+def test_host_names_given_twice_are_refused():
+    with pytest.raises(ValueError) as raised:
+        compare_cluster(cluster(1) + cluster(1))
+    assert str(raised.value) == "duplicate host names in the cluster"
+
+
+class RecordingOracle(RefusingOracle):
+    def compare(self, host, xml, arch, virttype):
+        self.calls.append(("compare", host, arch, virttype))
+
+
+def test_the_baseline_is_checked_for_the_same_arch_and_domain_type():
+    oracle = RecordingOracle()
+    compare_cluster(cluster(2, h1={"kvm_usable": False, "hypervisor": "qemu"}), cpu_oracle=oracle)
+    assert oracle.calls[1:] == [("compare", "h1", "x86_64", "qemu"), ("compare", "h2", "x86_64", "qemu")]
+
+
+def test_without_an_arch_majority_the_cpu_then_the_first_host_give_it():
+    oracle = RecordingOracle()
+    tie = cluster(2, h1={"arch": "x86_64"}, h2={"arch": "aarch64"})
+    compare_cluster(tie, cpu_oracle=oracle)
+    assert oracle.calls[0][2] == "x86_64"  # the first host's facts
+    tie[0].facts["cpu"]["arch"] = "ppc64le"
+    compare_cluster(tie, cpu_oracle=oracle)
+    assert oracle.calls[-3][2] == "ppc64le"  # the first CPU's own arch, when it has one
