@@ -591,3 +591,31 @@ def test_a_topology_error_without_problem_or_fix():
     error = TopologyError((("region", "eu"),), source="topology.yml")
     assert (error.problem, error.fix, error.source, error.args) == ("", "", "topology.yml", ("",))
     assert str(error) == "invalid topology in topology.yml at region eu: "
+
+
+@pytest.mark.parametrize("name", ["web[01", "web01]"])
+def test_a_host_name_with_either_range_bracket_is_refused(name):
+    assert "contains '[' or ']'" in str(error_of(mutate(lambda d: hosts(d)[0].update(name=name))))
+
+
+class _LoaderThing:
+    pass
+
+
+@pytest.mark.parametrize("value, words", [
+    (2.5, "a number (2.5)"),
+    (datetime.datetime(2026, 1, 2, 3, 4), "a date and time (2026-01-02T03:04:00)"),
+    (object.__new__(_LoaderThing), "a value of type LoaderThing"),
+    (b"x", "binary data"),
+    ({1}, "a set"),
+])
+def test_refusals_name_the_type_in_plain_words(value, words):
+    message = str(error_of(mutate(lambda d: clusters(d)[0].update(max_unavailable=value))))
+    assert message.endswith("got %s. Fix: write e.g. `max_unavailable: 1` or leave it out for the default 1" % words)
+
+
+def test_a_vault_value_is_named_so_not_shown():
+    # A class named like Ansible's vault value (the loader's own class is not imported here).
+    vaulted = type("EncryptedString", (), {})()
+    message = str(error_of(mutate(lambda d: hosts(d)[0].update(libvirt_uri=vaulted))))
+    assert "got a vault-encrypted value." in message
