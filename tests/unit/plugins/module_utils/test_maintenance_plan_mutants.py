@@ -214,8 +214,8 @@ def test_proof_with_a_host_without_facts_alone_is_not_ok():
 # --- capacity_from_facts -----------------------------------------------------------------------
 
 def test_capacity_from_facts_keeps_to_the_members_names_the_cluster_and_the_unmovable():
-    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [
-                 {"name": "g1", "active": True, "memory_mib": 128, "vcpus": 1, "movable": True}]},
+    g1 = {"name": "g1", "active": True, "memory_mib": 128, "vcpus": 1, "movable": True}
+    facts = {"a1": {"memory_total_mib": 4096, "cpus": 4, "guests": [g1]},
              "a2": {"memory_total_mib": 4096, "cpus": 4, "guests": []},
              "b1": {"memory_total_mib": 4096, "cpus": 4, "guests": []}}
     capacity = capacity_from_facts({"a": ["a1", "a2"]}, facts, unmovable_guests=["g1"])
