@@ -602,10 +602,15 @@ class _LoaderThing:
     pass
 
 
+class _XmlNode:
+    pass
+
+
 @pytest.mark.parametrize("value, words", [
     (2.5, "a number (2.5)"),
     (datetime.datetime(2026, 1, 2, 3, 4), "a date and time (2026-01-02T03:04:00)"),
     (object.__new__(_LoaderThing), "a value of type LoaderThing"),
+    (object.__new__(_XmlNode), "a value of type XmlNode"),  # only the leading underscores go
     (b"x", "binary data"),
     ({1}, "a set"),
 ])
