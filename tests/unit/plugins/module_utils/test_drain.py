@@ -389,7 +389,7 @@ class _FakeSourceHost:
         return 0
 
 
-def _end_of_drain(monkeypatch, source_host, guests, options, migrate):
+def _end_of_drain(monkeypatch, source_host, guests, options, migrate, **kwargs):
     """drain_host of hv-1 (``guests``: (name, movable) pairs) to an empty hv-2."""
     by_uri = {"test:///hv-1": {"memory_total_mib": 8192, "memory_free_mib": 6000, "cpus": 4, "guests": [
         {"name": name, "active": True, "state": "running", "memory_mib": 256, "max_memory_mib": 256, "vcpus": 1,
@@ -399,7 +399,7 @@ def _end_of_drain(monkeypatch, source_host, guests, options, migrate):
     monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
     connections = {"test:///hv-1": source_host, "test:///hv-2": _ClosingConnection()}
     hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")]
-    return drain.drain_host("hv-1", hosts, options, connect=connections.__getitem__, migrate=migrate)
+    return drain.drain_host("hv-1", hosts, options, connect=connections.__getitem__, migrate=migrate, **kwargs)
 
 
 def _migrates(source_host, stays=()):
@@ -631,3 +631,238 @@ def test_a_gate_refusal_is_a_failure_of_that_guest_still_on_its_source(monkeypat
         "status": "failed", "running_on": "hv-1", "location": "source", "where": "hv-1", "reason": "refused-before-start",
         "error": "g1 not moved, still running on hv-1: lock lost"}
     assert caught.value.result["locations"] == {"g1": "hv-1"}
+
+
+# --- check mode, the report's fields, the final steps (issue 17: survivors of `make mutation`) -----
+
+def _never_migrates(*args, **kwargs):
+    raise AssertionError("check mode must not migrate")
+
+
+@pytest.mark.parametrize("guests, unmovable, would_migrate, would_shutdown, left, changed", [
+    ([("g1", True), ("pinned", False)], "shutdown", 1, ["pinned"], [], True),
+    ([("g1", True)], "shutdown", 1, [], [], True),
+    ([("pinned", False)], "shutdown", 0, ["pinned"], [], True),
+    ([("g1", True), ("pinned", False)], "leave", 1, [], ["pinned"], True),
+    ([("pinned", False)], "leave", 0, [], ["pinned"], False),
+    ([], "fail", 0, [], [], False),
+])
+def test_check_mode_reports_what_a_real_run_would_change_and_touches_nothing(
+        monkeypatch, guests, unmovable, would_migrate, would_shutdown, left, changed):
+    domains = [_FakeDomain(name) for name, _movable in guests]
+    result = _end_of_drain(monkeypatch, _FakeSourceHost(*domains), guests,
+                           DrainOptions(cpu_check=False, unmovable=unmovable), _never_migrates, check_mode=True)
+    plan = result.pop("plan")
+    assert result == {"host": "hv-1", "changed": changed, "check_mode": True, "migrations": [], "shutdown": [],
+                      "left": left, "would_migrate": would_migrate, "would_shutdown": would_shutdown}
+    assert [m["guest"] for m in plan["moves"]] == (["g1"] if would_migrate else [])
+    assert all(d.active and d.shutdown_requests == 0 for d in domains)
+
+
+def test_a_refused_drain_says_where_the_guests_of_the_host_are(monkeypatch):
+    by_uri = {"test:///hv-1": _facts("g1", "g2"), "test:///hv-2": dict(_facts("g3"), memory_total_mib=512)}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    with pytest.raises(drain.DrainError) as caught:
+        drain.drain_host("hv-1", [{"name": "hv-1", "uri": "test:///hv-1"}, {"name": "hv-2", "uri": "test:///hv-2"}],
+                         DrainOptions(cpu_check=False), connect=lambda uri: _ClosingConnection(), migrate=_never_migrates)
+    assert caught.value.message.startswith("refusing to drain hv-1, nothing was moved: the cluster cannot absorb 2 of")
+    result = caught.value.result
+    assert result["locations"] == {"g1": "hv-1", "g2": "hv-1"}
+    assert (result["host"], result["changed"], result["check_mode"], result["migrations"]) == ("hv-1", False, False, [])
+
+
+class _Concurrency:
+    """A migration that takes a little while and records how many ran at once, per destination too."""
+
+    def __init__(self, source_host):
+        self.recorder = Recorder(duration=0.05)
+        self.source_host = source_host
+
+    def __call__(self, guest, source_uri, dest_uri, options, **kwargs):
+        self.recorder({"guest": guest, "destination": kwargs["dest_name"]})
+        self.source_host.domains[guest].active = False
+        return {}
+
+
+def _spread_drain(monkeypatch, options, destinations):
+    names = ["g%d" % i for i in range(4)]
+    source = _FakeSourceHost(*[_FakeDomain(n) for n in names])
+    by_uri = {"test:///hv-1": _facts(*names)}
+    by_uri.update({"test:///%s" % d: _facts() for d in destinations})
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    connections = {uri: _ClosingConnection() for uri in by_uri}
+    connections["test:///hv-1"] = source
+    migrate = _Concurrency(source)
+    drain.drain_host("hv-1", [ClusterHost(h, "test:///%s" % h) for h in ["hv-1"] + destinations], options,
+                     connect=connections.__getitem__, migrate=migrate)
+    return migrate.recorder
+
+
+def test_the_drain_runs_its_migrations_within_its_own_limits(monkeypatch):
+    one_at_a_time = _spread_drain(monkeypatch, DrainOptions(cpu_check=False, max_parallel=1,
+                                                            max_incoming_per_destination=3), ["hv-2", "hv-3"])
+    assert one_at_a_time.peak == 1
+    two_into_one = _spread_drain(monkeypatch, DrainOptions(cpu_check=False, max_parallel=4,
+                                                           max_incoming_per_destination=2), ["hv-2"])
+    assert two_into_one.peak_per_destination == {"hv-2": 2}
+
+
+def test_a_failed_drain_also_says_where_the_guests_it_did_not_move_are(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    source = _FakeSourceHost(_FakeDomain("g1"), pinned)
+
+    def fails(guest, source_uri, dest_uri, options, **kwargs):
+        raise MigrationError("g1 still running on hv-1: aborted", guest=guest, reason="stalled", location="source",
+                             running_on="hv-1")
+    with pytest.raises(drain.DrainError) as caught:
+        _end_of_drain(monkeypatch, source, [("g1", True), ("pinned", False)],
+                      DrainOptions(cpu_check=False, unmovable="leave"), fails)
+    assert caught.value.result["locations"] == {"g1": "hv-1", "pinned": "hv-1"}
+    assert caught.value.result["where"] == {"g1": "hv-1", "pinned": "hv-1"}
+    assert caught.value.message == ("drain of hv-1 stopped: g1 still running on hv-1: aborted. Where the guests are: "
+                                    "g1 on hv-1, pinned on hv-1")
+
+
+def test_a_drain_that_only_stops_a_guest_changed_the_host(monkeypatch):
+    pinned = _FakeDomain("pinned")
+    result = _end_of_drain(monkeypatch, _FakeSourceHost(pinned), [("pinned", False)],
+                           DrainOptions(cpu_check=False, unmovable="shutdown", shutdown_timeout=5), _never_migrates)
+    assert result["migrations"] == [] and result["changed"] is True
+    assert result["locations"] == {"pinned": "hv-1"} and result["where"] == {"pinned": "hv-1"}
+
+
+class _FakeTime:
+    """time of drain.py: monotonic() moves only with sleep() (or by ``step`` per call)."""
+
+    def __init__(self, now=100.0, step=0.0):
+        self.now = now
+        self.step = step
+        self.sleeps = []
+
+    def monotonic(self):
+        now = self.now
+        self.now += self.step
+        return now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_the_drain_reports_its_duration_to_the_millisecond(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    fake = _FakeTime(now=100.0, step=1.23456)
+    monkeypatch.setattr(drain, "time", fake)
+    result = _end_of_drain(monkeypatch, source, [("g1", True)], DrainOptions(cpu_check=False), _migrates(source))
+    assert result["elapsed_s"] == 1.235
+
+
+class _Guest:
+    def __init__(self, active_checks=None, shutdown_error=None):
+        self.active_checks = list(active_checks or [])
+        self.shutdown_error = shutdown_error
+        self.asked = 0
+
+    def isActive(self):
+        if not self.active_checks:
+            return True
+        answer = self.active_checks.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def shutdown(self):
+        if self.shutdown_error:
+            raise self.shutdown_error
+        self.asked += 1
+
+
+class _Conn:
+    def __init__(self, guest):
+        self.guest = guest
+
+    def lookupByName(self, name):
+        return self.guest
+
+
+def test_a_clean_shutdown_waits_its_timeout_in_one_second_steps_and_never_longer(monkeypatch):
+    fake = _FakeTime(now=0.0)
+    monkeypatch.setattr(drain, "time", fake)
+    assert drain._shutdown_cleanly(_Conn(_Guest()), "pinned", 3) == (
+        "still running 3 s after a clean shutdown request (not forced)")
+    assert fake.sleeps == [1, 1, 1]
+
+
+def test_a_clean_shutdown_ends_when_the_guest_is_off_or_gone(monkeypatch):
+    monkeypatch.setattr(drain, "time", _FakeTime(now=0.0))
+    off_later = _Guest(active_checks=[True, True, False])
+    assert drain._shutdown_cleanly(_Conn(off_later), "pinned", 10) is None and off_later.asked == 1
+    assert drain._shutdown_cleanly(_Conn(_Guest(active_checks=[True, RuntimeError("gone")])), "pinned", 10) is None
+    already_off = _Guest(active_checks=[False])
+    assert drain._shutdown_cleanly(_Conn(already_off), "pinned", 10) is None and already_off.asked == 0
+    assert drain._shutdown_cleanly(_Conn(_Guest(shutdown_error=RuntimeError("agent not responding"))), "pinned", 10) == (
+        "shutdown request failed: agent not responding")
+
+
+def test_only_running_guests_are_listed_on_the_host():
+    class Conn:
+        def listAllDomains(self, flags=0):
+            everything = [_FakeDomain("b"), _FakeDomain("a"), _FakeDomain("stopped")]
+            return everything[:2] if flags == drain.libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE else everything
+    assert drain.running_guest_names(Conn()) == ["a", "b"]
+
+
+def test_the_outcome_of_a_move_not_started_and_the_timings_to_the_millisecond():
+    plan = moves(("a", "hv-2"), ("b", "hv-3"))
+    outcomes = drain.run_moves(plan, Recorder(fail={"a"}, duration=0), max_parallel=1,
+                               clock=_ticks(10.0, 11.2344, 12.56789))
+    assert (outcomes[0]["started_s"], outcomes[0]["ended_s"]) == (1.234, 2.568)
+    assert outcomes[1] == {"guest": "b", "source": "hv-1", "destination": "hv-3", "status": "not_started",
+                           "running_on": "hv-1", "location": "source", "where": "hv-1", "start_index": None,
+                           "error": "not started: an earlier migration of the drain failed"}
+
+
+def test_each_migration_runs_in_a_named_daemon_thread():
+    # Named for thread dumps; a daemon so that a migration hung in libvirt cannot keep the process alive.
+    seen = []
+    drain.run_moves(moves(("web1", "hv-2")), lambda move: seen.append(threading.current_thread()) or {})
+    assert seen[0].name == "drain-web1" and seen[0].daemon is True
+
+
+def test_guests_on_a_host_and_where_a_guest_without_a_place_is():
+    view_ = view(HOSTS, [Guest("a", 256, 1, "hv-1"), Guest("b", 256, 1, "hv-2"), Guest("c", 256, 1, "hv-1")])
+    assert [g.name for g in view_.guests_on("hv-1")] == ["a", "c"]
+    assert drain._where([], [{"guest": "a", "where": None}]) == {"a": "unknown"}
+
+
+def test_the_cpu_check_tells_cpus_of_other_architectures_or_domain_types_apart(monkeypatch):
+    asked = []
+
+    class Oracle:
+        def __init__(self, connections):
+            pass
+
+        def compare(self, host, xml, arch, virttype):
+            asked.append((arch, virttype))
+    monkeypatch.setattr(drain.libvirt_facts, "LibvirtCpuOracle", Oracle)
+    check = drain.CpuChecker({})
+    for arch, virttype in (("x86_64", "kvm"), ("aarch64", "kvm"), ("x86_64", "qemu"), ("x86_64", "kvm")):
+        check(Guest("g", 512, 1, cpu={"xml": "<cpu/>", "arch": arch, "virttype": virttype}), HostCapacity("hv-2", 4096, 2))
+    assert asked == [("x86_64", "kvm"), ("aarch64", "kvm"), ("x86_64", "qemu")]
+
+
+def test_a_hosts_facts_become_capacity_with_the_drain_options(monkeypatch):
+    facts = _facts("g1", "g2", "g3")
+    facts["guests"][2]["local_disks"] = ["/var/lib/libvirt/images/g3.qcow2"]
+    options = DrainOptions(unmovable_guests=["g1"], anti_affinity_groups={"web": ["g2"]},
+                           migration={"copy_storage": True})
+    capacity, guests = drain.host_from_facts(ClusterHost("hv-1", "test:///hv-1", in_maintenance=True), facts, options)
+    assert capacity.name == "hv-1" and capacity.in_maintenance is True
+    by_name = {g.name: g for g in guests}
+    assert by_name["g1"].movable is False and by_name["g2"].anti_affinity_group == "web"
+    assert by_name["g3"].movable is True  # local disks are copied
+    asked = []
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts",
+                        lambda uri, path, conn=None: asked.append((uri, path, conn)) or facts)
+    drain.gather_host("conn-1", ClusterHost("hv-1", "test:///hv-1"), DrainOptions(shared_storage_path="/srv/nfs"))
+    assert asked == [("test:///hv-1", "/srv/nfs", "conn-1")]

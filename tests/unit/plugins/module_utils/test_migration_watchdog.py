@@ -14,6 +14,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_option
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import JobWatch
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 RUNNING_JOB = {"type": 2, "data_total": 512 * MIB, "data_processed": 100 * MIB, "data_remaining": 412 * MIB,
                "memory_iteration": 1}
 
@@ -161,3 +162,108 @@ def test_a_stalled_job_is_aborted_with_the_remaining_data(clock):
     assert reason == ("stalled", "aborted after 3 iterations without progress (each pass starts again with"
                                  " about 100 MiB to send)")
     assert dom.aborted_at == 4.0
+
+
+def test_the_timeout_counts_from_the_start_given(clock):
+    clock.now = 100.0
+    dom = Domain(clock)
+    samples = []
+    reason = JobWatch(MigrationOptions(poll_interval=1.0), lambda *sample: samples.append(sample)).watch(
+        dom, Worker(clock, dom), 100.0, 5.0, 512 * MIB)
+    assert reason[0] == "timeout" and dom.aborted_at == 106.0
+    assert samples[0] == ("precopy", RUNNING_JOB, 1.0)  # the job's own statistics, elapsed from the start
+
+
+@pytest.mark.parametrize("stats", [{}, None])
+def test_polls_without_a_job_are_not_sampled_and_abort_nothing(clock, stats):
+    class Unanswering(Domain):
+        def jobStats(self):
+            if stats is None:
+                raise RuntimeError("domain is not running")
+            return dict(stats)
+    dom = Unanswering(clock)
+    options = MigrationOptions(poll_interval=1.0, postcopy=True, postcopy_after_iterations=1)
+    watch_ = JobWatch(options, lambda *sample: samples.append(sample))
+    samples = []
+    reason = watch_.watch(dom, Worker(clock, dom, lives=5), 0.0, 100.0, 512 * MIB)
+    assert reason is None and samples == [] and dom.postcopy_at is None and dom.aborted_at is None
+    assert watch_.postcopy_started is False
+
+
+def test_postcopy_waits_for_the_worker_to_end_sampling_all_the_way(clock):
+    dom = Domain(clock, stats=dict(RUNNING_JOB, memory_iteration=3))
+    options = MigrationOptions(poll_interval=1.0, postcopy=True, postcopy_after_iterations=3)
+    watch_ = JobWatch(options, lambda *sample: None)
+    worker = Worker(clock, dom, lives=20)
+    assert watch_.watch(dom, worker, 0.0, 5.0, 512 * MIB) is None
+    assert len(worker.joins) == 20 and watch_.postcopy_started is True
+
+
+def test_a_job_without_a_pass_count_is_not_switched_to_postcopy_after_one_pass(clock):
+    dom = Domain(clock, stats={"type": 2, "data_total": 512 * MIB, "data_remaining": 400 * MIB})
+    options = MigrationOptions(poll_interval=1.0, postcopy=True, postcopy_after_iterations=1)
+    watch(clock, options, dom=dom, worker=Worker(clock, dom, lives=5))
+    assert dom.postcopy_at is None
+
+
+def test_stall_limit_below_one_is_refused():
+    with pytest.raises(ValueError) as raised:
+        migration_watchdog.StallDetector(0)
+    assert str(raised.value) == "stall limit must be at least 1"
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, "?"), (0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (MIB - 1, "1024.0 KiB"),
+    (MIB, "1 MiB"), (3 * MIB // 2, "1.5 MiB"), (1024 * MIB, "1 GiB"), (2560 * MIB, "2.5 GiB"),
+])
+def test_human_bytes(value, text):
+    assert migration_watchdog.human_bytes(value) == text
+
+
+def test_dirty_rate_is_pages_times_the_page_size():
+    assert migration_watchdog.dirty_rate_bytes({"memory_dirty_rate": 10}) == 40960
+    assert migration_watchdog.dirty_rate_bytes({"memory_dirty_rate": 10, "memory_page_size": 65536}) == 655360
+    assert migration_watchdog.dirty_rate_bytes({"memory_page_size": 65536}) is None
+
+
+def test_completed_stats_summary_names_every_figure():
+    stats = {"downtime": 12, "time_elapsed": 3400, "setup_time": 5, "memory_processed": 600 * MIB,
+             "data_processed": 700 * MIB, "data_total": 512 * MIB, "memory_iteration": 4, "memory_dirty_rate": 2,
+             "memory_page_size": 4096, "memory_bps": 100 * MIB, "disk_processed": 9, "auto_converge_throttle": 20}
+    assert migration_watchdog.completed_stats_summary(stats) == {
+        "downtime_ms": 12, "total_time_ms": 3400, "setup_time_ms": 5, "memory_transferred_bytes": 600 * MIB,
+        "data_total_bytes": 512 * MIB, "memory_iterations": 4, "dirty_rate_bps": 8192, "transfer_bps": 100 * MIB,
+        "disk_transferred_bytes": 9, "auto_converge_throttle": 20}
+    # Without the memory figure (older libvirt), what was sent in all stands for it.
+    assert migration_watchdog.completed_stats_summary({"data_processed": 7})["memory_transferred_bytes"] == 7
+    assert set(migration_watchdog.completed_stats_summary(None).values()) == {None}
+
+
+def progress(phase, **stats):
+    return migration_watchdog.MigrationProgress("web1", "hv1", "hv2", phase, stats or None)
+
+
+def test_a_progress_sample_as_a_dict():
+    sample = migration_watchdog.MigrationProgress(
+        "web1", "hv1", "hv2", "precopy",
+        {"data_total": 400, "data_processed": 100, "data_remaining": 300, "memory_iteration": 2,
+         "memory_dirty_rate": 1, "memory_bps": 50})
+    assert sample.as_dict() == {
+        "guest": "web1", "source": "hv1", "destination": "hv2", "phase": "precopy", "data_total": 400,
+        "data_processed": 100, "data_remaining": 300, "memory_iteration": 2, "dirty_rate_bps": 4096,
+        "transfer_bps": 50, "elapsed": 0.0, "percent": 25}
+
+
+@pytest.mark.parametrize("sample, text", [
+    (progress("completed"), "web1 -> hv2: done"),
+    (progress("setup", data_total=GIB, data_remaining=GIB), "web1 -> hv2: setup"),
+    (progress("starting", data_total=GIB, data_remaining=GIB), "web1 -> hv2: starting"),
+    (progress("precopy"), "web1 -> hv2: precopy"),
+    (progress("precopy", data_total=GIB, data_remaining=GIB // 4, memory_iteration=1), "web1 -> hv2: 75% of 1 GiB"),
+    (progress("precopy", data_total=GIB, data_remaining=GIB // 4, memory_iteration=2),
+     "web1 -> hv2: 75% of 1 GiB, pass 2"),
+    (progress("postcopy", data_total=GIB, data_remaining=0, memory_iteration=3),
+     "web1 -> hv2: 100% of 1 GiB, pass 3 (postcopy)"),
+])
+def test_a_progress_sample_as_text(sample, text):
+    assert str(sample) == text

@@ -486,3 +486,141 @@ def test_each_refusal_says_where_what_and_how_to_fix_it(name, change, message):
     document = base_document()
     change(cluster_node(document))
     assert str(error_of(document)) == message
+
+
+def parse_error(document):
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(document)
+    return caught.value
+
+
+AT = "invalid topology at "
+NAME_FIX = " Fix: give it a non-empty string name: `- name: <%s name>`"
+VARS_FIX = " Fix: write it as `vars: {name: value, ...}`"
+UPPER_REFUSALS = [
+    ('document not a mapping', lambda d: ["plugin"],
+     AT + "top level: the document must be a mapping, got a list."
+     " Fix: start the file with `plugin: virtfleet.cluster.topology` followed by `regions:`"),
+    ('top vars not a mapping', lambda d: d.update(vars=["a"]),
+     AT + "top level: 'vars' of the topology must be a mapping of variable names to values, got a list." + VARS_FIX),
+    ('regions item not a mapping', lambda d: regions(d).append("us"),
+     AT + "top level: item 2 of 'regions' must be a mapping describing a region, got a string ('us')."
+     " Fix: write it as `- name: <region name>` followed by its keys"),
+    ('unnamed region', lambda d: regions(d)[0].__delitem__("name"),
+     AT + "region #1: region number 1 in 'regions' has no name." + NAME_FIX % "region"),
+    ('unknown region key without a close match', lambda d: regions(d)[0].update(colour="red"),
+     AT + "region eu: unknown key 'colour' in the region. Fix: known keys are: name, vars, zones"),
+    ('region vars not a mapping', lambda d: regions(d)[0].update(vars="x"),
+     AT + "region eu: 'vars' of the region must be a mapping of variable names to values, got a string ('x')."
+     + VARS_FIX),
+    ('unnamed zone', lambda d: zones(d).append({"zone": "eu-2"}),
+     AT + "region eu / zone #2: zone number 2 in 'zones' has no name." + NAME_FIX % "zone"),
+    ('unknown zone key', lambda d: zones(d)[0].update(pod=[]),
+     AT + "region eu / zone eu-1: unknown key 'pod' in the zone. Fix: did you mean 'pods'? known keys are: "
+     "name, vars, pods"),
+    ('zone vars not a mapping', lambda d: zones(d)[0].update(vars=1),
+     AT + "region eu / zone eu-1: 'vars' of the zone must be a mapping of variable names to values, got an "
+     "integer (1)." + VARS_FIX),
+    ('zone without pods', lambda d: zones(d)[0].__delitem__("pods"),
+     AT + "region eu / zone eu-1: the zone has no pods. Fix: add `pods:` with at least one pod (`- name: ...`), "
+     "or remove the zone"),
+    ('pods item not a mapping', lambda d: pods(d).append(None),
+     AT + "region eu / zone eu-1: item 2 of 'pods' must be a mapping describing a pod, got nothing (null)."
+     " Fix: write it as `- name: <pod name>` followed by its keys"),
+    ('unnamed pod', lambda d: pods(d)[0].update(name=""),
+     AT + "region eu / zone eu-1 / pod #1: pod number 1 in 'pods' has name a string ('')." + NAME_FIX % "pod"),
+    ('unknown pod key', lambda d: pods(d)[0].update(cluster=[]),
+     AT + "region eu / zone eu-1 / pod p1: unknown key 'cluster' in the pod. Fix: did you mean 'clusters'? "
+     "known keys are: name, vars, clusters"),
+    ('pod without clusters', lambda d: pods(d)[0].update(clusters=[]),
+     AT + "region eu / zone eu-1 / pod p1: the pod has an empty 'clusters' list. Fix: add at least one cluster, "
+     "or remove the pod"),
+    ('clusters not a list', lambda d: pods(d)[0].update(clusters="c1"),
+     AT + "region eu / zone eu-1 / pod p1: 'clusters' of the pod must be a list of clusters, got a string ('c1')."
+     " Fix: write each cluster as a list item: `clusters:` then `  - name: ...`"),
+    ('unnamed cluster', lambda d: clusters(d)[1].__delitem__("name"),
+     AT + "region eu / zone eu-1 / pod p1 / cluster #2: cluster number 2 in 'clusters' has no name."
+     + NAME_FIX % "cluster"),
+    ('hypervisor with no letter', lambda d: clusters(d)[0].update(hypervisor="KVM 2!"),
+     AT + "region eu / zone eu-1 / pod p1 / cluster c1: hypervisor 'KVM 2!' is not a lowercase word."
+     " Fix: write it like `hypervisor: kvm2` (kvm, qemu, xen, hyperv, vsphere, ...)"),
+    ('hypervisor of symbols', lambda d: clusters(d)[0].update(hypervisor="!!"),
+     AT + "region eu / zone eu-1 / pod p1 / cluster c1: hypervisor '!!' is not a lowercase word."
+     " Fix: write it like `hypervisor: kvm` (kvm, qemu, xen, hyperv, vsphere, ...)"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", UPPER_REFUSALS, ids=[case[0] for case in UPPER_REFUSALS])
+def test_each_refusal_above_the_cluster_says_where_what_and_how_to_fix_it(name, change, message):
+    document = base_document()
+    replaced = change(document)  # a change returns the document only when it replaces it whole
+    assert str(parse_error(document if replaced is None else replaced)) == message
+
+
+def test_top_level_refusal_names_the_topology_file():
+    with pytest.raises(TopologyError) as caught:
+        check_top_level_keys({"regions": [], "plugni": "x"})
+    assert str(caught.value) == (AT + "top level: unknown key 'plugni' in the topology file. Fix: did you mean "
+                                 "'plugin'? known keys are: plugin, vars, regions")
+
+
+def test_names_are_unique_per_kind_only():
+    document = base_document()
+    zones(document)[0]["name"] = "eu"
+    pods(document)[0]["name"] = "eu"
+    clusters(document)[0]["name"] = "eu"
+    model = parse_topology(document)
+    (region,) = model.regions
+    assert (region.name, region.zones[0].name, region.zones[0].pods[0].name) == ("eu", "eu", "eu")
+    assert region.zones[0].where == (("region", "eu"), ("zone", "eu"))
+
+
+def test_each_level_keeps_its_place_and_variables():
+    model = parse_topology(base_document())
+    cluster, host = next(model.hosts())
+    assert host.where == (("region", "eu"), ("zone", "eu-1"), ("pod", "p1"), ("cluster", "c1"), ("host", "hv-1"))
+    assert cluster.where == host.where[:4] and model.regions[0].zones[0].pods[0].where == host.where[:3]
+    assert cluster.vars == {"level": "cluster", "top_only": 1}
+
+
+def test_an_ipv6_literal_already_in_brackets_is_kept():
+    assert default_libvirt_uri("kvm", "[2001:db8::4]") == "qemu+ssh://root@[2001:db8::4]/system"
+
+
+def test_a_topology_error_without_problem_or_fix():
+    error = TopologyError((("region", "eu"),), source="topology.yml")
+    assert (error.problem, error.fix, error.source, error.args) == ("", "", "topology.yml", ("",))
+    assert str(error) == "invalid topology in topology.yml at region eu: "
+
+
+@pytest.mark.parametrize("name", ["web[01", "web01]"])
+def test_a_host_name_with_either_range_bracket_is_refused(name):
+    assert "contains '[' or ']'" in str(error_of(mutate(lambda d: hosts(d)[0].update(name=name))))
+
+
+class _LoaderThing:
+    pass
+
+
+class _XmlNode:
+    pass
+
+
+@pytest.mark.parametrize("value, words", [
+    (2.5, "a number (2.5)"),
+    (datetime.datetime(2026, 1, 2, 3, 4), "a date and time (2026-01-02T03:04:00)"),
+    (object.__new__(_LoaderThing), "a value of type LoaderThing"),
+    (object.__new__(_XmlNode), "a value of type XmlNode"),  # only the leading underscores go
+    (b"x", "binary data"),
+    ({1}, "a set"),
+])
+def test_refusals_name_the_type_in_plain_words(value, words):
+    message = str(error_of(mutate(lambda d: clusters(d)[0].update(max_unavailable=value))))
+    assert message.endswith("got %s. Fix: write e.g. `max_unavailable: 1` or leave it out for the default 1" % words)
+
+
+def test_a_vault_value_is_named_so_not_shown():
+    # A class named like Ansible's vault value (the loader's own class is not imported here).
+    vaulted = type("EncryptedString", (), {})()
+    message = str(error_of(mutate(lambda d: hosts(d)[0].update(libvirt_uri=vaulted))))
+    assert "got a vault-encrypted value." in message
