@@ -8,6 +8,8 @@
   has room under ``max_unavailable``; the others wait and are reported as waiting. Hosts
   already out of service count against that room: marked hosts and hosts that did not answer
   (they may be down). The worst signal goes first (``host_health.SIGNALS`` order), then name.
+* A cluster locked by a rolling maintenance run (``locked_by``) drains nothing: that run's
+  drains would compete for the same free memory; its failing hosts wait, naming the run.
 * Hosts that crossed a threshold, marked hosts and hosts that did not answer are never
   destinations of a drain: guests leaving a failing host must not land on another one.
 
@@ -34,17 +36,19 @@ def _why(host: Record) -> str:
 
 def plan_health_actions(hosts: List[Record]) -> Record:
     """hosts: [{name, cluster, max_unavailable (default 1), reachable, health (host_health's
-    result, or None when it did not run), marked, mark_reason}]. Returns {hosts: name ->
+    result, or None when it did not run), marked, mark_reason, locked_by (who holds the
+    cluster's lock, when it is held and the watch does not override it)}]. Returns {hosts: name ->
     {action, cluster, why, signal}, drain, waiting, clusters: name -> {...}, msg}.
 
-    Actions: drain, waiting, already_marked, healthy, unreachable.
+    Actions: drain, waiting, already_marked, ok (no threshold crossed - which signals were not checked is in the host's health result), unreachable.
     """
     decisions: Dict[str, Record] = {}
     clusters: Dict[str, Record] = {}
     for host in sorted(hosts, key=lambda h: h["name"]):
         cluster = clusters.setdefault(host["cluster"], {
             "max_unavailable": int(host.get("max_unavailable") or 1), "out": {}, "drain": [], "waiting": [],
-            "failing": []})
+            "failing": [], "locked_by": None})
+        cluster["locked_by"] = cluster["locked_by"] or host.get("locked_by")
         health = host.get("health") or {}
         if host.get("marked"):
             cluster["out"][host["name"]] = "marked in maintenance (%s)" % (host.get("mark_reason") or "no reason given")
@@ -55,12 +59,17 @@ def plan_health_actions(hosts: List[Record]) -> Record:
         elif health.get("failing"):
             cluster["failing"].append(host)
         else:
-            decisions[host["name"]] = {"action": "healthy", "why": "no threshold crossed"}
+            decisions[host["name"]] = {"action": "ok", "why": "no threshold crossed"}
     for name, cluster in sorted(clusters.items()):
         room = cluster["max_unavailable"] - len(cluster["out"])
         for host in sorted(cluster.pop("failing"), key=lambda h: (_severity(h), h["name"])):
             signal = (host.get("health") or {}).get("worst")
-            if room > 0:
+            if cluster["locked_by"]:
+                cluster["waiting"].append(host["name"])
+                decisions[host["name"]] = {"action": "waiting", "signal": signal,
+                                           "why": "%s; waits: cluster %s is locked by %s"
+                                                  % (_why(host), name, cluster["locked_by"])}
+            elif room > 0:
                 room -= 1
                 cluster["drain"].append(host["name"])
                 decisions[host["name"]] = {"action": "drain", "why": _why(host), "signal": signal}

@@ -12,7 +12,7 @@ version_added: "0.2.0"
 description:
   - Given every host's M(virtfleet.cluster.host_health) result and maintenance mark, decides per host
     what C(playbooks/health_watch.yml) does - C(drain) (mark it in maintenance, then live-drain it),
-    C(waiting), C(already_marked) (left alone), C(healthy) or C(unreachable).
+    C(waiting), C(already_marked) (left alone), C(ok) (no threshold crossed) or C(unreachable).
   - A failing host is emptied only while its cluster has room under its C(max_unavailable); hosts
     marked in maintenance and hosts that did not answer count against it. The worst signal goes
     first (uncorrected memory errors, machine checks, disk health, read-only filesystem, libvirt,
@@ -58,6 +58,11 @@ options:
       mark_reason:
         description: The mark's reason, for the report.
         type: str
+      locked_by:
+        description:
+          - Who holds its cluster's lock (a rolling maintenance run), when it is held. The failing
+            hosts of a locked cluster wait - that run's drains would compete for the same free memory.
+        type: str
 seealso:
   - module: virtfleet.cluster.host_health
 """
@@ -87,7 +92,7 @@ waiting:
   type: list
   elements: str
 clusters:
-  description: Per cluster C(max_unavailable), C(out) (host to why it is out), C(drain), C(waiting), C(not_destinations).
+  description: Per cluster C(max_unavailable), C(locked_by), C(out) (host to why it is out), C(drain), C(waiting), C(not_destinations).
   returned: always
   type: dict
 """
@@ -106,6 +111,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
         health=dict(type="dict"),
         marked=dict(type="bool", default=False),
         mark_reason=dict(type="str"),
+        locked_by=dict(type="str"),
     )),
 )
 

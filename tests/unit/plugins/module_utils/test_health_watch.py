@@ -22,7 +22,7 @@ def test_one_failing_host_is_drained_the_second_of_its_cluster_waits():
     assert plan["hosts"]["hv1"] == {"action": "drain", "why": "corrected memory errors: 1200/h",
                                     "signal": "memory_corrected", "cluster": "c1"}
     assert "max_unavailable 1" in plan["hosts"]["hv2"]["why"] and "hv1" in plan["hosts"]["hv2"]["why"]
-    assert plan["hosts"]["hv3"]["action"] == "healthy"
+    assert plan["hosts"]["hv3"]["action"] == "ok"
     assert plan["clusters"]["c1"]["not_destinations"] == ["hv1", "hv2"]
     assert plan["msg"] == "hv1: mark and drain (memory_corrected); hv2: waiting (memory_corrected)"
 
@@ -56,3 +56,11 @@ def test_max_unavailable_two_and_clusters_are_independent():
 def test_nothing_to_do():
     plan = plan_health_actions([host("hv1"), host("hv2")])
     assert plan["drain"] == plan["waiting"] == [] and plan["msg"] == "no host to empty (2 checked)"
+
+
+def test_locked_cluster_drains_nothing_its_failing_hosts_wait_naming_the_run():
+    plan = plan_health_actions([host("hv1", health=failing("memory_uncorrected"), locked_by="run r1 (ops@ctl)"),
+                                host("hv2", locked_by="run r1 (ops@ctl)"),
+                                host("b1", cluster="c2", health=failing("memory_uncorrected"))])
+    assert plan["drain"] == ["b1"] and plan["waiting"] == ["hv1"]
+    assert "locked by run r1" in plan["hosts"]["hv1"]["why"]
