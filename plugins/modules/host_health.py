@@ -37,7 +37,7 @@ attributes:
     details: Nothing to diff.
 options:
   host:
-    description: Name of the host (its inventory name): names its sample in the shared state and the messages.
+    description: Name of the host (its inventory name) - names its sample in the shared state and the messages.
     type: str
     required: true
   root:
