@@ -128,7 +128,7 @@ def read_machine_checks(root: str) -> Record:
     except OSError as exc:
         raise NotChecked("%s unreadable: %s" % (path, exc.strerror or exc)) from exc
     for line in lines:
-        label, _, rest = line.strip().partition(":")
+        label, _colon, rest = line.strip().partition(":")
         if label == "MCE":
             return {"mce_interrupts": sum(int(field) for field in rest.split() if field.isdigit())}
     raise NotChecked("no MCE row in %s (not an x86 kernel with machine-check support)" % path)
@@ -160,7 +160,7 @@ def parse_psi(text: str) -> Record:
             continue
         values = {}
         for field in fields[1:]:
-            key, _, value = field.partition("=")
+            key, _equals, value = field.partition("=")
             try:
                 values[key] = float(value)
             except ValueError:

@@ -110,7 +110,7 @@ options:
     type: int
     default: 15
 notes:
-  - The sample is bookkeeping, not a change of the host - the module reports RV(changed) false.
+  - The sample is bookkeeping, not a change of the host - the module reports C(changed) false.
 seealso:
   - module: virtfleet.cluster.maintenance_state
 """

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
-from test_faults import REPO, ansible_env, guests_on, lab_restored, state_path  # noqa: F401 - lab_restored is a fixture
+from test_faults import REPO, ansible_env, guests_on, state_path
+from test_faults import lab_restored  # noqa: F401 pylint: disable=unused-import - the fixture health_lab builds on
 
 pytestmark = pytest.mark.lab
 
@@ -120,8 +120,8 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     assert {lab.where(g) for g in moved} == {spare}
     for guest in moved:
         beats = lab.heartbeat_report(guest, started - 1, ended + 2)
-        print("%s: largest heartbeat gap %.3f s, %d lost (%d beats)" % (guest, beats["max_gap_s"], beats["lost"],
-                                                                         beats["count"]))
+        print("%s: largest heartbeat gap %.3f s, %d lost (%d beats)"
+              % (guest, beats["max_gap_s"], beats["lost"], beats["count"]))
         assert beats["count"] >= 2 and beats["lost"] == 0 and beats["restarts"] == 0, (guest, beats)
         assert beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S, (guest, beats)
 

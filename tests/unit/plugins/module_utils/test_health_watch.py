@@ -10,8 +10,8 @@ def failing(signal, why="threshold crossed"):
 HEALTHY = {"failing": False, "worst": None, "crossed": []}
 
 
-def host(name, cluster="c1", health=HEALTHY, **extra):
-    return dict({"name": name, "cluster": cluster, "health": health, "reachable": True, "marked": False,
+def host(name, cluster="c1", health=None, **extra):
+    return dict({"name": name, "cluster": cluster, "health": health or HEALTHY, "reachable": True, "marked": False,
                  "max_unavailable": 1}, **extra)
 
 
