@@ -19,7 +19,8 @@ import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from test_faults import REPO, ansible_env, guests_on, state_path
-from test_faults import lab_restored  # noqa: F401 pylint: disable=unused-import - the fixture health_lab builds on
+# The fixture health_lab builds on (guests home, the clusters' shared state put back).
+from test_faults import lab_restored  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
 
