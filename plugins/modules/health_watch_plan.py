@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: health_watch_plan
 short_description: Decide which failing hypervisor hosts to empty now and which wait
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Given every host's M(virtfleet.cluster.host_health) result and maintenance mark, decides per host
     what C(playbooks/health_watch.yml) does - C(drain) (mark it in maintenance, then live-drain it),

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: host_health
 short_description: Tell whether a hypervisor host shows the signs that come before a failure
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Runs on the host itself and reads the signals that predict a failure - corrected and
     uncorrected memory errors (EDAC counters in sysfs, rasdaemon's database where installed),
