@@ -24,6 +24,7 @@ requirements:
   - libvirt-python on the host for O(state=refresh)
 extends_documentation_fragment:
   - virtfleet.cluster.attributes
+  - virtfleet.cluster.attributes.actiongroup_libvirt
   - virtfleet.cluster.libvirt_connection
 attributes:
   check_mode:

@@ -9,17 +9,17 @@ module: host_recovery
 short_description: Declare a host dead, then restart its guests on the other hosts of its cluster
 version_added: "0.1.0"
 description:
-  - O(state=probe) asks the host's libvirt (O(uri)) and SSH (O(address), O(ssh_port): the SSH
+  - O(state=probe) asks the host's libvirt (O(uri)) and SSH (O(address), O(ssh_port); the SSH
     banner, not only the TCP handshake) up to O(retries) times, O(delay) seconds apart. The host
     is declared dead (C(dead=true)) only when every probe found both failing; one answer from
     either declares it alive, and the task fails unless O(fail_when_alive=false).
   - O(state=restart) restarts the guests last seen on O(host) (their O(records), from
-    M(virtfleet.cluster.guest_records)) on the O(peers). First it reads every peer: a peer that
+    M(virtfleet.cluster.guest_records)) on the O(peers). First it reads every peer; a peer that
     cannot be read refuses the run (it might run one of the guests), and a guest already running
     on a peer is never started again. Then the plan - HA priority (O(priorities), highest first,
     0 = never restarted), capacity and anti-affinity through the placement planner; guests that do
     not fit are listed. Then each guest is defined and started on its peer. A start refused because
-    the guest's lease is held (it still runs somewhere: the host is not fenced) stops the recovery
+    the guest's lease is held (it still runs somewhere, so the host is not fenced) stops the recovery
     there and says so.
   - Nothing is restarted unless a fence is confirmed (O(fence)); see C(docs/ha.md).
   - "Runs on the controller (C(delegate_to: localhost)): it reaches every host by URI."
