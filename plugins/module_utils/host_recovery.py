@@ -19,7 +19,7 @@ Pure Python, no Ansible or libvirt import.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.capacity import anti_affinity_group
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import (
@@ -132,11 +132,10 @@ def recovery_message(host: str, result: Mapping[str, Any], check_mode: bool = Fa
         parts.append("DO NOT FIT on the other hosts (not started): %s"
                      % "; ".join("%s (%s)" % (r["guest"], r["reason"]) for r in result["unplaced"]))
     if result.get("not_restarted"):
-        parts.append("not restarted: %s" % ", ".join("%s (%s)" % (r["guest"], r["reason"])
-                                                      for r in result["not_restarted"]))
+        parts.append("not restarted: %s" % ", ".join("%s (%s)" % (r["guest"], r["reason"]) for r in result["not_restarted"]))
     if result.get("start_failures"):
         parts.append("FAILED to start: %s" % "; ".join("%s on %s (%s)" % (r["guest"], r["host"], r["error"])
-                                                      for r in result["start_failures"]))
+                                                       for r in result["start_failures"]))
     if result.get("lease_held"):
         held = result["lease_held"]
         parts.append("STOPPED: %s could not start on %s because its lease is held: it still runs somewhere "
