@@ -29,7 +29,15 @@ Everything a lab owns lives under its state directory (default
 ``down``. Guest kernel and initramfs are built once and cached in the image directory
 (default ``/var/cache/virtfleet-lab/images``), which ``down`` keeps.
 
-Subcommands (run as root): image, up, down, status, reboot HOST, patch HOST, agent (internal).
+Every guest holds a lease in its cluster's lockspace on the shared storage, and every host's
+libvirt runs QEMU under the lock manager (virtlockd): the lease is held by the one host running
+the guest, so a second start elsewhere is refused while the first copy lives (the fencing a
+host-failure recovery relies on). A lease rather than a disk: libvirt 9 refuses to live-migrate a
+guest whose file disk is on a filesystem it does not know as shared (the lab's storage is a
+local directory), and the lease is what protects a disk anyway.
+
+Subcommands (run as root): image, up, down, status, reboot HOST, patch HOST, poweroff HOST,
+poweron HOST, freeze HOST, thaw HOST, agent (internal).
 Output is human readable, or one JSON document with ``--json`` (what the Ansible role reads).
 """
 from __future__ import annotations
@@ -131,6 +139,12 @@ REQUIRED_PROGRAMS = {
 }
 BUSYBOX = "/bin/busybox"
 FAKE_UPDATES = ("virtfleet-lab-kernel 6.1.999", "virtfleet-lab-libvirt 9.0.999")
+# virtlockd's lockspace (one lease file per guest) on each cluster's shared storage.
+LOCKSPACE_DIR_NAME = ".lockspace"
+# Markers in <host dir>/control: a powered-off host stays down (no reboot, no `up` starts it)
+# until `poweron`; a frozen host has its daemons stopped (SIGSTOP) until `thaw`.
+POWERED_OFF_MARKER = "powered-off"
+FROZEN_MARKER = "frozen"
 
 
 class LabError(Exception):
@@ -596,11 +610,29 @@ def _libvirtd_conf(host: dict) -> str:
 def _qemu_conf(host: dict) -> str:
     return "\n".join([
         "# Written by the virtfleet lab for host %s." % host["name"],
+        # Disk leases through virtlockd (qemu-lockd.conf): a guest runs on one host at a time.
+        'lock_manager = "lockd"',
         # Incoming migrations listen on the host's own address, so every host keeps 49152+.
         'migration_address = "%s"' % host["address"],
         'migration_host = "%s"' % host["address"],
         # QEMU's stdout/stderr to a plain file: no per-user virtlogd to track and stop.
         'stdio_handler = "file"',
+        "",
+    ])
+
+
+def lockspace_dir(cluster: dict) -> str:
+    return os.path.join(cluster["storage"], LOCKSPACE_DIR_NAME)
+
+
+def _qemu_lockd_conf(lab: dict, host: dict) -> str:
+    return "\n".join([
+        "# Written by the virtfleet lab for host %s." % host["name"],
+        # The lockspace every host of the cluster shares: each guest's <lease> (and the lease of
+        # any disk a guest gets) lives there, so starting a guest another host runs is refused.
+        "auto_disk_leases = 1",
+        "require_lease_for_disks = 1",
+        'file_lockspace_dir = "%s"' % lockspace_dir(lab["clusters"][host["cluster"]]),
         "",
     ])
 
@@ -656,6 +688,7 @@ def prepare(lab: dict, image: dict) -> None:
         cluster["gid"] = gid
         # Shared primary storage: group-writable by every host user of the cluster.
         _mkdir(cluster["storage"], 0, gid, 0o2775)
+        _mkdir(lockspace_dir(cluster), 0, gid, 0o2770)
     for host in lab["hosts"].values():
         cluster = lab["clusters"][host["cluster"]]
         directory = host["dir"]
@@ -668,6 +701,7 @@ def prepare(lab: dict, image: dict) -> None:
             _mkdir(os.path.join(directory, sub), uid, gid, 0o700 if sub in ("home", "run") else 0o755)
         _write_if_changed(os.path.join(directory, "config", "libvirt", "libvirtd.conf"), _libvirtd_conf(host))
         _write_if_changed(os.path.join(directory, "config", "libvirt", "qemu.conf"), _qemu_conf(host))
+        _write_if_changed(os.path.join(directory, "config", "libvirt", "qemu-lockd.conf"), _qemu_lockd_conf(lab, host))
         ssh_dir = os.path.join(directory, "ssh")
         _mkdir(ssh_dir)
         host_key = os.path.join(ssh_dir, "ssh_host_ed25519_key")
@@ -692,6 +726,7 @@ def prepare(lab: dict, image: dict) -> None:
     _write_controller_ssh(lab)
     for guest in lab["guests"].values():
         _create_serial_log(lab, guest)
+        _create_lease(lab, guest)
     lab["image"] = {key: image[key] for key in ("kernel", "initrd", "kernel_version", "kvm_boots_linux", "kvm_probe")}
     _write_atomic(os.path.join(state, "lab.json"), json.dumps(lab, indent=2, sort_keys=True) + "\n")
     _write_atomic(os.path.join(state, "inventory.yml"), static_inventory(lab))
@@ -784,6 +819,28 @@ def _create_serial_log(lab: dict, guest: dict) -> None:
             pass
     os.chown(path, 0, lab["clusters"][guest["cluster"]]["gid"])
     os.chmod(path, 0o664)
+
+
+def _lease_path(lab: dict, guest: dict) -> str:
+    """virtlockd's file for the guest's lease (key = the guest's name)."""
+    return os.path.join(lockspace_dir(lab["clusters"][guest["cluster"]]), guest["name"])
+
+
+def _create_lease(lab: dict, guest: dict) -> None:
+    """The guest's lease file, made by root ahead of time and group-writable: virtlockd creates
+    a missing one mode 0600 for the user that first starts the guest, and the other hosts
+    (other users) could then never take the lease after it."""
+    path = _lease_path(lab, guest)
+    if not os.path.exists(path):
+        with open(path, "a"):
+            pass
+    os.chown(path, 0, lab["clusters"][guest["cluster"]]["gid"])
+    os.chmod(path, 0o660)
+
+
+def _remove_lease(lab: dict, guest: dict) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_lease_path(lab, guest))
 
 
 def static_inventory(lab: dict) -> str:
@@ -962,6 +1019,8 @@ def reboot_host(lab: dict, host: dict, down_seconds: float = REBOOT_DOWN_S) -> d
     """Reboot a lab host: everything on it dies (guests included), it gets a new boot id, its
     runtime directory is emptied, and its daemons start again."""
     with _host_lock(host):
+        if powered_off(host):
+            raise LabError("host %s is powered off: `poweron %s` first" % (host["name"], host["name"]))
         old_boot = _read_text(os.path.join(host["dir"], "boot_id"))
         survivors = stop_host(host)
         if survivors:
@@ -975,6 +1034,73 @@ def reboot_host(lab: dict, host: dict, down_seconds: float = REBOOT_DOWN_S) -> d
         start_host(lab, host)
     wait_host_ready(host)
     return {"host": host["name"], "old_boot_id": old_boot, "boot_id": new_boot}
+
+
+def _control(host: dict, marker: str) -> str:
+    return os.path.join(host["dir"], "control", marker)
+
+
+def powered_off(host: dict) -> bool:
+    return os.path.exists(_control(host, POWERED_OFF_MARKER))
+
+
+def power_off_host(host: dict) -> dict:
+    """Pull the plug and keep it out: everything of the host dies (daemons, sessions, guests'
+    QEMU, its virtlockd and with it the leases it held), and it stays down - neither a requested
+    reboot nor `up` starts it - until `poweron`."""
+    with _host_lock(host):
+        _write_atomic(_control(host, POWERED_OFF_MARKER), "%s\n" % time.time())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_control(host, FROZEN_MARKER))
+        survivors = stop_host(host)
+    if survivors:
+        raise LabError("could not power off host %s: processes %s survive" % (host["name"], survivors))
+    return {"host": host["name"], "powered_off": True}
+
+
+def power_on_host(lab: dict, host: dict) -> dict:
+    """Start a powered-off host as after a boot: new boot id, empty runtime dir, daemons up."""
+    with _host_lock(host):
+        if not powered_off(host):
+            return {"host": host["name"], "changed": False}
+        _write_atomic(os.path.join(host["dir"], "boot_id"), str(uuid.uuid4()) + "\n")
+        os.unlink(_control(host, POWERED_OFF_MARKER))
+        start_host(lab, host)
+    wait_host_ready(host)
+    return {"host": host["name"], "changed": True, "boot_id": _read_text(os.path.join(host["dir"], "boot_id"))}
+
+
+def _daemon_pids(host: dict) -> list:
+    """The host's daemons and sessions, without its guests: its sshd with every session, and its
+    user's processes other than QEMU (libvirtd, virtlockd)."""
+    pids = []
+    sshd_pid = _read_pid(os.path.join(host["dir"], "ssh", "sshd.pid"))
+    if _runs(sshd_pid, "sshd"):
+        pids += _process_tree(sshd_pid)
+    guests = set(_user_pids(host["uid"], "qemu-system"))
+    return pids + [pid for pid in _user_pids(host["uid"]) if pid not in guests and pid not in pids]
+
+
+def freeze_host(host: dict) -> dict:
+    """Alive but unreachable (the split-brain case): SIGSTOP the host's daemons. Its guests keep
+    running and its virtlockd keeps their leases; libvirt and SSH accept connections (the kernel
+    does) but never answer."""
+    with _host_lock(host):
+        if powered_off(host):
+            raise LabError("host %s is powered off: nothing to freeze" % host["name"])
+        _write_atomic(_control(host, FROZEN_MARKER), "%s\n" % time.time())
+        pids = _daemon_pids(host)
+        _kill(pids, signal.SIGSTOP)
+    return {"host": host["name"], "frozen": sorted(pids)}
+
+
+def thaw_host(host: dict) -> dict:
+    with _host_lock(host):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_control(host, FROZEN_MARKER))
+        pids = _daemon_pids(host)
+        _kill(pids, signal.SIGCONT)
+    return {"host": host["name"], "thawed": sorted(pids)}
 
 
 def _read_text(path: str) -> str:
@@ -1021,6 +1147,12 @@ def guest_xml(lab: dict, guest: dict, virt_type: str) -> str:
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <controller type='usb' model='none'/>
+    <!-- virtlockd's lockspace <storage>/.lockspace: one host at a time runs the guest -->
+    <lease>
+      <lockspace>{lockspace}</lockspace>
+      <key>{name}</key>
+      <target path='{storage}'/>
+    </lease>
     <serial type='file'>
       <source path='{serial}' append='on'/>
       <target port='0'/>
@@ -1030,7 +1162,8 @@ def guest_xml(lab: dict, guest: dict, virt_type: str) -> str:
 </domain>
 """.format(virt_type=virt_type, name=guest["name"], uuid=guest["uuid"], lab=lab["name"], home=guest["home"],
            memory=guest["memory_mib"], kernel=lab["image"]["kernel"], initrd=lab["image"]["initrd"],
-           cmdline=cmdline, serial=guest["serial_log"])
+           cmdline=cmdline, serial=guest["serial_log"],
+           storage=lab["clusters"][guest["cluster"]]["storage"], lockspace=LOCKSPACE_DIR_NAME)
 
 
 def _virt_type(lab: dict, host: dict) -> str:
@@ -1078,7 +1211,10 @@ def ensure_guests(lab: dict) -> list:
         where = located.get(guest["name"])
         if where and where["running"]:
             continue
-        per_host.setdefault(where["host"] if where else guest["home"], []).append(guest)
+        target = where["host"] if where else guest["home"]
+        if powered_off(lab["hosts"][target]):
+            continue  # its host is down on purpose: the guest waits for poweron (or a recovery)
+        per_host.setdefault(target, []).append(guest)
 
     def start_on(host_name):
         host = lab["hosts"][host_name]
@@ -1217,6 +1353,10 @@ def run_agent(lab: dict) -> None:
                 follower.lab["guests"] = (saved_lab(lab["state_dir"]) or lab)["guests"]
             for host in lab["hosts"].values():
                 request = os.path.join(host["dir"], "control", "reboot-request")
+                if os.path.exists(request) and powered_off(host):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(request)  # a dead host asks nothing: a request left behind is void
+                    continue
                 if os.path.exists(request) and not (rebooting.get(host["name"]) and
                                                     rebooting[host["name"]].is_alive()):
                     with contextlib.suppress(FileNotFoundError):
@@ -1312,17 +1452,21 @@ def cmd_up(lab: dict, args) -> dict:
         prepare(lab, image)
         changed = ensure_agent(lab)
         started_hosts = []
+        down = [host["name"] for host in lab["hosts"].values() if powered_off(host)]
         for host in lab["hosts"].values():
             with _host_lock(host):
-                if start_host(lab, host):
+                if host["name"] not in down and start_host(lab, host):
                     started_hosts.append(host["name"])
         for host in lab["hosts"].values():
-            wait_host_ready(host)
+            if host["name"] not in down:
+                wait_host_ready(host)
         started_guests = ensure_guests(lab)
         for name, since in started_guests:
             _wait_first_heartbeat(lab, name, since)
     changed = changed or bool(started_hosts or started_guests)
     result = status(lab)
+    if down:
+        notes.append("powered off (left down until poweron): %s" % ", ".join(down))
     result.update(changed=changed, started_hosts=started_hosts, started_guests=[g for g, _unused in started_guests],
                   seconds=round(time.monotonic() - began, 1), notes=notes)
     return result
@@ -1375,6 +1519,7 @@ def cmd_down(lab: dict, _args) -> dict:
             if guest["cluster"] == cluster["name"]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(guest["serial_log"])
+        shutil.rmtree(lockspace_dir(cluster), ignore_errors=True)
         with contextlib.suppress(OSError):
             os.rmdir(cluster["storage"])
     with contextlib.suppress(FileNotFoundError):
@@ -1425,6 +1570,8 @@ def status(lab: dict) -> dict:
             "boot_id": _read_text(os.path.join(host["dir"], "boot_id")),
             "pending_updates": _read_text(os.path.join(host["dir"], "control", "pending-updates")).splitlines(),
             "reboot_required": os.path.exists(os.path.join(host["dir"], "control", "reboot-required")),
+            "powered_off": powered_off(host),
+            "frozen": os.path.exists(_control(host, FROZEN_MARKER)),
         }
     guests = {}
     now = time.time()
@@ -1476,6 +1623,30 @@ def cmd_reboot(lab: dict, args) -> dict:
     return {"changed": True, **result}
 
 
+def cmd_poweroff(lab: dict, args) -> dict:
+    _require_root()
+    _recorded, host = _recorded_host(lab, args.host)
+    return {"changed": True, **power_off_host(host)}
+
+
+def cmd_poweron(lab: dict, args) -> dict:
+    _require_root()
+    recorded, host = _recorded_host(lab, args.host)
+    return power_on_host(recorded, host)
+
+
+def cmd_freeze(lab: dict, args) -> dict:
+    _require_root()
+    _recorded, host = _recorded_host(lab, args.host)
+    return {"changed": True, **freeze_host(host)}
+
+
+def cmd_thaw(lab: dict, args) -> dict:
+    _require_root()
+    _recorded, host = _recorded_host(lab, args.host)
+    return {"changed": True, **thaw_host(host)}
+
+
 def cmd_patch(lab: dict, args) -> dict:
     """Install the host's (simulated) pending updates: clears pending-updates, sets reboot-required."""
     _recorded, host = _recorded_host(lab, args.host)
@@ -1508,6 +1679,7 @@ def cmd_guest_add(lab: dict, args) -> dict:
     guest = _guest_record(recorded, args.name, host["name"], cluster["name"], cluster["storage"], args.memory_mib,
                           args.workload, args.dirty_mib, extra=True)
     _create_serial_log(recorded, guest)
+    _create_lease(recorded, guest)
     recorded["guests"][guest["name"]] = guest
     _write_atomic(os.path.join(recorded["state_dir"], "lab.json"), json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     conn = _connect(host)
@@ -1542,6 +1714,7 @@ def cmd_guest_remove(lab: dict, args) -> dict:
     for path in (guest["serial_log"], heartbeat_path(recorded, args.name)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    _remove_lease(recorded, guest)
     return {"changed": True, "guest": args.name}
 
 
@@ -1581,13 +1754,17 @@ def main(argv=None) -> int:
                             ("status", "show hosts, guests, heartbeats"),
                             ("reboot", "reboot one lab host (waits until it is back)"),
                             ("patch", "install one host's simulated pending updates (sets reboot-required)"),
+                            ("poweroff", "kill one host with its guests and keep it down until poweron"),
+                            ("poweron", "boot a powered-off host again"),
+                            ("freeze", "stop one host's daemons (SIGSTOP): alive, guests running, unreachable"),
+                            ("thaw", "resume a frozen host's daemons (SIGCONT)"),
                             ("guest-add", "add a guest to the running lab (e.g. --workload dirty)"),
                             ("guest-remove", "destroy, undefine and forget a guest")):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("--json", action="store_true", help="print one JSON document")
         command.add_argument("--topology", default=os.path.normpath(default_topology),
                              help="lab topology file (default: inventories/lab/topology.yml)")
-        if name in ("reboot", "patch"):
+        if name in ("reboot", "patch", "poweroff", "poweron", "freeze", "thaw"):
             command.add_argument("host")
         if name in ("guest-add", "guest-remove"):
             command.add_argument("name", help="guest name")
