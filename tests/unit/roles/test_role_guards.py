@@ -152,6 +152,7 @@ def _migrated(guest, result):
 def _run_budget(tmp_path, migrations, budget_ms):
     play = {"name": "budget", "hosts": "kvm-a", "gather_facts": False,
             "vars": {"rolling_maintenance_downtime_budget_ms": budget_ms,
+                     "__rolling_maintenance_report_dir": str(tmp_path),
                      "__rolling_maintenance_drain": {"failed": False, "migrations": migrations}},
             "tasks": list(_role_tasks("drain.yml", *BUDGET_TASKS)) + [
                 {"name": "Show the verdict", "ansible.builtin.debug": {"msg": "OVER BUDGET: {{ __rolling_maintenance_over_budget | default('unset') }}"}}]}
@@ -170,6 +171,7 @@ def test_budget_copes_with_migrations_whose_stats_lack_downtime(tmp_path):
     rc, output, _reports = _run_budget(tmp_path, migrations, 100)
     assert rc == 0, output[-4000:]
     assert "OVER BUDGET: []" in output, output[-4000:]
+    assert not (tmp_path / "run-stopped").exists()
 
 
 def test_budget_names_only_the_guests_above_it(tmp_path):
@@ -179,6 +181,8 @@ def test_budget_names_only_the_guests_above_it(tmp_path):
     assert rc != 0, output[-4000:]
     assert "Downtime budget of 100 ms per guest exceeded on kvm-a: g-slow 450 ms (drain to kvm-b)" in output, output[-4000:]
     assert "g-null" not in output.split("exceeded on kvm-a:")[1].split("\n")[0]
+    # The whole run stops: every host waiting for a slot reads this file (tasks/slot.yml).
+    assert (tmp_path / "run-stopped").read_text() == "kvm-a"
 
 
 # --------------------------------------------------------------------------- package lists
