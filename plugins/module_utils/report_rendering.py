@@ -128,6 +128,8 @@ class ClusterSection:
     reason: Optional[str]
     max_unavailable: str
     max_in_maintenance: int
+    # The cluster's own clock: its first host in, its last host out.
+    span: str = "-"
     hosts: List[HostRow] = field(default_factory=list)
     migrations: List[MigrationRow] = field(default_factory=list)
 
@@ -184,6 +186,8 @@ def _cluster_section(report: Report, name: str) -> ClusterSection:
         name=name, status=status_word(cluster["status"]), failed=cluster["status"] in ("failed", "stopped"),
         reason=cluster.get("reason"), max_unavailable=str(cluster.get("max_unavailable")),
         max_in_maintenance=int(cluster.get("max_in_maintenance", 0)),
+        span=("%s - %s (%.0f s)" % (format_time(cluster["started"]), format_time(cluster["ended"]),
+                                     cluster["ended"] - cluster["started"]) if cluster.get("started") is not None else "-"),
         hosts=[_host_row(host, report["hosts"][host]) for host in cluster["hosts"] if host in report["hosts"]],
         migrations=[_migration_row(m) for m in report["migrations"] if m["cluster"] == name])
 
