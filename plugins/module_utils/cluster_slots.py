@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     StateError, StateStore, create_json_exclusive, iso, make_state_dirs, now, read_json, unlink_quietly, write_json_atomic)
@@ -112,10 +112,13 @@ class ClusterSlots:
         return decide(host, pool, limit, slots, rounds, done, out)
 
     def take(self, host: str, pool: str, limit: int, holder: Record, rounds: Sequence[Sequence[str]] = (),
-             unreachable: Iterable[str] = (), wait: float = 0.0, poll: float = 1.0) -> Record:
+             unreachable: Iterable[str] = (), wait: float = 0.0, poll: float = 1.0,
+             before_claim: Callable[[], None] = lambda: None) -> Record:
         """Take a slot for host, waiting up to ``wait`` seconds. Returns ``admitted`` (bool),
         ``slot``, ``stopped`` (why the cluster stopped, or None), ``waiting_for`` and
-        ``changed``."""
+        ``changed``. ``before_claim`` runs before each attempt to make a slot and may refuse it
+        (raise): the run must still hold the cluster's lock then. A stopped cluster is said
+        without it (the failed host's rescue may have released the lock already)."""
         if pool not in POOLS:
             raise StateError("unknown slot pool %r (one of %s)" % (pool, ", ".join(POOLS)))
         deadline = time.monotonic() + max(0.0, wait)
@@ -128,6 +131,7 @@ class ClusterSlots:
             if decision.action == "take":
                 if self.store.check_mode:
                     return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": True}
+                before_claim()
                 if self._claim(host, pool, limit, decision.slot, holder, rounds, unreachable):
                     return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": True}
                 decision = Decision("wait", "a %s slot taken at the same moment by another host" % pool)

@@ -159,7 +159,7 @@ wave_hosts:
 slot_order:
   description:
     - Per cluster, its rounds in planned order (the cluster's hosts of each wave). In a run each
-      cluster walks its own rounds on its own clock: a host takes a slot of its cluster once every
+      cluster walks its own rounds on its own clock, and a host takes a slot of its cluster once every
       host of the cluster's earlier rounds is done.
   returned: always
   type: dict

@@ -68,14 +68,14 @@ options:
         is recorded done in the window or listed in O(not_needed) - otherwise it stays open and C(left) in RV(window)
         names the hosts left.
       - C(take_slot) takes a slot of O(pool) for O(host) in the cluster's shared state (C(slots/), each slot
-        created atomically), waiting up to O(wait) seconds: pool C(host) when the host's turn in O(rounds)
+        created atomically), waiting up to O(wait) seconds. Pool C(host) when the host's turn in O(rounds)
         has come (every host of the earlier rounds is recorded done in the window) and fewer than O(limit)
         hosts of the cluster hold a slot, are marked or are listed in O(unreachable); pool C(move) (one per
         cluster) for a drain or a canary. RV(admitted) says whether it holds the slot, RV(stopped) why the
         cluster stopped (a holder failed) and RV(waiting_for) what it still waits for. Needs the lock.
       - C(release_slot) gives back O(host)'s slots of O(pool) (both pools when O(pool) is omitted).
-      - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops: every waiting host is
-        told) and gives back its move slot; RV(others_active) names the hosts of this run still holding a slot.
+      - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
+        told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
       - C(open_window) also removes the slots left by earlier runs (under the lock, no other run holds one).
     type: str
     required: true
@@ -399,9 +399,9 @@ def act_on_slots(state: ClusterState, params: Dict[str, Any], requested: str, ru
         if not params["pool"]:
             raise StateError("pool is required for state take_slot")
         # Only the run holding the cluster's lock hands out its slots.
-        state.require_lock(run_id, token)
         return slots.take(params["host"], params["pool"], params["limit"], dict(holder or {}, token=token),
-                          rounds=params["rounds"], unreachable=params["unreachable"], wait=params["wait"])
+                          rounds=params["rounds"], unreachable=params["unreachable"], wait=params["wait"],
+                          before_claim=lambda: state.require_lock(run_id, token))
     if requested == "release_slot":
         released = slots.release(params["host"], token, pools=[params["pool"]] if params["pool"] else ("host", "move"))
         return {"changed": bool(released), "released": released}

@@ -36,7 +36,11 @@ HOST_WORK = [
     {"name": "Fail as host.yml's rescue leaves it", "when": "inventory_hostname in failing_hosts", "block": [
         {"name": "Stop the cluster", "virtfleet.cluster.maintenance_state": {
             "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "stop_slot",
-            "host": "{{ inventory_hostname }}", "run_id": RUN_ID, "token": TOKEN, "reason": "failed in phase patch"}},
+            "host": "{{ inventory_hostname }}", "run_id": RUN_ID, "token": TOKEN, "reason": "failed in phase patch"},
+         "register": "stopped"},
+        {"name": "Release the lock when no other host of the cluster works under it", "virtfleet.cluster.maintenance_state": {
+            "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "unlock",
+            "run_id": RUN_ID, "token": TOKEN}, "when": "stopped.others_active | length == 0"},
         {"name": "Fail", "ansible.builtin.fail": {"msg": "simulated failure"}}]},
     {"name": "Done in the window", "virtfleet.cluster.maintenance_state": {
         "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "host_done",

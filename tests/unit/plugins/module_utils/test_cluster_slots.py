@@ -108,7 +108,12 @@ def test_stop_keeps_the_host_slot_flagged_and_gives_the_move_turn_back(state):
     slots.take("a1", "move", 1, holder())
     assert slots.stop("a1", "failed in phase drain", TOKEN) == {"others_active": ["a2"]}
     assert sorted(slots.read()) == ["host-0.json", "host-1.json"]
-    told = slots.take("a3", "host", 2, holder(), rounds)
+
+    def lock_released():
+        raise store.StateError("the lock was released after the failure")
+
+    # Told, even once the failed host's rescue released the lock: no claim is tried.
+    told = slots.take("a3", "host", 2, holder(), rounds, before_claim=lock_released)
     assert not told["admitted"] and "a1" in told["stopped"] and "drain" in told["stopped"]
     assert slots.take("a2", "move", 1, holder())["admitted"]
 
