@@ -8,6 +8,8 @@ gives its slot back as host.yml does - or fails as host.yml's rescue leaves it.
   the hosts go one after the other in the planned order.
 * A failed host stops only its cluster: its waiting peer is skipped and reported ("cluster
   stopped"), the other cluster is maintained.
+* The preflight refuses a run with fewer forks than hosts to maintain (the whole playbook on
+  hosts of libvirt's test driver) and releases the locks it took.
 """
 from __future__ import annotations
 
@@ -115,3 +117,42 @@ def test_a_failed_host_stops_only_its_cluster(tmp_path):
     skipped = hosts["s2"]["host_skipped"]["reason"]
     assert "cluster stopped" in skipped and "s1" in skipped and "patch" in skipped
     assert "host_done" in hosts["f1"] and "host_done" in hosts["f2"]
+
+
+# --------------------------------------------------------------------------- forks
+NODE = """<node>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads><active>2</active><mhz>2000</mhz><model>i686</model></cpu>
+  <memory>8388608</memory>
+</node>
+"""
+
+
+def test_preflight_refuses_fewer_forks_than_hosts_to_maintain_and_releases_its_locks(tmp_path):
+    """playbooks/rolling_maintenance.yml on four fake hosts (libvirt's test driver, the
+    controller itself): with --forks 2 the run is refused with the figure, before anything is
+    marked, and the locks it took are released."""
+    hosts = {}
+    for cluster, members in {"ca": ["a1", "a2"], "cb": ["b1", "b2"]}.items():
+        (tmp_path / cluster).mkdir()
+        for name in members:
+            (tmp_path / ("%s.xml" % name)).write_text(NODE)
+            hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                           "virtfleet_cluster": cluster, "virtfleet_libvirt_uri": "test://%s/%s.xml" % (tmp_path, name),
+                           "virtfleet_storage": {"path": str(tmp_path / cluster)}}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    extra = {"rolling_maintenance_force": True, "rolling_maintenance_verify_migration_paths": False,
+             "rolling_maintenance_verify_homogeneity": False, "rolling_maintenance_canary": False,
+             "rolling_maintenance_pending_updates_command": "echo pkg", "rolling_maintenance_reboot_required_command": "echo yes",
+             "rolling_maintenance_reports_dir": str(tmp_path / "reports")}
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+               ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    result = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
+                             os.path.join(REPO, "playbooks", "rolling_maintenance.yml"), "--forks", "2", "-e", json.dumps(extra)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-4000:]
+    assert "This run maintains 4 hosts and Ansible runs with 2 forks" in output and "--forks 4" in output, output[-4000:]
+    assert "maintain, each cluster on its own clock" not in output       # the maintain play never ran
+    for cluster in ("ca", "cb"):
+        state = ms.ClusterState(store.state_dir(str(tmp_path / cluster)), cluster)
+        assert state.lock() is None and state.marks() == {}
