@@ -373,7 +373,6 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         for peer in marked_since_drain]
     play_vars = {
         "__rolling_maintenance_cluster": {"name": "fake", "members": members, "state_path": str(shared)},
-        "__rolling_maintenance_wave": {"index": 1, "hosts": ["kvm-a"], "by_cluster": {"fake": ["kvm-a"]}},
         "__rolling_maintenance_report_dir": str(tmp_path / "report"),
         "__rolling_maintenance_run_id": "test-run",
         "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},
