@@ -2,7 +2,8 @@
 task files on localhost (ansible_connection=local, fake cluster variables).
 
 * The role refuses a play that runs its hosts in several batches (serial) or under a strategy
-  other than linear, before anything else happens (no report, no lock, no libvirt call).
+  other than linear, before anything else happens (no report, no lock, no libvirt call), and
+  its use from `roles:` in one play (it runs in three plays), saying how to run it.
 * The downtime-budget template of tasks/drain.yml copes with a completed migration whose stats
   have no downtime (null or missing).
 * The default "anything to patch" check refreshes the package lists before deciding (a private
@@ -97,6 +98,17 @@ def test_role_refuses_the_free_strategy_before_anything_else(tmp_path):
     assert GUARD_MESSAGE_STRATEGY in output and "'free'" in output, output[-4000:]
     assert "Set up the run" not in output
     assert not reports.exists()
+
+
+def test_role_in_one_play_is_refused_with_the_way_to_run_it(tmp_path):
+    """`roles:` in one linear play cannot keep each cluster on its own clock: refused before
+    anything is set up, naming the collection's playbook and the three entry points."""
+    rc, output, reports = _run(tmp_path, _playbook(tmp_path, {}))
+    assert rc != 0, output[-4000:]
+    text = " ".join(output.split())
+    assert "no longer runs from `roles:` in one play" in text, output[-4000:]
+    assert "import_playbook: virtfleet.cluster.rolling_maintenance" in text and "play_maintain (strategy host_pinned)" in text
+    assert "Set up the run" not in output and not reports.exists()
 
 
 @pytest.mark.parametrize("play_keywords, env, refused", [
