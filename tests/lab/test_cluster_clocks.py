@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 # Seconds the slow host stays down in its reboot: longer than a whole fast host's maintenance
 # (drain, reboot, checks) on a loaded two-core machine, so the fast cluster does both its hosts
 # meanwhile.
-SLOW_REBOOT_S = 60
+SLOW_REBOOT_S = 90
 
 
 def _clean_state(state):
