@@ -252,6 +252,19 @@ def _mark_text(mark, ours):
 
 
 @without_cyclic_gc
+def slot_order(waves):
+    """Each cluster's rounds in planned order: the hosts of the cluster in each wave, the waves
+    it takes part in only. In a run each cluster walks its rounds on its own clock: a host takes
+    a slot once every host of its cluster's earlier rounds is done (the capacity proof simulated
+    exactly these rounds)."""
+    order = {}
+    for wave in waves:
+        for cluster, hosts in sorted(wave.by_cluster.items()):
+            if hosts:
+                order.setdefault(cluster, []).append(list(hosts))
+    return order
+
+
 def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given",
                      capacity=None, policy=None, members=None, marked=None, unreachable=None, states=None):
     """The whole plan.
@@ -372,6 +385,7 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
     return {
         "waves": [w.to_dict() for w in waves],
         "wave_hosts": [w.hosts for w in waves],
+        "slot_order": slot_order(waves),
         "maintained": maintained,
         "skipped": skipped,
         "resumed": resumed,

@@ -203,6 +203,10 @@ class ClusterState(StateStore):
             self._history({"event": "unlocked", "by": run_id, "holder": other, "forced": not ours})
         return removed
 
+    def require_lock(self, run_id: str, token: Optional[str] = None) -> None:
+        """Refuse (StateError) unless run_id, with token when given, holds the cluster's lock."""
+        self._require_lock(run_id, token)
+
     def _require_lock(self, run_id: str, token: Optional[str] = None) -> None:
         current = self.lock()
         other = _holder_of(current)

@@ -128,6 +128,8 @@ class ClusterSection:
     reason: Optional[str]
     max_unavailable: str
     max_in_maintenance: int
+    # The cluster's own clock: its first host in, its last host out.
+    span: str = "-"
     hosts: List[HostRow] = field(default_factory=list)
     migrations: List[MigrationRow] = field(default_factory=list)
 
@@ -178,12 +180,21 @@ def _migration_row(migration: Dict[str, Any]) -> MigrationRow:
                         failed=migration["status"] not in ("ok", "skipped"))
 
 
+def _cluster_span(cluster: Dict[str, Any]) -> str:
+    """When the cluster's first host went in and its last came out (its own clock)."""
+    if cluster.get("started") is None:
+        return "-"
+    return "%s - %s (%.0f s)" % (format_time(cluster["started"]), format_time(cluster["ended"]),
+                                 cluster["ended"] - cluster["started"])
+
+
 def _cluster_section(report: Report, name: str) -> ClusterSection:
     cluster = report["clusters"][name]
     return ClusterSection(
         name=name, status=status_word(cluster["status"]), failed=cluster["status"] in ("failed", "stopped"),
         reason=cluster.get("reason"), max_unavailable=str(cluster.get("max_unavailable")),
         max_in_maintenance=int(cluster.get("max_in_maintenance", 0)),
+        span=_cluster_span(cluster),
         hosts=[_host_row(host, report["hosts"][host]) for host in cluster["hosts"] if host in report["hosts"]],
         migrations=[_migration_row(m) for m in report["migrations"] if m["cluster"] == name])
 

@@ -59,7 +59,8 @@ Capacity proof: {% if r.capacity_ok %}ok{% else %}FAILED: {{ r.capacity_problems
 {{ cluster.reason }}
 
 {% endif %}
-max_unavailable {{ cluster.max_unavailable }}, at most {{ cluster.max_in_maintenance }} host(s) in maintenance at once
+max_unavailable {{ cluster.max_unavailable }}, at most {{ cluster.max_in_maintenance }} host(s) in maintenance at once; \
+hosts in maintenance {{ cluster.span }}
 
 | host | wave | status | in maintenance | rebooted | note |
 | --- | --- | --- | --- | --- | --- |
@@ -139,7 +140,8 @@ Started {{ r.started }}, ended {{ r.ended }} ({{ r.duration_s }} s).</p>
 {% if cluster.reason %}
 <p class="failed">{{ cluster.reason }}</p>
 {% endif %}
-<p>max_unavailable {{ cluster.max_unavailable }}; at most {{ cluster.max_in_maintenance }} host(s) were in maintenance at once.</p>
+<p>max_unavailable {{ cluster.max_unavailable }}; at most {{ cluster.max_in_maintenance }} host(s) were in maintenance at once;\
+ hosts in maintenance {{ cluster.span }}.</p>
 <table><tr><th>host</th><th>wave</th><th>status</th><th>marked</th>\
 <th>unmarked</th><th>rebooted</th><th>phases</th><th>note</th></tr>
 {% for host in cluster.hosts %}

@@ -110,7 +110,8 @@ class ReportBuilder:
 
     def on_plan(self, event: Event) -> None:
         capacity = event.get("capacity") or {}
-        self.plan = {"waves": event.get("waves") or [], "skipped": event.get("skipped") or {},
+        self.plan = {"waves": event.get("waves") or [], "slot_order": event.get("slot_order") or {},
+                     "skipped": event.get("skipped") or {},
                      "drain_plans": event.get("drain_plans") or {},
                      "capacity_ok": capacity.get("ok"), "capacity_problems": capacity.get("problems") or []}
         for name, info in (event.get("clusters") or {}).items():
@@ -238,6 +239,9 @@ class ReportBuilder:
             intervals = [(m["start"], m["end"] if m["end"] is not None else self.last_ts)
                          for m in members if m["start"] is not None]
             entry["max_in_maintenance"] = max_concurrent(intervals)
+            # Each cluster goes on its own clock: when its first host went in, when its last came out.
+            entry["started"] = min((start for start, _end in intervals), default=None)
+            entry["ended"] = max((end for _start, end in intervals), default=None)
 
     def _guests(self) -> Dict[str, Record]:
         guests: Dict[str, Record] = {}

@@ -156,6 +156,13 @@ wave_hosts:
   returned: always
   type: list
   elements: list
+slot_order:
+  description:
+    - Per cluster, its rounds in planned order (the cluster's hosts of each wave). In a run each
+      cluster walks its own rounds on its own clock, and a host takes a slot of its cluster once every
+      host of the cluster's earlier rounds is done.
+  returned: always
+  type: dict
 maintained:
   description: Hosts the run maintains.
   returned: always

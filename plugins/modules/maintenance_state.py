@@ -67,9 +67,20 @@ options:
       - C(close_window) closes the window (the cluster is finished); with O(members), only when each of them
         is recorded done in the window or listed in O(not_needed) - otherwise it stays open and C(left) in RV(window)
         names the hosts left.
+      - C(take_slot) takes a slot of O(pool) for O(host) in the cluster's shared state (C(slots/), each slot
+        created atomically), waiting up to O(wait) seconds. Pool C(host) when the host's turn in O(rounds)
+        has come (every host of the earlier rounds is recorded done in the window) and fewer than O(limit)
+        hosts of the cluster hold a slot, are marked or are listed in O(unreachable); pool C(move) (one per
+        cluster) for a drain or a canary. RV(admitted) says whether it holds the slot, RV(stopped) why the
+        cluster stopped (a holder failed) and RV(waiting_for) what it still waits for. Needs the lock.
+      - C(release_slot) gives back O(host)'s slots of O(pool) (both pools when O(pool) is omitted).
+      - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
+        told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
+      - C(open_window) also removes the slots left by earlier runs (under the lock, no other run holds one).
     type: str
     required: true
-    choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window]
+    choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window,
+              take_slot, release_slot, stop_slot]
   run_id:
     description: Identifier of the run acting. Required for every O(state) except C(read), C(init) and C(verify_shared).
     type: str
@@ -133,6 +144,30 @@ options:
     description: Break a lock held by another run, or remove another owner's mark. Operator use.
     type: bool
     default: false
+  pool:
+    description: With O(state=take_slot) and O(state=release_slot), the pool of slots (see O(state)).
+    type: str
+    choices: [host, move]
+  limit:
+    description: With O(state=take_slot) and O(pool=host), the cluster's C(max_unavailable).
+    type: int
+    default: 1
+  rounds:
+    description:
+      - With O(state=take_slot) and O(pool=host), the run's planned order of the cluster's hosts (lists of
+        hosts that may be out together, in order).
+    type: list
+    elements: list
+    default: []
+  unreachable:
+    description: With O(state=take_slot), hosts of the cluster that did not answer at preflight (out of service).
+    type: list
+    elements: str
+    default: []
+  wait:
+    description: With O(state=take_slot), how long to wait for the slot on the host (seconds), polling the shared state.
+    type: float
+    default: 0
 notes:
   - Supports check mode; nothing is written then and the result says what would change.
 """
@@ -216,6 +251,32 @@ mark:
   description: The host's mark after O(state=mark).
   returned: when O(state=mark)
   type: dict
+admitted:
+  description: With O(state=take_slot), whether O(host) holds a slot of O(pool) now.
+  returned: when O(state=take_slot)
+  type: bool
+slot:
+  description: With O(state=take_slot), the slot's file name under C(slots/) (null when not admitted).
+  returned: when O(state=take_slot)
+  type: str
+stopped:
+  description: With O(state=take_slot), why the cluster stopped (a slot holder failed), else null.
+  returned: when O(state=take_slot)
+  type: str
+waiting_for:
+  description: With O(state=take_slot), what the host still waits for when not admitted (its turn, room), else null.
+  returned: when O(state=take_slot)
+  type: str
+released:
+  description: With O(state=release_slot), the slot files given back.
+  returned: when O(state=release_slot)
+  type: list
+  elements: str
+others_active:
+  description: With O(state=stop_slot), hosts of this run that still hold a host slot of the cluster and did not fail.
+  returned: when O(state=stop_slot)
+  type: list
+  elements: str
 """
 
 import os
@@ -223,14 +284,15 @@ import socket
 from typing import Any, Dict, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     IDENTITY_FILE, SharedStateError, StateError, state_dir)
 
 STATES = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
-          "host_done", "close_window"]
+          "host_done", "close_window", "take_slot", "release_slot", "stop_slot"]
 # States that write new state: only into a directory that proved it is the cluster's shared one.
-NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window")
+NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window", "take_slot")
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     path=dict(type="path", required=True),
@@ -250,6 +312,11 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     details=dict(type="dict", default={}),
     reason=dict(type="str"),
     force=dict(type="bool", default=False),
+    pool=dict(type="str", choices=["host", "move"]),
+    limit=dict(type="int", default=1),
+    rounds=dict(type="list", elements="list", default=[]),
+    unreachable=dict(type="list", elements="str", default=[]),
+    wait=dict(type="float", default=0),
 )
 
 
@@ -303,6 +370,8 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
     elif requested == "open_window":
         result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
                                                                 new=params["new_window"], token=token)
+        if token and ClusterSlots(state).clear_others(token):
+            result["changed"] = True
     elif requested == "record_origins":
         result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
     elif requested == "mark":
@@ -317,7 +386,27 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
     elif requested == "close_window":
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
+    else:
+        result.update(act_on_slots(state, params, requested, run_id, holder))
     return result
+
+
+def act_on_slots(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Optional[str],
+                 holder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    slots = ClusterSlots(state)
+    token = params["token"]
+    if requested == "take_slot":
+        if not params["pool"]:
+            raise StateError("pool is required for state take_slot")
+        # Only the run holding the cluster's lock hands out its slots.
+        return slots.take(params["host"], params["pool"], params["limit"], dict(holder or {}, token=token),
+                          rounds=params["rounds"], unreachable=params["unreachable"], wait=params["wait"],
+                          before_claim=lambda: state.require_lock(run_id, token))
+    if requested == "release_slot":
+        released = slots.release(params["host"], token, pools=[params["pool"]] if params["pool"] else ("host", "move"))
+        return {"changed": bool(released), "released": released}
+    result = slots.stop(params["host"], params["reason"] or "failed", token)
+    return dict(result, changed=True)
 
 
 def failure_fields(state: ClusterState, exc: StateError, requested: str) -> Dict[str, Any]:
@@ -337,7 +426,7 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     run_id = params["run_id"]
     if requested not in ("read", "init", "verify_shared") and not run_id:
         raise StateError("run_id is required for state %s" % requested)
-    if requested in ("mark", "unmark", "host_done") and not params["host"]:
+    if requested in ("mark", "unmark", "host_done", "take_slot", "release_slot", "stop_slot") and not params["host"]:
         raise StateError("host is required for state %s" % requested)
     extra = dict(params["holder"] or {})
     if params["token"]:

@@ -127,6 +127,13 @@ def _dry_run_changes_nothing(lab, tmp_path, disabled):
             assert len(in_wave) + down <= report["clusters"][name]["max_unavailable"]
         assert len({lab.hosts[h].cluster for h in wave}) == len([c for c in lab.clusters
                                                                  if set(lab.clusters[c]) & set(wave)])
+    # The slot order per cluster: the same hosts, each cluster's rounds on its own (issue 11).
+    slot_order = report["plan"]["slot_order"]
+    assert sorted(h for rounds in slot_order.values() for r in rounds for h in r) == sorted(planned)
+    for name, rounds in slot_order.items():
+        assert all(lab.hosts[h].cluster == name for r in rounds for h in r)
+        assert all(len(r) + (1 if name == cluster else 0) <= report["clusters"][name]["max_unavailable"] for r in rounds)
+    assert "Slot order per cluster" in output
     drain_plans = report["plan"]["drain_plans"]
     assert set(drain_plans) == planned
     placement = lab.placement()

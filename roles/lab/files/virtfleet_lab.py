@@ -237,6 +237,8 @@ def load_lab(topology_path: str) -> dict:
             "libvirt_uri": uri,
             "user": user,
             "kvm": bool(variables.get("lab_kvm", True)),
+            # How long a reboot keeps the host down (a slow hypervisor reboot, e.g. for bench/skew.py).
+            "reboot_down_s": float(variables.get("lab_reboot_down_s", REBOOT_DOWN_S)),
             "dir": os.path.join(state_dir, "hosts", host),
             "host_uuid": str(uuid.uuid5(LAB_UUID_NAMESPACE, "%s/%s" % (lab_name, host))),
         }
@@ -1103,6 +1105,16 @@ def thaw_host(host: dict) -> dict:
     return {"host": host["name"], "thawed": sorted(pids)}
 
 
+def reboot_down_seconds(host: dict) -> float:
+    """How long a requested reboot keeps the host down: <host dir>/control/reboot-down-s when
+    present (set on a running lab, e.g. by a test), else the host's lab_reboot_down_s."""
+    override = _read_text(_control(host, "reboot-down-s"))
+    try:
+        return float(override) if override else float(host.get("reboot_down_s", REBOOT_DOWN_S))
+    except ValueError:
+        return REBOOT_DOWN_S
+
+
 def _read_text(path: str) -> str:
     try:
         with open(path) as handle:
@@ -1335,7 +1347,7 @@ def run_agent(lab: dict) -> None:
     def reboot_later(host):
         try:
             time.sleep(REBOOT_GRACE_S)
-            result = reboot_host(lab, host)
+            result = reboot_host(lab, host, down_seconds=reboot_down_seconds(host))
             log("host %s rebooted on request: boot id %s" % (host["name"], result["boot_id"]))
         except Exception as error:  # noqa: BLE001 - the agent must outlive one failed reboot
             log("host %s: requested reboot failed: %s" % (host["name"], error))

@@ -128,6 +128,8 @@ def test_workflow_runs_one_node_per_cluster_in_parallel_limited_to_its_cluster()
                         if t["awx.awx.job_template"]["playbook"] == "playbooks/rolling_maintenance.yml")
     # Without these AWX queues the nodes one after another or drops their limit.
     assert job_template["allow_simultaneous"] is True and job_template["ask_limit_on_launch"] is True
+    # A worker per maintained host (the preflight refuses fewer forks; AWX's default is 5).
+    assert int(render({"forks": job_template["forks"]})["forks"]) >= 20
     survey = render(workflow["survey_spec"], awx_clusters=CLUSTERS)
     check_awx_survey(survey)
     assert "rolling_maintenance_clusters" not in [q["variable"] for q in survey["spec"]]

@@ -2,7 +2,8 @@
 task files on localhost (ansible_connection=local, fake cluster variables).
 
 * The role refuses a play that runs its hosts in several batches (serial) or under a strategy
-  other than linear, before anything else happens (no report, no lock, no libvirt call).
+  other than linear, before anything else happens (no report, no lock, no libvirt call), and
+  its use from `roles:` in one play (it runs in three plays), saying how to run it.
 * The downtime-budget template of tasks/drain.yml copes with a completed migration whose stats
   have no downtime (null or missing).
 * The default "anything to patch" check refreshes the package lists before deciding (a private
@@ -99,6 +100,17 @@ def test_role_refuses_the_free_strategy_before_anything_else(tmp_path):
     assert not reports.exists()
 
 
+def test_role_in_one_play_is_refused_with_the_way_to_run_it(tmp_path):
+    """`roles:` in one linear play cannot keep each cluster on its own clock: refused before
+    anything is set up, naming the collection's playbook and the three entry points."""
+    rc, output, reports = _run(tmp_path, _playbook(tmp_path, {}))
+    assert rc != 0, output[-4000:]
+    text = " ".join(output.split())
+    assert "no longer runs from `roles:` in one play" in text, output[-4000:]
+    assert "import_playbook: virtfleet.cluster.rolling_maintenance" in text and "play_maintain (strategy host_pinned)" in text
+    assert "Set up the run" not in output and not reports.exists()
+
+
 @pytest.mark.parametrize("play_keywords, env, refused", [
     ({}, {}, None),                                              # linear by default: accepted
     ({"strategy": "linear"}, {}, None),
@@ -152,6 +164,7 @@ def _migrated(guest, result):
 def _run_budget(tmp_path, migrations, budget_ms):
     play = {"name": "budget", "hosts": "kvm-a", "gather_facts": False,
             "vars": {"rolling_maintenance_downtime_budget_ms": budget_ms,
+                     "__rolling_maintenance_report_dir": str(tmp_path),
                      "__rolling_maintenance_drain": {"failed": False, "migrations": migrations}},
             "tasks": list(_role_tasks("drain.yml", *BUDGET_TASKS)) + [
                 {"name": "Show the verdict", "ansible.builtin.debug": {"msg": "OVER BUDGET: {{ __rolling_maintenance_over_budget | default('unset') }}"}}]}
@@ -170,6 +183,7 @@ def test_budget_copes_with_migrations_whose_stats_lack_downtime(tmp_path):
     rc, output, _reports = _run_budget(tmp_path, migrations, 100)
     assert rc == 0, output[-4000:]
     assert "OVER BUDGET: []" in output, output[-4000:]
+    assert not (tmp_path / "run-stopped").exists()
 
 
 def test_budget_names_only_the_guests_above_it(tmp_path):
@@ -179,6 +193,8 @@ def test_budget_names_only_the_guests_above_it(tmp_path):
     assert rc != 0, output[-4000:]
     assert "Downtime budget of 100 ms per guest exceeded on kvm-a: g-slow 450 ms (drain to kvm-b)" in output, output[-4000:]
     assert "g-null" not in output.split("exceeded on kvm-a:")[1].split("\n")[0]
+    # The whole run stops: every host waiting for a slot reads this file (tasks/slot.yml).
+    assert (tmp_path / "run-stopped").read_text() == "kvm-a"
 
 
 # --------------------------------------------------------------------------- package lists
@@ -369,7 +385,6 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         for peer in marked_since_drain]
     play_vars = {
         "__rolling_maintenance_cluster": {"name": "fake", "members": members, "state_path": str(shared)},
-        "__rolling_maintenance_wave": {"index": 1, "hosts": ["kvm-a"], "by_cluster": {"fake": ["kvm-a"]}},
         "__rolling_maintenance_report_dir": str(tmp_path / "report"),
         "__rolling_maintenance_run_id": "test-run",
         "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},

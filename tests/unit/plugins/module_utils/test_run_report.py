@@ -71,6 +71,16 @@ def test_back_to_back_hosts_are_not_concurrent():
     assert report["clusters"]["a"]["max_in_maintenance"] == 1
 
 
+def test_each_cluster_has_its_own_span_and_the_plan_its_slot_order():
+    events = sample_events()
+    events[1]["slot_order"] = {"a": [["a1"], ["a2"]], "b": [["b1"]]}
+    report = run_report.build_report(events)
+    assert (report["clusters"]["a"]["started"], report["clusters"]["a"]["ended"]) == (T0 + 2, T0 + 12)
+    assert (report["clusters"]["b"]["started"], report["clusters"]["b"]["ended"]) == (T0 + 2, T0 + 12)
+    assert report["plan"]["slot_order"] == {"a": [["a1"], ["a2"]], "b": [["b1"]]}
+    assert "(10 s)" in report_rendering.render_markdown(report)
+
+
 def test_max_concurrent():
     assert run_report.max_concurrent([]) == 0
     assert run_report.max_concurrent([(0, 5), (5, 10)]) == 1

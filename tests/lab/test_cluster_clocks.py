@@ -1,0 +1,145 @@
+"""Each cluster on its own clock (issue 11), on the session lab.
+
+* Two clusters in one run, one whose host reboots slowly: the fast cluster's second host starts
+  while the slow host is still in maintenance, and the fast cluster finishes first - read from
+  the run's events (report.json), not from timing thresholds.
+* Two runs at once on one cluster with max_unavailable 1: never two of its hosts out of
+  service at once (from the first run's events and from the shared state, sampled while it
+  runs); the second run is refused, naming the first (the run lock is kept).
+
+Lean on purpose (CI budget): no canary, three hosts in the first test, two in the second.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from test_rolling_maintenance import run_maintenance, storage_of  # noqa: E402  (same lab helpers)
+from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots as cs
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+# Seconds the slow host stays down in its reboot: longer than a whole fast host's maintenance
+# (drain, reboot, checks) on a loaded two-core machine, so the fast cluster does both its hosts
+# meanwhile.
+SLOW_REBOOT_S = 90
+
+
+def _clean_state(state):
+    for host in state.marks():
+        state.unmark("operator", host, force=True)
+    state.release_lock("operator", force=True)
+    cs.ClusterSlots(state).clear_others(token="")
+
+
+def _reboot_override(lab, host):
+    return os.path.join(lab.state_dir, "hosts", host, "control", "reboot-down-s")
+
+
+def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(lab, tmp_path):
+    slow_cluster, fast_cluster = sorted(lab.clusters)[:2]
+    slow = lab.clusters[slow_cluster][0]
+    fast_first, fast_second = lab.clusters[fast_cluster][:2]
+    states = {c: ms.ClusterState(store.state_dir(storage_of(lab, c)), c) for c in (slow_cluster, fast_cluster)}
+    override = _reboot_override(lab, slow)
+    with open(override, "w") as handle:
+        handle.write("%d\n" % SLOW_REBOOT_S)
+    try:
+        rc, output, report = run_maintenance(
+            lab, tmp_path, rolling_maintenance_hosts=[slow, fast_first, fast_second], rolling_maintenance_force=True,
+            rolling_maintenance_new_window=True, rolling_maintenance_canary=False)
+    finally:
+        os.unlink(override)
+        for state in states.values():
+            _clean_state(state)
+    assert rc == 0, output[-6000:]
+    hosts = report["hosts"]
+    assert all(hosts[h]["status"] == "done" and hosts[h]["rebooted"] for h in (slow, fast_first, fast_second)), hosts
+    # The plan puts the fast cluster's second host in a second round (max_unavailable 1): in
+    # lockstep waves it would start only after the slow host is done.
+    assert report["plan"]["slot_order"][fast_cluster] == [[fast_first], [fast_second]]
+    assert hosts[fast_first]["end"] <= hosts[fast_second]["start"]          # its own order kept
+    assert hosts[fast_second]["start"] < hosts[slow]["end"]                 # not held by the slow host
+    assert report["clusters"][fast_cluster]["ended"] < report["clusters"][slow_cluster]["ended"]
+    reboot = [p for p in hosts[slow]["phases"] if p["phase"] == "reboot"][0]
+    assert reboot["end"] - reboot["start"] >= SLOW_REBOOT_S                 # the lab option took effect
+    assert report["clusters"][fast_cluster]["max_in_maintenance"] == 1
+
+
+def test_two_runs_on_one_cluster_never_take_two_hosts_out(lab, tmp_path):
+    cluster = sorted(lab.clusters)[0]
+    first, second = lab.clusters[cluster][:2]
+    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        # Everything out of service in the cluster, as the shared state says: marks and slots.
+        while not stop.is_set():
+            try:
+                out = set(state.marks()) | {r.get("host") for r in cs.ClusterSlots(state).read().values()}
+                samples.append(out)
+            except (store.StateError, OSError, ValueError):
+                pass  # a file replaced under the reader: the next sample reads it
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    outcome = {}
+
+    def first_run():
+        outcome["first"] = run_maintenance(lab, tmp_path / "first", rolling_maintenance_hosts=[first, second],
+                                           rolling_maintenance_force=True, rolling_maintenance_new_window=True,
+                                           rolling_maintenance_canary=False)
+
+    runner = threading.Thread(target=first_run)
+    try:
+        runner.start()
+        deadline = time.time() + 300
+        while not (state.lock() and state.marks()) and runner.is_alive() and time.time() < deadline:
+            time.sleep(0.2)
+        holder = (state.lock() or {}).get("holder", {})
+        assert holder.get("run_id"), "the first run never held the lock"
+        rc, output, _report = run_maintenance(lab, tmp_path / "second", rolling_maintenance_hosts=[first, second],
+                                              rolling_maintenance_force=True, rolling_maintenance_canary=False)
+        runner.join(900)
+    finally:
+        stop.set()
+        sampler.join(5)
+        runner.join(900)
+        _clean_state(state)
+    # The second run is refused clearly, naming the run that holds the cluster; it changed nothing.
+    assert rc != 0, output[-6000:]
+    assert holder["run_id"] in output and "rolling_maintenance_force_unlock" in output, output[-6000:]
+    rc, output, report = outcome["first"]
+    assert rc == 0, output[-6000:]
+    assert report["hosts"][first]["status"] == report["hosts"][second]["status"] == "done"
+    intervals = sorted((report["hosts"][h]["start"], report["hosts"][h]["end"]) for h in (first, second))
+    assert intervals[0][1] <= intervals[1][0]                              # one after the other
+    assert report["clusters"][cluster]["max_in_maintenance"] == 1
+    assert samples and max(len(s) for s in samples) == 1, [s for s in samples if len(s) > 1][:5]
+    assert {h for s in samples for h in s} == {first, second}              # the sampler saw both go out
+
+
+def test_the_lab_reboot_delay_is_read_at_each_reboot(lab):
+    """The lab option itself: a host's reboot-down-s file sets how long a requested reboot keeps it down."""
+    host = sorted(lab.hosts)[-1]
+    override = _reboot_override(lab, host)
+    with open(override, "w") as handle:
+        handle.write("7.5\n")
+    try:
+        assert lab_program_down_seconds(lab, host) == 7.5
+    finally:
+        os.unlink(override)
+    assert lab_program_down_seconds(lab, host) == 1.0
+
+
+def lab_program_down_seconds(lab, host):
+    from conftest import labprog
+    recorded = labprog.load_lab(lab.topology)
+    return labprog.reboot_down_seconds(recorded["hosts"][host])
