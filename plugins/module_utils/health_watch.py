@@ -12,12 +12,18 @@
   drains would compete for the same free memory; its failing hosts wait, naming the run.
 * Hosts that crossed a threshold, marked hosts and hosts that did not answer are never
   destinations of a drain: guests leaving a failing host must not land on another one.
+* Recovery (off unless ``recover_after_s`` > 0): a host that has not answered a health check
+  for that long (since its last answered check, as its peers read it in the shared state) is
+  handed to recover_host.yml, which still probes, fences and never starts a guest twice. Only
+  an unmarked host of an unlocked cluster (a rolling run reboots its hosts; a marked host is an
+  operator's), one per run (the recovery takes every peer's capacity into account once).
 
 Pure Python (no Ansible import).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.host_health import SIGNALS
 
@@ -34,14 +40,22 @@ def _why(host: Record) -> str:
     return "; ".join(str(c.get("why")) for c in crossed) or "threshold crossed"
 
 
-def plan_health_actions(hosts: List[Record]) -> Record:
+def _silent_for(host: Record, now: float) -> Optional[float]:
+    last_seen = host.get("last_seen")
+    return None if last_seen is None else now - float(last_seen)
+
+
+def plan_health_actions(hosts: List[Record], recover_after_s: float = 0, now: Optional[float] = None) -> Record:
     """hosts: [{name, cluster, max_unavailable (default 1), reachable, health (host_health's
     result, or None when it did not run), marked, mark_reason, locked_by (who holds the
-    cluster's lock, when it is held and the watch does not override it)}]. Returns {hosts: name ->
-    {action, cluster, why, signal}, drain, waiting, clusters: name -> {...}, msg}.
+    cluster's lock, when it is held and the watch does not override it), last_seen (time of its
+    last answered check, None when unknown)}]. Returns {hosts: name -> {action, cluster, why,
+    signal}, drain, waiting, recover (at most one host), clusters: name -> {...}, msg}.
 
-    Actions: drain, waiting, already_marked, ok (no threshold crossed - which signals were not checked is in the host's health result), unreachable.
+    Actions: drain, waiting, already_marked, ok (no threshold crossed - which signals were not
+    checked is in the host's health result), unreachable, recover.
     """
+    now = time.time() if now is None else now
     decisions: Dict[str, Record] = {}
     clusters: Dict[str, Record] = {}
     for host in sorted(hosts, key=lambda h: h["name"]):
@@ -60,6 +74,7 @@ def plan_health_actions(hosts: List[Record]) -> Record:
             cluster["failing"].append(host)
         else:
             decisions[host["name"]] = {"action": "ok", "why": "no threshold crossed"}
+    recover = _plan_recovery(hosts, decisions, clusters, recover_after_s, now)
     for name, cluster in sorted(clusters.items()):
         room = cluster["max_unavailable"] - len(cluster["out"])
         for host in sorted(cluster.pop("failing"), key=lambda h: (_severity(h), h["name"])):
@@ -87,5 +102,37 @@ def plan_health_actions(hosts: List[Record]) -> Record:
     waiting = [n for _c, cl in sorted(clusters.items()) for n in cl["waiting"]]
     parts = ["%s: mark and drain (%s)" % (n, decisions[n]["signal"]) for n in drain]
     parts += ["%s: waiting (%s)" % (n, decisions[n]["signal"]) for n in waiting]
-    return {"hosts": decisions, "drain": drain, "waiting": waiting, "clusters": clusters,
+    parts += ["%s: recover (%s)" % (n, decisions[n]["why"]) for n in recover]
+    return {"hosts": decisions, "drain": drain, "waiting": waiting, "recover": recover, "clusters": clusters,
             "msg": "; ".join(parts) if parts else "no host to empty (%d checked)" % len(hosts)}
+
+
+def _plan_recovery(hosts: List[Record], decisions: Dict[str, Record], clusters: Dict[str, Record],
+                   recover_after_s: float, now: float) -> List[str]:
+    """The unanswering host to recover now (at most one), the longest silent first; every other
+    unanswering host's decision says why it is not recovered."""
+    if recover_after_s <= 0:
+        return []
+    candidates = []
+    for host in hosts:
+        decision = decisions.get(host["name"])  # failing hosts are decided after this
+        if not decision or decision["action"] != "unreachable":
+            continue
+        silent = _silent_for(host, now)
+        locked_by = clusters[host["cluster"]]["locked_by"]
+        if silent is None:
+            decision["why"] += "; never seen answering, so not recovered automatically (recover_host.yml)"
+        elif locked_by:
+            decision["why"] += "; not recovered: cluster %s is locked by %s" % (host["cluster"], locked_by)
+        elif silent < recover_after_s:
+            decision["why"] += "; silent for %ds, recovery after %ds of silence" % (silent, recover_after_s)
+        else:
+            candidates.append((-silent, host["name"]))
+    recover = [name for _silent, name in sorted(candidates)[:1]]
+    for silent, name in sorted(candidates):
+        decisions[name]["why"] += "; silent for %ds (recovery after %ds)" % (-silent, recover_after_s)
+        if name in recover:
+            decisions[name]["action"] = "recover"
+        else:
+            decisions[name]["why"] += ": recovered by a later run (one recovery per run)"
+    return recover

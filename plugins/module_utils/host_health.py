@@ -362,6 +362,31 @@ def save_sample(state_path: str, host: str, sample: Record) -> None:
     write_json_atomic(path, sample)
 
 
+def seen_path(state_path: str, host: str) -> str:
+    """When host last answered a check: <storage>/.virtfleet/health/<host>.seen. Kept apart from
+    the sample, which is rewritten only once per interval (rates need a span)."""
+    return sample_path(state_path, host)[:-len(".json")] + ".seen"
+
+
+def record_seen(state_path: str, host: str, now: float) -> None:
+    path = seen_path(state_path, host)
+    make_state_dirs(os.path.dirname(path))
+    write_json_atomic(path, {"time": now})
+
+
+def last_seen(state_path: str, hosts: List[str]) -> Dict[str, Optional[float]]:
+    """host -> when it last answered a check (None: never, or unreadable)."""
+    seen: Dict[str, Optional[float]] = {}
+    for host in hosts:
+        try:
+            record = read_json(seen_path(state_path, host))
+        except StateError:
+            record = None
+        when = record.get("time") if isinstance(record, dict) else None
+        seen[host] = float(when) if isinstance(when, (int, float)) else None
+    return seen
+
+
 # ------------------------------------------------------------------ one check
 
 def gather(root: str, smartctl: Optional[str], run: Runner, probe: Optional[Callable[[], Optional[str]]],

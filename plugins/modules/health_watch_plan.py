@@ -12,7 +12,8 @@ version_added: "0.1.0"
 description:
   - Given every host's M(virtfleet.cluster.host_health) result and maintenance mark, decides per host
     what C(playbooks/health_watch.yml) does - C(drain) (mark it in maintenance, then live-drain it),
-    C(waiting), C(already_marked) (left alone), C(ok) (no threshold crossed) or C(unreachable).
+    C(waiting), C(already_marked) (left alone), C(ok) (no threshold crossed), C(unreachable) or
+    C(recover) (restart its guests elsewhere, see O(recover_after)).
   - A failing host is emptied only while its cluster has room under its C(max_unavailable); hosts
     marked in maintenance and hosts that did not answer count against it. The worst signal goes
     first (uncorrected memory errors, machine checks, disk health, read-only filesystem, libvirt,
@@ -63,6 +64,17 @@ options:
           - Who holds its cluster's lock (a rolling maintenance run), when it is held. The failing
             hosts of a locked cluster wait - that run's drains would compete for the same free memory.
         type: str
+      last_seen:
+        description: When the host last answered a health check (epoch seconds; M(virtfleet.cluster.host_health)'s C(last_seen) read by a peer).
+        type: float
+  recover_after:
+    description:
+      - Seconds without an answered health check after which an unanswering host is handed to
+        C(playbooks/recover_host.yml) (RV(recover)). C(0) never recovers (the default).
+      - Only an unmarked host of an unlocked cluster whose last answered check is known, and one
+        host per run, the longest silent first; the others say why in their decision.
+    type: int
+    default: 0
 seealso:
   - module: virtfleet.cluster.host_health
 """
@@ -91,6 +103,11 @@ waiting:
   returned: always
   type: list
   elements: str
+recover:
+  description: The host to recover now (at most one), silent for O(recover_after) seconds or more.
+  returned: always
+  type: list
+  elements: str
 clusters:
   description: Per cluster C(max_unavailable), C(locked_by), C(out) (host to why it is out), C(drain), C(waiting), C(not_destinations).
   returned: always
@@ -112,12 +129,14 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
         marked=dict(type="bool", default=False),
         mark_reason=dict(type="str"),
         locked_by=dict(type="str"),
+        last_seen=dict(type="float"),
     )),
+    recover_after=dict(type="int", default=0),
 )
 
 
 def work(params: Dict[str, Any], _check_mode: bool) -> Dict[str, Any]:
-    return dict(plan_health_actions(params["hosts"]), changed=False)
+    return dict(plan_health_actions(params["hosts"], recover_after_s=params["recover_after"]), changed=False)
 
 
 def main() -> None:

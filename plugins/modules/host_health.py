@@ -109,6 +109,14 @@ options:
     description: Seconds libvirt has to answer.
     type: int
     default: 15
+  peers:
+    description:
+      - Other hosts of the cluster whose last answered check to read from the shared state
+        (returned as RV(last_seen)); C(health_watch.yml) recovers a host silent for too long.
+      - Every check also records, with O(state_path), when this host answered (not in check mode).
+    type: list
+    elements: str
+    default: []
 notes:
   - The sample is bookkeeping, not a change of the host - the module reports C(changed) false.
 seealso:
@@ -172,6 +180,10 @@ previous_sample_age_s:
   description: Age of the previous sample the rates were computed against, or null.
   returned: always
   type: float
+last_seen:
+  description: Each of O(peers) to the time (epoch seconds) of its last answered check, or null when none is recorded.
+  returned: always
+  type: dict
 sample_kept:
   description: Whether this check's sample was kept for the next one (not in check mode, not while the previous one is younger than O(min_interval)).
   returned: always
@@ -202,6 +214,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     smartctl=dict(type="str", default="smartctl"),
     libvirt_uri=dict(type="str", default="qemu:///system"),
     libvirt_timeout=dict(type="int", default=15),
+    peers=dict(type="list", elements="str", default=[]),
 )
 
 
@@ -282,6 +295,14 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
         except OSError as exc:
             keep = False
             warnings.append("cannot keep the health sample in %s: %s" % (path, exc))
+    result["last_seen"] = {}
+    if path:
+        try:
+            if not check_mode:
+                hh.record_seen(path, host, now)
+            result["last_seen"] = hh.last_seen(path, [peer for peer in params["peers"] if peer != host])
+        except (OSError, StateError) as exc:
+            warnings.append("cannot record or read when hosts last answered in %s: %s" % (path, exc))
     result.update(changed=False, sample_kept=keep, msg=hh.summary(host, result), warnings=warnings)
     return result
 

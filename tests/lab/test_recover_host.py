@@ -1,7 +1,9 @@
 """Restarting the guests of a dead host (playbooks/recover_host.yml) on the real lab.
 
-* A powered-off host: its guests start on the other hosts of its cluster (their heartbeats
-  resume with a new guest boot), none runs twice, the report says where each runs now.
+* A powered-off host, handed to recover_host.yml by health_watch.yml once it has answered no
+  check for health_watch_recover_after checks: its guests start on the other hosts of its
+  cluster (their heartbeats resume with a new guest boot), none runs twice, the report says
+  where each runs now.
 * A host alive but unreachable (frozen: daemons stopped, guests running, leases held): the
   recovery declares it dead but its first start is refused by the held lease, so it stops and
   says so, and no guest runs twice; once the fence hook powers the host off, it proceeds.
@@ -16,6 +18,9 @@ import sys
 import time
 
 import pytest
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
+from test_faults import state_path
 
 pytestmark = pytest.mark.lab
 
@@ -127,7 +132,15 @@ def assert_restarted(lab, report, host, peers, guests, old_boots, since):
 
 
 def test_powered_off_host_guests_restart_on_the_other_hosts_once(lab, dead_host, tmp_path):
+    """Through health_watch.yml, which hands a host silent for health_watch_recover_after checks
+    to recover_host.yml (checks every second here)."""
     host, peers, guests, old_boots = dead_host
+    # When hosts answered is kept only in a state directory that proved it is the cluster's.
+    cluster = next(c for c, members in lab.clusters.items() if host in members)
+    ms.ClusterState(state_path(lab, cluster), cluster).init_identity()
+    watch = ["-e", "health_watch_hosts=%s" % ",".join([host] + peers), "-e", "health_watch_interval=1"]
+    proc = playbook(lab, tmp_path, "health_watch.yml", *watch)  # every host answers: last seen now
+    assert proc.returncode == 0 and "RECOVER" not in proc.stdout, proc.stdout[-3000:]
     lab.run("poweroff", host)
     since = time.time()
     proc, plan = recover(lab, tmp_path, host, "--check")
@@ -135,8 +148,12 @@ def test_powered_off_host_guests_restart_on_the_other_hosts_once(lab, dead_host,
     assert plan["dry_run"] and sorted(r["guest"] for r in plan["plan"]["restart"]) == guests
     assert not any(g in running_on(lab, peers) for g in guests), "check mode started a guest"
 
-    proc, report = recover(lab, tmp_path, host)
+    report_file = tmp_path / "report-watch.json"
+    proc = playbook(lab, tmp_path, "health_watch.yml", *watch, "-e", "health_watch_recover_after=2",
+                    "-e", "recover_host_report_file=%s" % report_file, *FAST_PROBES)
     assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "%s: RECOVER" % host in proc.stdout, proc.stdout[:6000]
+    report = json.loads(report_file.read_text())
     assert report["probe"]["dead"] and report["fence"] == "leases"
     assert_restarted(lab, report, host, peers, guests, old_boots, since)
 

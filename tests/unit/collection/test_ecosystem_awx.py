@@ -135,7 +135,8 @@ def test_workflow_runs_one_node_per_cluster_in_parallel_limited_to_its_cluster()
     assert "rolling_maintenance_clusters" not in [q["variable"] for q in survey["spec"]]
 
 
-@pytest.mark.parametrize("playbook", ["rolling_maintenance.yml", "evacuate_host.yml", "assert_homogeneity.yml"])
+@pytest.mark.parametrize("playbook", ["rolling_maintenance.yml", "evacuate_host.yml", "assert_homogeneity.yml",
+                                      "health_watch.yml", "recover_host.yml", "record_guests.yml"])
 def test_job_templates_name_playbooks_of_the_project(playbook):
     named = [t["awx.awx.job_template"]["playbook"] for t in task_args("awx.awx.job_template")]
     assert "playbooks/" + playbook in named
@@ -172,8 +173,10 @@ def test_awx_modules_accept_the_arguments_the_playbook_gives_them(index, monkeyp
                       awx_execution_environment_image="registry.invalid/virtfleet-ee:0.1.0",
                       awx_machine_credential="hypervisors")
     rendered = {k: v for k, v in rendered.items() if v != OMIT}
-    if "extra_vars" in rendered:  # reaches AWX as the template, for AWX's job to fill in
+    if "rolling_maintenance_run_id" in rendered.get("extra_vars", {}):  # reaches AWX as the template, for AWX's job to fill in
         assert rendered["extra_vars"]["rolling_maintenance_run_id"] == "awx-{{ awx_job_id }}"
+    if rendered.get("playbook") == "playbooks/health_watch.yml":  # rates over the schedule's interval
+        assert rendered["extra_vars"] == {"health_watch_interval": 300}
     # An address that resolves; the request to it is intercepted before any connection.
     rendered.update(controller_host="https://127.0.0.1:9", controller_oauthtoken="token")
 
@@ -187,3 +190,11 @@ def test_awx_modules_accept_the_arguments_the_playbook_gives_them(index, monkeyp
     with contextlib.redirect_stdout(out), pytest.raises((_ApiReached, SystemExit)) as outcome:
         module.main()
     assert outcome.type is _ApiReached, "%s refused its arguments: %s" % (module_name, out.getvalue())
+
+
+def test_health_watch_and_record_guests_are_scheduled_every_few_minutes():
+    schedules = {task["awx.awx.schedule"]["unified_job_template"]: task["awx.awx.schedule"] for task in task_args("awx.awx.schedule")}
+    assert set(schedules) == {"{{ awx_job_template_names.health_watch }}", "{{ awx_job_template_names.record_guests }}"}
+    rendered = render(schedules["{{ awx_job_template_names.health_watch }}"], awx_clusters=CLUSTERS)
+    assert rendered["unified_job_template"] == "virtfleet - health watch"
+    assert rendered["rrule"].endswith("RRULE:FREQ=MINUTELY;INTERVAL=5") and rendered["enabled"] in (True, "True")

@@ -64,3 +64,43 @@ def test_locked_cluster_drains_nothing_its_failing_hosts_wait_naming_the_run():
                                 host("b1", cluster="c2", health=failing("memory_uncorrected"))])
     assert plan["drain"] == ["b1"] and plan["waiting"] == ["hv1"]
     assert "locked by run r1" in plan["hosts"]["hv1"]["why"]
+
+
+# --- recovery of a host that stopped answering (health_watch_recover_after) -------------------
+
+def silent(name, last_seen, **extra):
+    return host(name, reachable=False, health=None, last_seen=last_seen, **extra)
+
+
+def test_recovery_is_off_by_default():
+    plan = plan_health_actions([silent("hv1", 0.0), host("hv2")], now=10 ** 6)
+    assert plan["recover"] == [] and plan["hosts"]["hv1"]["action"] == "unreachable"
+
+
+def test_host_silent_for_the_recovery_time_is_recovered_not_before():
+    hosts = [silent("hv1", 1000.0), host("hv2")]
+    assert plan_health_actions(hosts, recover_after_s=600, now=1599.0)["recover"] == []
+    early = plan_health_actions(hosts, recover_after_s=600, now=1599.0)["hosts"]["hv1"]
+    assert early["action"] == "unreachable" and "silent for 599s, recovery after 600s" in early["why"]
+    plan = plan_health_actions(hosts, recover_after_s=600, now=1600.0)
+    assert plan["recover"] == ["hv1"] and plan["hosts"]["hv1"]["action"] == "recover"
+    assert "hv1: recover" in plan["msg"]
+    # Still out of service for the drains of the same run.
+    assert plan["clusters"]["c1"]["not_destinations"] == ["hv1"]
+
+
+def test_one_recovery_per_run_the_longest_silent_first():
+    plan = plan_health_actions([silent("a1", 500.0, cluster="a"), silent("b1", 100.0, cluster="b"), host("a2", cluster="a"),
+                                host("b2", cluster="b")], recover_after_s=60, now=1000.0)
+    assert plan["recover"] == ["b1"]
+    assert plan["hosts"]["a1"]["action"] == "unreachable" and "later run" in plan["hosts"]["a1"]["why"]
+
+
+def test_never_recovered_unknown_marked_or_in_a_locked_cluster():
+    plan = plan_health_actions([silent("hv1", None), silent("hv2", 0.0, marked=True, mark_reason="repair"),
+                                silent("x1", 0.0, cluster="x", locked_by="run r1 (ops@ctl)"), host("x2", cluster="x")],
+                               recover_after_s=60, now=10 ** 6)
+    assert plan["recover"] == []
+    assert "never seen answering" in plan["hosts"]["hv1"]["why"]
+    assert plan["hosts"]["hv2"]["action"] == "already_marked"
+    assert "locked by run r1" in plan["hosts"]["x1"]["why"]

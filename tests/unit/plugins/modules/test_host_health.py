@@ -81,7 +81,29 @@ def test_sample_not_kept_in_another_clusters_state(tmp_path):
 
 def test_health_watch_plan_module_returns_the_plan():
     result = health_watch_plan.work({"hosts": [
-        {"name": "hv1", "cluster": "c1", "max_unavailable": 1, "reachable": True, "marked": False, "mark_reason": None,
-         "health": {"failing": True, "worst": "disk_health", "crossed": [{"signal": "disk_health", "why": "SMART"}]}}]},
-        False)
+        {"name": "hv1", "cluster": "c1", "max_unavailable": 2, "reachable": True, "marked": False, "mark_reason": None,
+         "health": {"failing": True, "worst": "disk_health", "crossed": [{"signal": "disk_health", "why": "SMART"}]}},
+        {"name": "hv2", "cluster": "c1", "max_unavailable": 2, "reachable": False, "marked": False, "health": None, "last_seen": 0.0}],
+        "recover_after": 600}, False)
     assert result["drain"] == ["hv1"] and result["changed"] is False
+    assert result["recover"] == ["hv2"]  # silent since 1970
+
+
+def test_each_check_records_when_the_host_answered_and_reads_its_peers(tmp_path):
+    storage = initialised(tmp_path)
+    nobody = module.work(params(tmp_path / "root", storage, peers=["hv1", "hv2"]), False)
+    assert nobody["last_seen"] == {"hv2": None}  # never answered; the host itself is not its peer
+    before = hh.last_seen(store.state_dir(str(storage)), ["hv1"])["hv1"]
+    module.work(params(tmp_path / "root", storage, host="hv2", peers=["hv1"]), False)
+    seen = module.work(params(tmp_path / "root", storage, peers=["hv2"]), False)["last_seen"]
+    assert seen["hv2"] is not None and seen["hv2"] >= before
+    # Recorded at every check, not only when the sample (kept once per interval) is rewritten.
+    again = module.work(params(tmp_path / "root", storage, host="hv2", peers=["hv1"]), False)
+    assert not again["sample_kept"]
+    assert hh.last_seen(store.state_dir(str(storage)), ["hv2"])["hv2"] > seen["hv2"]
+
+
+def test_check_mode_records_no_answer(tmp_path):
+    storage = initialised(tmp_path)
+    module.work(params(tmp_path / "root", storage, host="hv2"), True)
+    assert module.work(params(tmp_path / "root", storage, peers=["hv2"]), True)["last_seen"] == {"hv2": None}
