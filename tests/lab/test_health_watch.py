@@ -90,7 +90,8 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     assert "memory_corrected" not in report["hosts"][first]["not_checked"]
     assert "memory_corrected" in report["hosts"][spare]["not_checked"]  # no EDAC there: not checked, not healthy
     samples = os.path.join(state_path(lab, cluster), "health")
-    assert sorted(os.listdir(samples)) == sorted("%s.json" % h for h in lab.clusters[cluster])
+    # Each host's sample (rates) and when it last answered (health_watch_recover_after).
+    assert sorted(os.listdir(samples)) == sorted("%s.%s" % (h, kind) for h in lab.clusters[cluster] for kind in ("json", "seen"))
 
     # 2. Both hosts' corrected errors climb by 5000 (far above 50 per hour).
     for host in (first, second):
