@@ -143,3 +143,34 @@ def test_module_take_slot_needs_the_lock_and_open_window_clears_an_earlier_runs_
     code, result = run_state_module(dict(base, state="open_window", run_id="run-2", token="y" * 32))
     assert code == 0 and result["changed"]
     assert cs.ClusterSlots(state).read() == {}
+
+
+# --------------------------------------------------------------------------- issue 17: the re-check after the claim
+def test_a_mark_made_between_the_decision_and_the_claim_gives_the_slot_back(state):
+    """An operator marks a7 after a1 was told to take the cluster's only slot and before its
+    link: with the slot in place there is no room (a7 is out of service), so a1 must not keep it."""
+    slots = cs.ClusterSlots(state)
+
+    def operator_marks_a7():
+        state.mark("operator", "a7", ms.default_holder("operator"), reason="RAM swap")
+    result = slots.take("a1", "host", 1, holder(), [["a1"]], before_claim=operator_marks_a7)
+    assert result == {"admitted": False, "slot": None, "stopped": None, "changed": False,
+                      "waiting_for": "room: a7 out of service, max_unavailable 1"}
+    assert slots.read() == {}
+
+
+def test_a_host_claiming_beside_another_claim_and_a_new_mark_gives_its_slot_back(state):
+    """max_unavailable 2: a1 and a2 were both told to take a slot while nothing was out; a7 is
+    marked before a1's link. a1 re-checks, sees two others out and gives its slot back (a2's
+    own re-check sees a7 and, if a1 still held its slot, a1: it gives back too)."""
+    slots = cs.ClusterSlots(state)
+
+    def a2_claims_too_and_the_operator_marks_a7():
+        # a2 took its slot in the same instant (its own decision saw no mark either).
+        cs.create_json_exclusive(os.path.join(slots.directory, "host-1.json"), dict(holder(), host="a2", pool="host"))
+        state.mark("operator", "a7", ms.default_holder("operator"), reason="RAM swap")
+    store.make_state_dirs(slots.directory)
+    result = slots.take("a1", "host", 2, holder(), [["a1", "a2"]], before_claim=a2_claims_too_and_the_operator_marks_a7)
+    assert not result["admitted"]
+    assert result["waiting_for"] == "room: a2, a7 out of service, max_unavailable 2"
+    assert sorted(slots.read()) == ["host-1.json"]
