@@ -92,13 +92,9 @@ class ClusterSlots:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return {}
-        slots = {}
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                try:
-                    slots[name] = read_json(os.path.join(self.directory, name))
-                except FileNotFoundError:  # released between listdir and read
-                    continue
+        # A slot released between listdir and its read is read as None (no such file): left out.
+        slots = {name: read_json(os.path.join(self.directory, name))
+                 for name in names if name.endswith(".json") and not name.startswith(".")}
         return {name: record for name, record in slots.items() if isinstance(record, dict)}
 
     def _situation(self, host: str, pool: str, limit: int, rounds: Sequence[Sequence[str]],
