@@ -1,6 +1,7 @@
 """Cluster slots: who may be out of service now, decided from the shared state (no lab)."""
 import os
 import threading
+import time
 
 import pytest
 
@@ -120,7 +121,8 @@ def test_stop_keeps_the_host_slot_flagged_and_gives_the_move_turn_back(state):
 
 def test_check_mode_writes_nothing(state):
     dry = ms.ClusterState(state.path, "lab-a", check_mode=True)
-    assert cs.ClusterSlots(dry).take("a1", "host", 1, holder(), [["a1"]])["admitted"]
+    assert cs.ClusterSlots(dry).take("a1", "host", 1, holder(), [["a1"]]) == {
+        "admitted": True, "slot": "host-0.json", "stopped": None, "waiting_for": None, "changed": True}
     assert not os.path.exists(os.path.join(state.path, cs.SLOTS_DIR)) or cs.ClusterSlots(state).read() == {}
 
 
@@ -241,6 +243,7 @@ def test_the_slot_record_names_the_holder_host_pool_and_time(state):
     record = slots.read()["move-0.json"]
     assert record == {"run_id": "run-1", "token": TOKEN, "pid": 4711, "host": "a1", "pool": "move",
                       "since": record["since"], "since_iso": store.iso(record["since"])}
+    assert isinstance(record["since"], float) and abs(record["since"] - time.time()) < 60
 
 
 def test_without_a_wait_take_answers_at_once(state, monkeypatch):
@@ -366,3 +369,17 @@ def test_clear_others_removes_every_slot_not_of_this_token(state):
     assert dry.clear_others(TOKEN) == ["host-1.json", "move-0.json"] and len(slots.read()) == 3
     assert slots.clear_others(TOKEN) == ["host-1.json", "move-0.json"]
     assert sorted(slots.read()) == ["host-0.json"]
+
+
+def test_a_resumed_host_is_not_kept_out_by_its_own_mark(state):
+    """A host marked by this run (it stopped after its mark) takes the only slot: its own mark is
+    not another host out of service, neither at the decision nor at the re-check after the link."""
+    state.mark("run-1", "a1", holder(), window_name=state.window()["name"], token=TOKEN)
+    assert cs.ClusterSlots(state).take("a1", "host", 1, holder(), [["a1"]], unreachable=["a1"])["admitted"]
+
+
+def test_the_move_turn_asked_again_is_held(state):
+    slots = cs.ClusterSlots(state)
+    assert slots.take("a1", "move", 1, holder())["changed"]
+    assert slots.take("a1", "move", 1, holder()) == {
+        "admitted": True, "slot": "move-0.json", "stopped": None, "waiting_for": None, "changed": False}

@@ -652,3 +652,78 @@ def test_unmark_in_check_mode_writes_and_logs_nothing(state):
     assert dry(state).unmark("run-1", "h1", window_name="w") is True
     assert set(state.marks()) == {"h1"}
     assert [h["event"] for h in history_of(state)] == ["locked", "marked"]
+
+
+# --------------------------------------------------------------------------- second look (survivors of the first re-run)
+def test_a_holder_without_pid_or_controller_is_said_with_question_marks(state):
+    state.ensure_dirs()
+    store.write_json_atomic(lock_file(state), {"cluster": "lab-a", "holder": {"run_id": "run-1", "token": TOKEN}})
+    with pytest.raises(store.LockHeld, match=r"make sure it is gone \(pid \? on \?\), then release"):
+        state.acquire_lock(holder("run-1", OTHER_TOKEN))
+
+
+def test_a_refused_release_returns_the_holder(state):
+    mine = locked(state)
+    with pytest.raises(store.LockHeld) as refused:
+        state.release_lock("run-2")
+    assert refused.value.holder == mine and refused.value.result["holder"] == mine
+
+
+def test_a_forced_release_of_a_corrupt_lock_logs_who_broke_it(state):
+    state.ensure_dirs()
+    with open(lock_file(state), "w") as handle:
+        handle.write("{half")
+    assert state.release_lock("operator", force=True)
+    assert [(h["event"], h["by"]) for h in history_of(state)] == [("lock_broken", "operator")]
+
+
+def test_the_corrupt_copy_is_named_in_utc_whatever_the_local_time_zone(state, monkeypatch):
+    state.ensure_dirs()
+    with open(lock_file(state), "w") as handle:
+        handle.write("{half")
+    monkeypatch.setenv("TZ", "Etc/GMT-9")   # nine hours east of UTC
+    time.tzset()
+    try:
+        before = time.gmtime()
+        state.release_lock("operator", force=True)
+        after = time.gmtime()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    copy = [n for n in os.listdir(state.path) if ".corrupt-" in n][0]
+    stamp = copy.split(".corrupt-")[1][:16]
+    assert stamp in (time.strftime("%Y%m%dT%H%M%SZ", before), time.strftime("%Y%m%dT%H%M%SZ", after))
+
+
+def test_a_window_without_a_runs_list_is_joined(state):
+    locked(state)
+    state.ensure_dirs()
+    store.write_json_atomic(window_file(state), {"name": "w", "closed": None, "hosts_done": {}, "guest_origins": {}})
+    changed, window = state.open_window("run-1")
+    assert changed and window["runs"] == ["run-1"] and window["name"] == "w"
+
+
+def test_a_runs_own_mark_without_a_window_is_its_own(state):
+    mine = locked(state)
+    state.mark("run-1", "h1", mine)
+    changed, mark = state.mark("run-1", "h1", mine, phase="drained")
+    assert changed and mark["phase"] == "drained"
+    assert state.unmark("run-1", "h1") is True
+
+
+def test_a_rerun_of_the_window_unmarks_the_earlier_runs_mark(state):
+    first = locked(state)
+    state.mark("run-1", "h1", first, window_name="w")
+    state.release_lock("run-1")
+    locked(state, "run-2", OTHER_TOKEN)
+    assert state.unmark("run-2", "h1", window_name="w", token=OTHER_TOKEN) is True
+
+
+def test_a_corrupt_mark_is_said_with_its_host_when_marking_or_unmarking(state):
+    locked(state)
+    state.ensure_dirs()
+    with open(mark_file(state, "h1"), "w") as handle:
+        handle.write("{")
+    for act in (lambda: state.mark("run-1", "h1", holder(), window_name="w"), lambda: state.unmark("run-1", "h1")):
+        with pytest.raises(store.CorruptState, match="Host h1's maintenance mark cannot be read"):
+            act()
