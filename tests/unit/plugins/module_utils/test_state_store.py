@@ -125,7 +125,7 @@ def test_file_modes_follow_the_directory_group_write_access_exactly(tmp_path):
     private.mkdir()
     os.chmod(str(shared), 0o775)
     os.chmod(str(private), 0o755)
-    old = os.umask(0o022)
+    old = os.umask(0o027)    # no access for others: only the group's write access is added
     try:
         for directory in (shared, private):
             state_store.write_json_atomic(str(directory / "window.json"), {})
@@ -137,8 +137,8 @@ def test_file_modes_follow_the_directory_group_write_access_exactly(tmp_path):
         assert os.stat(str(shared / name)).st_mode & 0o777 == 0o664
         assert os.stat(str(private / name)).st_mode & 0o777 == 0o644
     for directory in (shared / "state", shared / "state" / "marks"):
-        assert os.stat(str(directory)).st_mode & 0o777 == 0o775
-    assert os.stat(str(private / "state" / "marks")).st_mode & 0o777 == 0o755
+        assert os.stat(str(directory)).st_mode & 0o777 == 0o770
+    assert os.stat(str(private / "state" / "marks")).st_mode & 0o777 == 0o750
     assert state_store._group_shared(str(tmp_path / "missing")) is False
 
 
@@ -350,3 +350,56 @@ def test_mount_of_finds_the_mount_point_and_its_type(tmp_path, monkeypatch):
         raise FileNotFoundError(2, "No such file or directory")
     monkeypatch.setattr(state_store, "open", no_proc, raising=False)
     assert state_store.mount_of(storage) == (storage, "?")
+
+
+def hint(store, path=None):
+    mount, fstype = state_store.mount_of(path or store.storage_path)
+    return ("it is on the mount %s (%s) of %s: is the cluster's shared storage mounted at %s on that host? Mount it "
+            "(check with `findmnt -T %s`) and re-run"
+            % (mount, fstype, socket.gethostname(), store.storage_path, store.storage_path))
+
+
+def test_the_shared_state_refusals_word_for_word(tmp_path):
+    host = socket.gethostname()
+    missing = state_store.StateStore(state_store.state_dir(str(tmp_path / "gone")), "lab-a")
+    with pytest.raises(state_store.SharedStateError) as refused:
+        missing.ensure_storage()
+    assert str(refused.value) == (
+        "the storage path %s of cluster lab-a does not exist on %s, so the cluster's shared maintenance state (%s) "
+        "cannot be there: %s. It is never created in its place. Nothing was changed."
+        % (tmp_path / "gone", host, missing.path, hint(missing)))
+    store = state_store.StateStore(state_store.state_dir(str(tmp_path)), "lab-a")
+    with pytest.raises(state_store.SharedStateError) as refused:
+        store.verify_shared("e" * 32)
+    assert str(refused.value) == (
+        "%s does not see the shared maintenance state of cluster lab-a: %s has no cluster-id.json (the other hosts "
+        "read cluster id %s). The storage path %s exists, but %s. Nothing was changed."
+        % (host, store.path, "e" * 32, tmp_path, hint(store)))
+    _created, identity = store.init_identity()
+    with pytest.raises(state_store.SharedStateError) as refused:
+        store.verify_shared("e" * 32)
+    assert str(refused.value) == (
+        "%s reads another state directory at %s than the rest of cluster lab-a (cluster id %s here, %s elsewhere): "
+        "%s is not the cluster's shared storage on this host; %s. Nothing was changed."
+        % (host, store.path, identity["id"], "e" * 32, tmp_path, hint(store)))
+    with pytest.raises(state_store.SharedStateError) as refused:
+        state_store.StateStore(store.path, "lab-b").verify_shared()
+    assert str(refused.value) == (
+        "%s holds the maintenance state of cluster lab-a, not of cluster lab-b: two clusters' state paths point at one "
+        "directory. Give each cluster its own (virtfleet_storage.path or rolling_maintenance_state_path)." % store.path)
+
+
+def test_a_corrupt_lock_is_said_with_the_way_to_break_it(store):
+    store.ensure_dirs()
+    path = os.path.join(store.path, state_store.LOCK_FILE)
+    with open(path, "w") as handle:
+        handle.write("{half")
+    with pytest.raises(state_store.CorruptState) as refused:
+        store.lock()
+    inner = str(refused.value).split(" cannot be understood (")[1].rsplit("), so nobody", 1)[0]
+    assert inner.startswith("state file %s is not valid JSON" % path)
+    assert str(refused.value) == (
+        "the lock file %s of cluster lab-a cannot be understood (%s), so nobody can tell which run holds the cluster. "
+        "Make sure no run maintains cluster lab-a (controllers, AWX jobs), then break the lock with "
+        "rolling_maintenance_force_unlock: [lab-a] (or the maintenance_state module, state=unlock force=true); the "
+        "file is kept next to it as lock.json.corrupt-<time>." % (path, inner))
