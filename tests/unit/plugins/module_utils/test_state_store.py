@@ -189,7 +189,7 @@ def test_a_corrupt_file_carries_its_path_and_bytes(tmp_path):
     assert str(refused.value).startswith("state file %s is not valid JSON (" % path)
 
 
-def test_a_lock_held_error_returns_its_holder(tmp_path):
+def test_a_lock_held_error_returns_its_holder():
     held = state_store.LockHeld("locked", {"run_id": "r"})
     assert held.holder == {"run_id": "r"} and held.result == {"holder": {"run_id": "r"}, "lock_held": True}
 
