@@ -173,7 +173,7 @@ def test_a_link_is_ours_only_when_the_name_is_our_inode(tmp_path):
 def test_a_state_file_that_cannot_be_read_is_a_message_naming_it(tmp_path):
     with pytest.raises(state_store.StateError) as refused:
         state_store.read_json(str(tmp_path))   # a directory: open() fails with an OSError
-    assert type(refused.value) is state_store.StateError
+    assert not isinstance(refused.value, state_store.CorruptState)   # unreadable, not corrupt
     assert str(refused.value) == (
         "cannot read the state file %s on %s: Is a directory. The login user of every host of the cluster must be "
         "able to read and write the state directory %s (see docs/troubleshooting.md, \"The shared maintenance "
