@@ -92,18 +92,15 @@ class ClusterSlots:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return {}
-        slots = {}
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                try:
-                    slots[name] = read_json(os.path.join(self.directory, name))
-                except FileNotFoundError:  # released between listdir and read
-                    continue
+        # A slot released between listdir and its read is read as None (no such file): left out.
+        slots = {name: read_json(os.path.join(self.directory, name))
+                 for name in names if name.endswith(".json") and not name.startswith(".")}
         return {name: record for name, record in slots.items() if isinstance(record, dict)}
 
     def _situation(self, host: str, pool: str, limit: int, rounds: Sequence[Sequence[str]],
-                   unreachable: Iterable[str]) -> Decision:
+                   unreachable: Iterable[str], leaving_out: Optional[str] = None) -> Decision:
         slots = self.read()
+        slots.pop(leaving_out, None)
         if pool == "move":
             return decide(host, pool, 1, slots)
         window = self.store.window() or {}
@@ -124,34 +121,37 @@ class ClusterSlots:
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             decision = self._situation(host, pool, limit, rounds, unreachable)
-            if decision.action == "stopped":
-                return {"admitted": False, "slot": None, "stopped": decision.reason, "waiting_for": None, "changed": False}
-            if decision.action == "holds":
-                return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": False}
             if decision.action == "take":
                 if self.store.check_mode:
                     return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": True}
                 before_claim()
-                if self._claim(host, pool, limit, decision.slot, holder, rounds, unreachable):
+                decision = self._claim(host, pool, limit, decision.slot, holder, rounds, unreachable)
+                if decision.action == "take":
                     return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": True}
-                decision = Decision("wait", "a %s slot taken at the same moment by another host" % pool)
+            if decision.action == "stopped":
+                return {"admitted": False, "slot": None, "stopped": decision.reason, "waiting_for": None, "changed": False}
+            if decision.action == "holds":
+                return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": False}
             if time.monotonic() >= deadline:
                 return {"admitted": False, "slot": None, "stopped": None, "waiting_for": decision.reason, "changed": False}
             time.sleep(poll)
 
     def _claim(self, host: str, pool: str, limit: int, name: str, holder: Record,
-               rounds: Sequence[Sequence[str]], unreachable: Iterable[str]) -> bool:
+               rounds: Sequence[Sequence[str]], unreachable: Iterable[str]) -> Decision:
+        """Make slot ``name`` for host. Returns ``take`` (the slot is the host's now) or why not
+        (the slot was given back): a decision of the same rule."""
         make_state_dirs(self.directory)
         record = dict(holder, host=host, pool=pool, since=now(), since_iso=iso(now()))
         if not create_json_exclusive(os.path.join(self.directory, name), record):
-            return False
-        # A mark (an operator's, another tool's) may have appeared between the decision and the
-        # link: decide again with the slot in place, and give it back when there is no room.
-        again = self._situation(host, pool, limit, rounds, unreachable)
-        if again.action == "holds":
-            return True
+            return Decision("wait", "a %s slot taken at the same moment by another host" % pool)
+        # A mark (an operator's, another tool's) or another host's slot may have appeared between
+        # the decision and the link: decide again as if this slot were not there yet (with it,
+        # the rule only says the host holds it) and give it back unless the host may still take one.
+        again = self._situation(host, pool, limit, rounds, unreachable, leaving_out=name)
+        if again.action == "take":
+            return Decision("take", slot=name)
         unlink_quietly(os.path.join(self.directory, name))
-        return False
+        return again
 
     def _held_by(self, host: str, token: Optional[str]) -> List[str]:
         return [name for name, r in self.read().items()

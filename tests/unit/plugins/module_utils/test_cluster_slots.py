@@ -1,6 +1,7 @@
 """Cluster slots: who may be out of service now, decided from the shared state (no lab)."""
 import os
 import threading
+import time
 
 import pytest
 
@@ -120,7 +121,8 @@ def test_stop_keeps_the_host_slot_flagged_and_gives_the_move_turn_back(state):
 
 def test_check_mode_writes_nothing(state):
     dry = ms.ClusterState(state.path, "lab-a", check_mode=True)
-    assert cs.ClusterSlots(dry).take("a1", "host", 1, holder(), [["a1"]])["admitted"]
+    assert cs.ClusterSlots(dry).take("a1", "host", 1, holder(), [["a1"]]) == {
+        "admitted": True, "slot": "host-0.json", "stopped": None, "waiting_for": None, "changed": True}
     assert not os.path.exists(os.path.join(state.path, cs.SLOTS_DIR)) or cs.ClusterSlots(state).read() == {}
 
 
@@ -143,3 +145,241 @@ def test_module_take_slot_needs_the_lock_and_open_window_clears_an_earlier_runs_
     code, result = run_state_module(dict(base, state="open_window", run_id="run-2", token="y" * 32))
     assert code == 0 and result["changed"]
     assert cs.ClusterSlots(state).read() == {}
+
+
+# --------------------------------------------------------------------------- issue 17: the re-check after the claim
+def test_a_mark_made_between_the_decision_and_the_claim_gives_the_slot_back(state):
+    """An operator marks a7 after a1 was told to take the cluster's only slot and before its
+    link: with the slot in place there is no room (a7 is out of service), so a1 must not keep it."""
+    slots = cs.ClusterSlots(state)
+
+    def operator_marks_a7():
+        state.mark("operator", "a7", ms.default_holder("operator"), reason="RAM swap")
+    result = slots.take("a1", "host", 1, holder(), [["a1"]], before_claim=operator_marks_a7)
+    assert result == {"admitted": False, "slot": None, "stopped": None, "changed": False,
+                      "waiting_for": "room: a7 out of service, max_unavailable 1"}
+    assert slots.read() == {}
+
+
+def test_a_host_claiming_beside_another_claim_and_a_new_mark_gives_its_slot_back(state):
+    """max_unavailable 2: a1 and a2 were both told to take a slot while nothing was out; a7 is
+    marked before a1's link. a1 re-checks, sees two others out and gives its slot back (a2's
+    own re-check sees a7 and, if a1 still held its slot, a1: it gives back too)."""
+    slots = cs.ClusterSlots(state)
+
+    def a2_claims_too_and_the_operator_marks_a7():
+        # a2 took its slot in the same instant (its own decision saw no mark either).
+        cs.create_json_exclusive(os.path.join(slots.directory, "host-1.json"), dict(holder(), host="a2", pool="host"))
+        state.mark("operator", "a7", ms.default_holder("operator"), reason="RAM swap")
+    store.make_state_dirs(slots.directory)
+    result = slots.take("a1", "host", 2, holder(), [["a1", "a2"]], before_claim=a2_claims_too_and_the_operator_marks_a7)
+    assert not result["admitted"]
+    assert result["waiting_for"] == "room: a2, a7 out of service, max_unavailable 2"
+    assert sorted(slots.read()) == ["host-1.json"]
+
+
+# --------------------------------------------------------------------------- issue 17: what the mutation run showed untested
+OTHER_TOKEN = "o" * 32
+WAITING = {"admitted": False, "slot": None, "stopped": None, "changed": False}
+
+
+class FakeClock:
+    """time.monotonic and time.sleep of cluster_slots: a wait of seconds takes none, and every
+    sleep is recorded (and may change the state, as another host would meanwhile)."""
+
+    def __init__(self, monkeypatch, on_sleep=lambda count: None):
+        self.now, self.sleeps, self.on_sleep = 100.0, [], on_sleep
+        monkeypatch.setattr(cs.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(cs.time, "sleep", self.sleep)
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+        self.on_sleep(len(self.sleeps))
+
+
+def put_slot(slots, name, **record):
+    store.make_state_dirs(slots.directory)
+    store.write_json_atomic(os.path.join(slots.directory, name), record)
+
+
+def test_decide_messages_word_for_word():
+    failed = {"host-0.json": {"host": "a2", "failed": "drain"}, "host-1.json": {"host": "a1", "failed": "patch"}}
+    assert cs.decide("a3", "host", 2, failed).reason == "the cluster stopped after a1 (patch), a2 (drain) failed"
+    turn = cs.decide("a4", "host", 3, {}, [["a1", "a2", "a3"], ["a4"]], done=["a2"])
+    assert turn == cs.Decision("wait", "its turn: a1, a3 of an earlier round not done yet")
+    room = cs.decide("a3", "host", 2, {"host-0.json": {"host": "a2"}}, [["a1", "a2", "a3"]], out_of_service=["a1"])
+    assert room == cs.Decision("wait", "room: a1, a2 out of service, max_unavailable 2")
+    held = cs.decide("a3", "move", 2, {"move-0.json": {"host": "a2"}, "move-1.json": {"host": "a1"}})
+    assert held == cs.Decision("wait", "a move slot: held by a1, a2")
+
+
+def test_take_answers_with_every_field_on_every_path(state, monkeypatch):
+    FakeClock(monkeypatch)
+    slots = cs.ClusterSlots(state)
+    rounds = [["a1"], ["a2"]]
+    assert slots.take("a1", "host", 1, holder(), rounds) == {
+        "admitted": True, "slot": "host-0.json", "stopped": None, "waiting_for": None, "changed": True}
+    # Asked again, the host holds its slot: nothing changes.
+    assert slots.take("a1", "host", 1, holder(), rounds) == {
+        "admitted": True, "slot": "host-0.json", "stopped": None, "waiting_for": None, "changed": False}
+    assert slots.take("a2", "host", 1, holder(), rounds) == dict(
+        WAITING, waiting_for="its turn: a1 of an earlier round not done yet")
+    slots.stop("a1", "failed in phase patch", TOKEN)
+    assert slots.take("a2", "host", 1, holder(), rounds) == {
+        "admitted": False, "slot": None, "stopped": "the cluster stopped after a1 (failed in phase patch) failed",
+        "waiting_for": None, "changed": False}
+
+
+def test_an_unknown_pool_is_refused_word_for_word(state):
+    with pytest.raises(store.StateError) as refused:
+        cs.ClusterSlots(state).take("a1", "disk", 1, holder())
+    assert str(refused.value) == "unknown slot pool 'disk' (one of host, move)"
+
+
+def test_the_slot_record_names_the_holder_host_pool_and_time(state):
+    slots = cs.ClusterSlots(state)
+    slots.take("a1", "move", 1, dict(holder(), pid=4711))
+    record = slots.read()["move-0.json"]
+    assert record == {"run_id": "run-1", "token": TOKEN, "pid": 4711, "host": "a1", "pool": "move",
+                      "since": record["since"], "since_iso": store.iso(record["since"])}
+    assert isinstance(record["since"], float) and abs(record["since"] - time.time()) < 60
+
+
+def test_without_a_wait_take_answers_at_once(state, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    slots = cs.ClusterSlots(state)
+    slots.take("a1", "host", 1, holder(), [["a1", "a2"]])
+    assert not slots.take("a2", "host", 1, holder(), [["a1", "a2"]])["admitted"]
+    assert not slots.take("a2", "host", 1, holder(), [["a1", "a2"]], wait=-5)["admitted"]
+    assert clock.sleeps == []
+
+
+def test_a_wait_polls_every_second_until_its_deadline(state, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    slots = cs.ClusterSlots(state)
+    slots.take("a1", "host", 1, holder(), [["a1", "a2"]])
+    result = slots.take("a2", "host", 1, holder(), [["a1", "a2"]], wait=3)
+    assert result == dict(WAITING, waiting_for="room: a1 out of service, max_unavailable 1")
+    assert clock.sleeps == [1.0, 1.0, 1.0]
+    clock.sleeps.clear()
+    slots.take("a2", "host", 1, holder(), [["a1", "a2"]], wait=1, poll=0.25)
+    assert clock.sleeps == [0.25] * 4
+
+
+def test_a_waiting_host_takes_the_slot_given_back_meanwhile(state, monkeypatch):
+    slots = cs.ClusterSlots(state)
+    slots.take("a1", "host", 1, holder(), [["a1", "a2"]])
+    clock = FakeClock(monkeypatch, on_sleep=lambda count: count == 2 and slots.release("a1", TOKEN))
+    result = slots.take("a2", "host", 1, holder(), [["a1", "a2"]], wait=60)
+    assert result["admitted"] and result["slot"] == "host-0.json" and clock.sleeps == [1.0, 1.0]
+
+
+def test_a_slot_linked_first_by_another_host_is_said_then_the_next_one_taken(state, monkeypatch):
+    slots = cs.ClusterSlots(state)
+    rounds = [["a1", "a2"]]
+
+    def a2_links_first():
+        if "host-0.json" not in slots.read():
+            put_slot(slots, "host-0.json", host="a2", pool="host", token=TOKEN)
+    assert slots.take("a1", "host", 2, holder(), rounds, before_claim=a2_links_first) == dict(
+        WAITING, waiting_for="a host slot taken at the same moment by another host")
+    assert sorted(slots.read()) == ["host-0.json"]
+    clock = FakeClock(monkeypatch)
+    slots.release("a2", TOKEN)
+    result = slots.take("a1", "host", 2, holder(), rounds, wait=5, before_claim=a2_links_first)
+    assert result["admitted"] and result["slot"] == "host-1.json" and clock.sleeps == [1.0]
+
+
+def test_the_move_turn_is_one_per_cluster_whatever_the_limit_and_the_marks(state):
+    state.mark("operator", "a7", ms.default_holder("operator"), reason="RAM swap")
+    slots = cs.ClusterSlots(state)
+    assert slots.take("a1", "move", 1, holder(), unreachable=["a8"])["slot"] == "move-0.json"
+    waiting = slots.take("a2", "move", 2, holder())
+    assert waiting == dict(WAITING, waiting_for="a move slot: held by a1")
+
+
+def test_hosts_done_in_a_closed_window_are_no_turn_of_this_one(state):
+    state.host_done("run-1", "a1", token=TOKEN)
+    slots = cs.ClusterSlots(state)
+    rounds = [["a1"], ["a2"]]
+    assert slots.take("a2", "host", 1, holder(), rounds)["admitted"]
+    slots.release("a2", TOKEN)
+    state.close_window("run-1", token=TOKEN)
+    assert slots.take("a2", "host", 1, holder(), rounds)["waiting_for"] == "its turn: a1 of an earlier round not done yet"
+
+
+def test_read_takes_slot_records_only(state):
+    slots = cs.ClusterSlots(state)
+    assert slots.read() == {}   # no slots directory yet
+    put_slot(slots, "host-0.json", host="a1")
+    put_slot(slots, ".host-1.json", host="a2")       # hidden: a temporary name, never a slot
+    put_slot(slots, "host-2.tmp", host="a3")
+    store.write_json_atomic(os.path.join(slots.directory, "host-3.json"), ["not", "a", "record"])
+    assert slots.read() == {"host-0.json": {"host": "a1"}}
+
+
+def test_release_gives_back_the_pools_named_and_only_this_runs_slots(state):
+    slots = cs.ClusterSlots(state)
+    put_slot(slots, "host-0.json", host="a1", pool="host", token=TOKEN)
+    put_slot(slots, "move-0.json", host="a1", pool="move", token=TOKEN)
+    put_slot(slots, "host-1.json", host="a1", pool="host", token=OTHER_TOKEN)   # an earlier run's
+    assert slots.release("a1", TOKEN, pools=("move",)) == ["move-0.json"]
+    assert slots.release("a1", TOKEN) == ["host-0.json"]
+    assert sorted(slots.read()) == ["host-1.json"]
+    dry = cs.ClusterSlots(ms.ClusterState(state.path, "lab-a", check_mode=True))
+    assert dry.release("a1") == ["host-1.json"] and sorted(slots.read()) == ["host-1.json"]
+    assert slots.release("a1") == ["host-1.json"] and slots.read() == {}
+
+
+def test_stop_flags_this_runs_host_slot_and_names_the_others_still_active(state):
+    slots = cs.ClusterSlots(state)
+    put_slot(slots, "host-0.json", host="a1", pool="host", token=TOKEN)
+    put_slot(slots, "move-0.json", host="a1", pool="move", token=TOKEN)
+    put_slot(slots, "host-1.json", host="a2", pool="host", token=TOKEN)
+    put_slot(slots, "host-2.json", host="a3", pool="host", token=TOKEN, failed="reboot")
+    put_slot(slots, "host-3.json", host="a4", pool="host", token=OTHER_TOKEN)
+    put_slot(slots, "host-4.json", host="a1", pool="host", token=OTHER_TOKEN)     # an earlier run's
+    put_slot(slots, "move-1.json", host="a5", pool="move", token=TOKEN)
+    put_slot(slots, "move-2.json", host="a1", pool="move", token=OTHER_TOKEN)
+    assert slots.stop("a1", "", TOKEN) == {"others_active": ["a2"]}
+    after = slots.read()
+    assert after["host-0.json"]["failed"] == "failed"
+    assert "failed" not in after["host-4.json"] and "move-2.json" in after and "move-0.json" not in after
+    # Without a token, every run's (a1's slot of the earlier run is not flagged).
+    assert slots.stop("a9", "x") == {"others_active": ["a1", "a2", "a4"]}
+
+
+def test_stop_in_check_mode_writes_nothing(state):
+    slots = cs.ClusterSlots(state)
+    put_slot(slots, "host-0.json", host="a1", pool="host", token=TOKEN)
+    put_slot(slots, "move-0.json", host="a1", pool="move", token=TOKEN)
+    dry = cs.ClusterSlots(ms.ClusterState(state.path, "lab-a", check_mode=True))
+    assert dry.stop("a1", "drain", TOKEN) == {"others_active": []}
+    assert slots.read() == {"host-0.json": {"host": "a1", "pool": "host", "token": TOKEN},
+                            "move-0.json": {"host": "a1", "pool": "move", "token": TOKEN}}
+
+
+def test_clear_others_removes_every_slot_not_of_this_token(state):
+    slots = cs.ClusterSlots(state)
+    put_slot(slots, "host-0.json", host="a1", token=TOKEN)
+    put_slot(slots, "host-1.json", host="a2", token=OTHER_TOKEN)
+    put_slot(slots, "move-0.json", host="a2")
+    dry = cs.ClusterSlots(ms.ClusterState(state.path, "lab-a", check_mode=True))
+    assert dry.clear_others(TOKEN) == ["host-1.json", "move-0.json"] and len(slots.read()) == 3
+    assert slots.clear_others(TOKEN) == ["host-1.json", "move-0.json"]
+    assert sorted(slots.read()) == ["host-0.json"]
+
+
+def test_a_resumed_host_is_not_kept_out_by_its_own_mark(state):
+    """A host marked by this run (it stopped after its mark) takes the only slot: its own mark is
+    not another host out of service, neither at the decision nor at the re-check after the link."""
+    state.mark("run-1", "a1", holder(), window_name=state.window()["name"], token=TOKEN)
+    assert cs.ClusterSlots(state).take("a1", "host", 1, holder(), [["a1"]], unreachable=["a1"])["admitted"]
+
+
+def test_the_move_turn_asked_again_is_held(state):
+    slots = cs.ClusterSlots(state)
+    assert slots.take("a1", "move", 1, holder())["changed"]
+    assert slots.take("a1", "move", 1, holder()) == {
+        "admitted": True, "slot": "move-0.json", "stopped": None, "waiting_for": None, "changed": False}
