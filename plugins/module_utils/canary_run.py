@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import libvirt_message, open_connection
+from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
+    VIR_ERR_NO_DOMAIN, libvirt_message, open_connection)
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_facts import read_hosts
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import migrate_guest
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MigrationOptions
@@ -39,10 +40,10 @@ class CanaryRequest:
     options: MigrationOptions = field(default_factory=MigrationOptions)
 
 
-def remove_canaries(conn, names: Sequence[str]) -> List[str]:
+def remove_canaries(conn, names: Sequence[str]) -> Tuple[List[str], List[str]]:
     """Destroys the owned canaries ``names`` on one host (a transient domain then vanishes; a
-    definition is removed too); returns what could not be removed, with why."""
-    problems = []
+    definition is removed too). Returns (removed or already gone, what could not be removed with why)."""
+    removed, problems = [], []
     for name in names:
         try:
             dom = conn.lookupByName(name)
@@ -52,10 +53,19 @@ def remove_canaries(conn, names: Sequence[str]) -> List[str]:
                 dom.destroy()
             if dom.isPersistent():
                 dom.undefine()
+            removed.append(name)
         except Exception as exc:  # pylint: disable=broad-except  # reported, the proof goes on
-            if "not found" not in libvirt_message(exc).lower() and "no domain" not in libvirt_message(exc).lower():
+            if libvirt_error_code(exc) == VIR_ERR_NO_DOMAIN:
+                removed.append(name)  # gone meanwhile (a transient domain that stopped)
+            else:
                 problems.append("%s: %s" % (name, libvirt_message(exc)))
-    return problems
+    return removed, problems
+
+
+def libvirt_error_code(exc: BaseException) -> Optional[int]:
+    """libvirt's error code of an exception, None for any other exception."""
+    get_code = getattr(exc, "get_error_code", None)
+    return get_code() if callable(get_code) else None
 
 
 def _remove_everywhere(name: str, uris: Mapping[str, str], connect: Callable[[str], Any]) -> List[str]:
@@ -68,7 +78,7 @@ def _remove_everywhere(name: str, uris: Mapping[str, str], connect: Callable[[st
             problems.append("%s: cannot connect to remove %s (%s)" % (host, name, libvirt_message(exc)))
             continue
         try:
-            problems += ["%s: %s" % (host, why) for why in remove_canaries(conn, [name])]
+            problems += ["%s: %s" % (host, why) for why in remove_canaries(conn, [name])[1]]
         finally:
             conn.close()
     return problems
@@ -93,7 +103,7 @@ def prove_host(request: CanaryRequest, check_mode: bool = False,
         for name, reading in sorted(readings.items()):
             leftovers = (reading.facts or {}).get("canaries") or []
             if leftovers and not check_mode:
-                problems = remove_canaries(reading.connection, leftovers)
+                leftovers, problems = remove_canaries(reading.connection, leftovers)
                 result["warnings"] += ["a leftover canary could not be removed on %s: %s" % (name, p) for p in problems]
             result["leftovers_removed"] += ["%s on %s" % (leftover, name) for leftover in leftovers]
         result["changed"] = bool(result["leftovers_removed"]) and not check_mode
