@@ -84,8 +84,8 @@ def canary_domains(lab):
 def leave_a_crashed_runs_canary(lab, host, proves):
     """What a run killed during its canary leaves: the owned canary for ``proves`` running on
     ``host``, shaped like the lab's guests (TCG, qemu64)."""
-    shape = owned_canary.GuestShape("qemu", "x86_64", "pc", "<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model>"
-                                                             "<feature policy='disable' name='svm'/></cpu>")
+    cpu = "<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model><feature policy='disable' name='svm'/></cpu>"
+    shape = owned_canary.GuestShape("qemu", "x86_64", "pc", cpu)
     conn = libvirt.open(lab.hosts[host].libvirt_uri)
     try:
         conn.createXML(owned_canary.canary_domain_xml(owned_canary.canary_name(proves), shape, 32, proves, "crashed-run"), 0)

@@ -77,4 +77,3 @@ def test_check_mode_names_the_canary_and_removes_starts_nothing(conn):
     assert "would migrate canary virtfleet-canary-hv-1 from hv-2 onto hv-1 and back" == result["msg"]
     assert "virtfleet-canary-hv-9 on hv-2" in result["leftovers_removed"]
     assert canaries(conn) == ["virtfleet-canary-hv-9"]       # reported, left alone
-
