@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: host_canary
 short_description: Prove a host takes and gives guests - a canary live-migrates onto it and back
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Live-migrates a canary from a peer of the cluster onto the host O(host) and back, with the
     run's migration options (the migration code of M(virtfleet.cluster.guest_migrate)). The
