@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
@@ -309,7 +310,9 @@ def _shutdown_cleanly(conn, guest, timeout):
 
 
 def running_guest_names(conn):
-    return sorted(d.name() for d in conn.listAllDomains(libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+    """The guests active on the host; the collection's canary is none (it never needs a drain)."""
+    return sorted(d.name() for d in conn.listAllDomains(libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                  if not canary.domain_is_canary(d))
 
 
 def move_refusal(move, state, token):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
     VIR_DOMAIN_PAUSED, open_connection, state_name)
 
@@ -34,10 +35,11 @@ def describe_state(state: int, reason: int) -> str:
 
 
 def active_guests(conn) -> List[Dict[str, str]]:
-    """Every guest active on the host (running, paused, arriving), sorted by name."""
+    """Every guest active on the host (running, paused, arriving), sorted by name. The
+    collection's own canary is no guest: a leftover one dies with the reboot and costs nobody."""
     found = []
     for dom in conn.listAllDomains(0):
-        if not dom.isActive():
+        if not dom.isActive() or canary.domain_is_canary(dom):
             continue
         state, reason = dom.state()
         found.append({"name": dom.name(), "uuid": dom.UUIDString(), "state": describe_state(state, reason)})

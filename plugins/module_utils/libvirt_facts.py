@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
     LibvirtHostError, libvirt, libvirt_message, open_connection, redact_uri, state_name)
 
@@ -206,6 +207,8 @@ def parse_domain(xml: str, shared_storage_path: Optional[str] = None) -> dict:
         "migration_blockers": blockers,
         "migration_notes": notes,
         "movable": not blockers,
+        # The collection's own canary (module_utils/canary): never a customer guest.
+        "owned_canary": canary.xml_is_canary(root),
     }
 
 
@@ -316,6 +319,10 @@ def _gather(conn, shown_uri, shared_storage_path, include_guests):
     if include_guests:
         guests = [_guest_facts(dom, shared_storage_path) for dom in conn.listAllDomains(0)]
         guests.sort(key=lambda g: g["name"])
+        # A canary the collection owns is no customer guest: not drained, not counted in
+        # capacity or accounting; named apart so a run can remove one a crashed run left.
+        facts["canaries"] = [g["name"] for g in guests if g.get("owned_canary")]
+        guests = [g for g in guests if not g.get("owned_canary")]
         facts["guests"] = guests
         running = [g for g in guests if g["active"]]
         facts["guest_count"] = len(guests)
@@ -332,7 +339,9 @@ def _guest_facts(dom, shared_storage_path):
         # A transient guest can vanish between listing and reading it.
         return {"name": dom.name(), "error": str(exc), "active": False, "memory_mib": 0, "vcpus": 0,
                 "state": "gone", "persistent": False, "autostart": False, "movable": False,
-                "migration_blockers": ["vanished while being read"], "migration_notes": [], "disks": []}
+                "migration_blockers": ["vanished while being read"], "migration_notes": [], "disks": [],
+                # A vanished canary is no guest either (its metadata can no longer be read).
+                "owned_canary": dom.name().startswith(canary.CANARY_PREFIX)}
     state, _reason = dom.state()
     guest["state"] = state_name(state)
     guest["active"] = bool(dom.isActive())

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.canary import CANARY_PREFIX
+
 Event = Dict[str, Any]
 Record = Dict[str, Any]
 
@@ -63,6 +65,12 @@ def account_for_guests(census: Optional[Event], stopped_allowed: Collection[str]
 def _new_run() -> Record:
     return {"run_id": None, "started": None, "ended": None, "status": "running", "dry_run": False, "message": None,
             "options": {}}
+
+
+def _customer(migration: Record) -> bool:
+    """A migration of a customer's guest, not of the collection's own canary (module_utils/canary;
+    a customer guest the operator named as canary is a customer's)."""
+    return not (migration.get("purpose") == "canary" and str(migration.get("guest") or "").startswith(CANARY_PREFIX))
 
 
 def _new_guest(name: str, cluster: Optional[str]) -> Record:
@@ -159,7 +167,7 @@ class ReportBuilder:
         self.migrations.append(record)
         if record["host"]:
             self.host(record["cluster"], record["host"])["migrations"].append(record)
-        if record["status"] == "ok" and record["destination"]:
+        if record["status"] == "ok" and record["destination"] and _customer(record):
             self.locations[record["guest"]] = record["destination"]
 
     def on_host_done(self, event: Event) -> None:
@@ -244,8 +252,9 @@ class ReportBuilder:
             entry["ended"] = max((end for _start, end in intervals), default=None)
 
     def _guests(self) -> Dict[str, Record]:
+        """Customer guests only: the collection's canary is destroyed after its proof."""
         guests: Dict[str, Record] = {}
-        for record in self.migrations:
+        for record in filter(_customer, self.migrations):
             guest = guests.setdefault(record["guest"], _new_guest(record["guest"], record["cluster"]))
             if record["status"] == "ok":
                 guest["migrations"] += 1
@@ -264,7 +273,9 @@ class ReportBuilder:
     def _totals(self) -> Record:
         hosts, migrations, run = self.hosts.values(), self.migrations, self.run
         ok_migrations = [m for m in migrations if m["status"] == "ok"]
-        worst = max(ok_migrations, key=lambda m: m["downtime_ms"] or 0, default=None)
+        # Guest downtime is what customers' guests had: the collection's own canary is none.
+        customers = [m for m in ok_migrations if _customer(m)]
+        worst = max(customers, key=lambda m: m["downtime_ms"] or 0, default=None)
         return {
             "hosts_planned": len(self.hosts),
             "hosts_patched": sum(1 for h in hosts if h["status"] == "done"),
@@ -275,7 +286,7 @@ class ReportBuilder:
             "migrations": len(ok_migrations),
             "failed_migrations": sum(1 for m in migrations if m["status"] not in ("ok", "skipped")),
             "skipped_migrations": sum(1 for m in migrations if m["status"] == "skipped"),
-            "total_downtime_ms": sum(m["downtime_ms"] or 0 for m in ok_migrations),
+            "total_downtime_ms": sum(m["downtime_ms"] or 0 for m in customers),
             "worst_downtime_ms": (worst["downtime_ms"] or 0) if worst else 0,
             "worst_downtime_guest": worst["guest"] if worst else None,
             "total_migration_time_ms": sum(m["time_ms"] or 0 for m in ok_migrations),

@@ -97,6 +97,7 @@ msg:
 
 from typing import Any, Dict
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.guest_records import GuestRecords
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
@@ -118,7 +119,8 @@ def running_definitions(conn) -> list:
     """The persistent definition of every running guest (the live one for a transient guest)."""
     definitions = []
     for dom in conn.listAllDomains(0):
-        if dom.isActive() != 1:
+        # The collection's canary is no guest to restart after a host failure.
+        if dom.isActive() != 1 or canary.domain_is_canary(dom):
             continue
         definitions.append(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() == 1 else 0))
     return definitions

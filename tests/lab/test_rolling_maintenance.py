@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 
+import libvirt
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import canary as owned_canary  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store  # noqa: E402
 
@@ -64,6 +66,31 @@ def state_files(lab):
             if os.path.isfile(path):
                 files[path] = open(path).read()
     return files
+
+
+def canary_domains(lab):
+    """Every domain named like the collection's canary on every lab host, as "<name> on <host>"."""
+    found = []
+    for host in lab.hosts.values():
+        conn = libvirt.open(host.libvirt_uri)
+        try:
+            found += ["%s on %s" % (d.name(), host.name) for d in conn.listAllDomains(0)
+                      if d.name().startswith(owned_canary.CANARY_PREFIX)]
+        finally:
+            conn.close()
+    return found
+
+
+def leave_a_crashed_runs_canary(lab, host, proves):
+    """What a run killed during its canary leaves: the owned canary for ``proves`` running on
+    ``host``, shaped like the lab's guests (TCG, qemu64)."""
+    cpu = "<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model><feature policy='disable' name='svm'/></cpu>"
+    shape = owned_canary.GuestShape("qemu", "x86_64", "pc", cpu)
+    conn = libvirt.open(lab.hosts[host].libvirt_uri)
+    try:
+        conn.createXML(owned_canary.canary_domain_xml(owned_canary.canary_name(proves), shape, 32, proves, "crashed-run"), 0)
+    finally:
+        conn.close()
 
 
 def pending_updates(lab, host):
@@ -287,10 +314,23 @@ def _failure_and_resume(lab, tmp_path, cluster, state):
     assert all(report["guests"][g]["location"] == placement[g] for g in home)  # the report knows
     window = state.window()["name"]
 
+    # A run killed during its canary left the collection's canary running on a host in service:
+    # no reader counts it as a guest, and the next canary removes it.
+    leave_a_crashed_runs_canary(lab, second, proves=lab.clusters[cluster][-1])
+
     # Run 2: resume. The marked host is finished from its phase; guests go back home.
     rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=[first],
                                          rolling_maintenance_move_back=True)
     assert rc == 0, output[-6000:]
+    # The canary cost no customer anything: it was the collection's own guest, onto the host and
+    # back; customer guests moved only in the drain and the move back; no canary is left anywhere.
+    canaries = [m for m in report["migrations"] if m["purpose"] == "canary"]
+    assert [(m["guest"], m["destination"], m["status"]) for m in canaries] == [
+        ("virtfleet-canary-" + first, first, "ok"), ("virtfleet-canary-" + first, canaries[0]["source"], "ok")], canaries
+    assert canaries[0]["source"] != first
+    assert {m["purpose"] for m in report["migrations"] if m["guest"] in lab.guests} <= {"drain", "move_back"}
+    assert canary_domains(lab) == []
+    assert not any(g.startswith(owned_canary.CANARY_PREFIX) for g in report["guests"])
     assert report["hosts"][first]["status"] == "done"
     assert report["hosts"][first]["resumed_phase"] == "drained"
     assert report["hosts"][first]["boot_id_before"] == boots[first]

@@ -9,8 +9,9 @@ task files on localhost (ansible_connection=local, fake cluster variables).
 * The default "anything to patch" check refreshes the package lists before deciding (a private
   APT configuration with a local repository; a fake dnf).
 * The reboot runs with become unless the inventory says ansible_become: false.
-* The canary fails closed without a candidate, and chooses only guests that can move, with the
-  run's migration options (peers are libvirt's test driver).
+* The canary fails closed without a peer in service (or a named guest that cannot move), is by
+  default the collection's own and migrates with the run's migration options (peers are
+  libvirt's test driver).
 """
 from __future__ import annotations
 
@@ -396,7 +397,7 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
     canary = {"name": "The role's canary",
               "ansible.builtin.include_role": {"name": "virtfleet.cluster.rolling_maintenance", "tasks_from": "canary"}}
     tried = {"name": "Show whether a migration was tried", "ansible.builtin.debug": {
-        "msg": "MIGRATION TRIED: {{ __rolling_maintenance_canary_there is defined and __rolling_maintenance_canary_there is not skipped }}"}}
+        "msg": "MIGRATION TRIED: {{ (__rolling_maintenance_canary.migrations | default([]) | length) > 0 }}"}}
     fail = {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}
     play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars,
             "tasks": marks + [{"name": "Canary turn", "block": [canary], "rescue": [tried, fail]}]}
@@ -408,28 +409,40 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
     return result.returncode, result.stdout + result.stderr
 
 
-def test_canary_without_a_candidate_fails_closed_and_says_why(tmp_path):
-    """No guest qualifies: every peer is named with the reason, and the host is failed (stays
-    marked: host.yml's rescue), never "skipped" into service."""
+def test_canary_without_a_peer_in_service_fails_closed_and_says_why(tmp_path):
+    """No peer can start the owned canary (marked since the drain, or its libvirt down): every
+    peer is named with the reason, and the host is failed (stays marked: host.yml's rescue),
+    never "skipped" into service."""
+    rc, output = _canary_play(tmp_path, {"kvm-d": [{"name": "good-but-marked", "kib": 65536}]},
+                              marked_since_drain=["kvm-d"], unreachable=["kvm-e"])
+    assert rc != 0, output[-4000:]
+    text = " ".join(output.split())
+    assert "No canary for kvm-a" in text and "can start the canary" in text, output[-4000:]
+    for expected in ("kvm-d: marked in maintenance (run operator", "fan replacement", "kvm-e: its libvirt did not answer",
+                     "rolling_maintenance_canary: false"):
+        assert expected in text, (expected, output[-4000:])
+    assert "MIGRATION TRIED: False" in text
+    events = [json.loads(line) for line in open(tmp_path / "report" / "events.jsonl")]
+    assert [(e["phase"], e["state"]) for e in events if e.get("type") == "phase"] == [("canary", "failed")]
+
+
+def test_a_named_canary_that_cannot_move_fails_closed_naming_every_guest_passed_over(tmp_path):
     peers = {
         "kvm-b": [{"name": "paused-guest", "extra": "<test:runstate>3</test:runstate>"},
                   {"name": "local-guest", "disk": "/var/lib/libvirt/images/local-guest.img"},
                   {"name": "license-server"}],
         "kvm-c": [{"name": "pinned-db"}],
-        "kvm-d": [{"name": "good-but-marked", "kib": 65536}],
     }
-    rc, output = _canary_play(tmp_path, peers, marked_since_drain=["kvm-d"], unreachable=["kvm-e"], extra_vars={
+    rc, output = _canary_play(tmp_path, peers, extra_vars={
+        "rolling_maintenance_canary_guest": "pinned-db",
         "rolling_maintenance_stop_allowed_guests": ["license-server"], "rolling_maintenance_unmovable_guests": ["pinned-db"]})
     assert rc != 0, output[-4000:]
     text = " ".join(output.split())
     assert "No canary for kvm-a" in text, output[-4000:]
     for expected in ("paused-guest (paused", "local-guest (local disks", "license-server (in rolling_maintenance_stop_allowed_guests",
-                     "pinned-db (in rolling_maintenance_unmovable_guests", "kvm-d: marked in maintenance (run operator",
-                     "fan replacement", "kvm-e: its libvirt did not answer", "rolling_maintenance_canary: false"):
+                     "pinned-db (in rolling_maintenance_unmovable_guests", "rolling_maintenance_canary: false"):
         assert expected in text, (expected, output[-4000:])
     assert "MIGRATION TRIED: False" in text
-    events = [json.loads(line) for line in open(tmp_path / "report" / "events.jsonl")]
-    assert [(e["phase"], e["state"]) for e in events if e.get("type") == "phase"] == [("canary", "failed")]
 
 
 def test_canary_named_guest_that_runs_nowhere_fails_closed(tmp_path):
@@ -440,23 +453,31 @@ def test_canary_named_guest_that_runs_nowhere_fails_closed(tmp_path):
     assert "web-1 (not web-01)" in text
 
 
-def test_canary_takes_a_movable_guest_with_the_runs_migration_options(tmp_path):
-    """The smallest running, movable, shared-storage guest of a host in service is the canary, and
-    it migrates with the run's migration options (the test driver then refuses the migration itself)."""
-    peers = {"kvm-b": [{"name": "big", "kib": 262144}, {"name": "local-small", "kib": 32768, "disk": "/var/lib/libvirt/images/x.img"}],
-             "kvm-c": [{"name": "small", "kib": 65536}]}
+def _module_args(output, task_name):
+    """The arguments a task's module got (printed with -vvv)."""
+    task = output.split(task_name, 1)[1].split("TASK [", 1)[0]
+    lines = task.split("        module_args:\n", 1)[1].splitlines()
+    return yaml.safe_load("\n".join(line[12:] for line in itertools.takewhile(lambda line: line.startswith(" " * 12), lines)))
+
+
+def test_the_default_canary_is_owned_and_migrates_with_the_runs_migration_options(tmp_path):
+    """No canary named: no customer guest is asked to move; the collection's own canary starts on
+    a peer and migrates with the run's migration options (the test driver then refuses the
+    migration itself, as it cannot migrate)."""
+    peers = {"kvm-b": [{"name": "small", "kib": 32768}], "kvm-c": [{"name": "big", "kib": 262144}]}
     options = {"max_downtime_ms": 250, "bandwidth_mib": 100, "auto_converge": True, "parallel_connections": 2,
                "timeout": 120, "stall_iterations": 7, "postcopy": False}
     rc, output = _canary_play(tmp_path, peers, options=options)
     text = " ".join(output.split())
-    assert rc != 0, output[-4000:]                          # the test driver cannot migrate
-    assert "Canary small failed" in text and "MIGRATION TRIED: True" in text
-    # The arguments guest_migrate got (printed with -vvv), from the canary's migration task.
-    task = output.split("Canary - migrate onto this host small", 1)[1].split("TASK [", 1)[0]
-    lines = task.split("        module_args:\n", 1)[1].splitlines()
-    asked = yaml.safe_load("\n".join(line[12:] for line in itertools.takewhile(lambda line: line.startswith(" " * 12), lines)))
-    assert asked["guest"] == "small" and asked["source_name"] == "kvm-c" and asked["dest_name"] == "kvm-a", asked
+    assert rc != 0, output[-4000:]
+    assert "Canary virtfleet-canary-kvm-a failed on kvm-a" in text and "MIGRATION TRIED: True" in text, output[-4000:]
+    asked = _module_args(output, "Canary - migrate onto the host and back")
+    assert asked["guest"] == "" and asked["host"] == "kvm-a", asked
+    assert sorted(peer["name"] for peer in asked["peers"]) == ["kvm-b", "kvm-c"]
     assert {k: asked[k] for k in options} == options, asked
+    events = [json.loads(line) for line in open(tmp_path / "report" / "events.jsonl")]
+    moved = [e for e in events if e.get("type") == "migration"]
+    assert [(e["guest"], e["purpose"], e["status"]) for e in moved] == [("virtfleet-canary-kvm-a", "canary", "failed")]
 
 
 def test_check_updates_asks_dnf_on_metadata_younger_than_the_validity(tmp_path):

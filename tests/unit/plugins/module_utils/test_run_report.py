@@ -291,3 +291,17 @@ def test_every_event_type_has_one_handler():
     rules = [index for index, line in enumerate(lines) if line.startswith("=====")]
     documented = {line.split()[0] for line in lines[rules[0] + 1:rules[1]] if line and not line.startswith(" ")}
     assert documented == set(run_report.HANDLERS)
+
+
+def test_the_collections_own_canary_is_no_guest_and_its_downtime_no_customers():
+    """Its migrations are listed (they happened), but it has no location, no guest entry and no
+    share of the guest downtime; a customer guest named as canary counts as the customer's."""
+    canary = [ev(6, "migration", cluster="a", host="a1", guest="virtfleet-canary-a1", source="a2", destination=dest,
+                 purpose="canary", time_ms=400, downtime_ms=900, status="ok") for dest in ("a1", "a2")]
+    report = run_report.build_report(sample_events()[:7] + canary + sample_events()[7:])
+    assert [m["guest"] for m in report["migrations"] if m["purpose"] == "canary"] == ["virtfleet-canary-a1"] * 2
+    assert "virtfleet-canary-a1" not in report["guests"]
+    assert report["totals"]["worst_downtime_guest"] == "g1" and report["totals"]["total_downtime_ms"] == 160
+    named = [dict(m, guest="g2") for m in canary]
+    report = run_report.build_report(sample_events()[:7] + named + sample_events()[7:])
+    assert report["guests"]["g2"]["total_downtime_ms"] == 1800 and report["totals"]["worst_downtime_guest"] == "g2"
