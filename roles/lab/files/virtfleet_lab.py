@@ -919,6 +919,7 @@ def start_host(lab: dict, host: dict) -> bool:
     directory = host["dir"]
     env = _host_env(lab, host)
     libvirtd_pid_path = os.path.join(directory, "libvirtd.pid")
+    virtlockd_pid_path = os.path.join(directory, "virtlockd.pid")
     sshd_pid_path = os.path.join(directory, "ssh", "sshd.pid")
     libvirtd_pid = _read_pid(libvirtd_pid_path)
     sshd_pid = _read_pid(sshd_pid_path)
@@ -932,10 +933,13 @@ def start_host(lab: dict, host: dict) -> bool:
         # new daemon reconnects to them through the runtime directory, as after a daemon restart
         # on a real host. Any other leftover process of the host user goes.
         guests = set(_user_pids(host["uid"], "qemu-system"))
-        stale = [pid for pid in _user_pids(host["uid"]) if pid not in guests]
+        # A living guest's leases are held by the host's virtlockd: it stays with its guests.
+        lockd_pid = _read_pid(virtlockd_pid_path)
+        keep = guests | ({lockd_pid} if guests and _runs(lockd_pid, "virtlockd") else set())
+        stale = [pid for pid in _user_pids(host["uid"]) if pid not in keep]
         if stale:
             _kill(stale)
-            _wait_until(lambda: not (set(_user_pids(host["uid"])) - guests), 10)
+            _wait_until(lambda: not (set(_user_pids(host["uid"])) - keep), 10)
         if not guests:  # nothing survives from before: start as after a boot, with an empty /run
             with contextlib.suppress(FileNotFoundError):
                 for entry in os.listdir(env["XDG_RUNTIME_DIR"]):
@@ -944,6 +948,18 @@ def start_host(lab: dict, host: dict) -> bool:
         cluster_gid = lab["clusters"][host["cluster"]]["gid"]
         drop_privileges = ["setpriv", "--reuid=%d" % host["uid"], "--regid=%d" % host["gid"],
                            "--groups=%d,%d" % (host["gid"], cluster_gid), "--"]
+        if not _runs(_read_pid(virtlockd_pid_path), "virtlockd"):
+            # Started here, not left to libvirtd: the virtlockd libvirtd spawns exits after 120 s
+            # idle (--timeout=120) and a new one does not know the lockspace libvirtd registered
+            # at its start, so the next guest arriving on a host empty for two minutes was
+            # refused ("Lockspace for path ... does not exist").
+            lockd = subprocess.Popen(_in_own_uts(host, drop_privileges + ["virtlockd"]), env=env, cwd=env["HOME"],
+                                     stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True)
+            _write_atomic(virtlockd_pid_path, "%d\n" % lockd.pid)
+            socket_path = os.path.join(env["XDG_RUNTIME_DIR"], "libvirt", "virtlockd-sock")
+            if not _wait_until(lambda: os.path.exists(socket_path), 10, 0.05):
+                raise LabError("lab host %s: virtlockd did not create %s (see %s)"
+                               % (host["name"], socket_path, os.path.join(directory, "log", "libvirtd.out")))
         process = subprocess.Popen(_in_own_uts(host, drop_privileges + ["libvirtd", "--listen"]), env=env,
                                    cwd=env["HOME"], stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                                    start_new_session=True)
