@@ -14,12 +14,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import pytest
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB_PROGRAM = os.path.join(REPO, "roles", "lab", "files", "virtfleet_lab.py")
@@ -187,3 +190,24 @@ def _all_lab_guests_running(request):
         if os.path.exists(os.path.join(the_lab.state_dir, "lab.json")) and None in the_lab.placement().values():
             the_lab.up()
     yield
+
+
+@pytest.fixture
+def shared_state_restored(lab, tmp_path_factory):
+    """Every cluster's shared maintenance state saved before the test and put back after it, so
+    what a test's runs leave (an open window, hosts done in it, marks, slots) cannot make a later
+    test's hosts "already done". Copied with owners and modes: the hosts' own users write it."""
+    recorded = json.load(open(os.path.join(lab.state_dir, "lab.json")))
+    backup = tmp_path_factory.mktemp("maintenance-state")
+    saved = {}
+    for index, cluster in enumerate(sorted(lab.clusters)):
+        path = store.state_dir(recorded["clusters"][cluster]["storage"])
+        saved[path] = None
+        if os.path.isdir(path):
+            saved[path] = str(backup / str(index))
+            subprocess.run(["cp", "-a", path, saved[path]], check=True)
+    yield lab
+    for path, copy in saved.items():
+        shutil.rmtree(path, ignore_errors=True)
+        if copy:
+            subprocess.run(["cp", "-a", copy, path], check=True)

@@ -30,22 +30,15 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 SLOW_REBOOT_S = 90
 
 
-def _clean_state(state):
-    for host in state.marks():
-        state.unmark("operator", host, force=True)
-    state.release_lock("operator", force=True)
-    cs.ClusterSlots(state).clear_others(token="")
-
-
 def _reboot_override(lab, host):
     return os.path.join(lab.state_dir, "hosts", host, "control", "reboot-down-s")
 
 
-def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(lab, tmp_path):
+def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(shared_state_restored, tmp_path):
+    lab = shared_state_restored
     slow_cluster, fast_cluster = sorted(lab.clusters)[:2]
     slow = lab.clusters[slow_cluster][0]
     fast_first, fast_second = lab.clusters[fast_cluster][:2]
-    states = {c: ms.ClusterState(store.state_dir(storage_of(lab, c)), c) for c in (slow_cluster, fast_cluster)}
     override = _reboot_override(lab, slow)
     with open(override, "w") as handle:
         handle.write("%d\n" % SLOW_REBOOT_S)
@@ -55,8 +48,6 @@ def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(lab, tmp_path)
             rolling_maintenance_new_window=True, rolling_maintenance_canary=False)
     finally:
         os.unlink(override)
-        for state in states.values():
-            _clean_state(state)
     assert rc == 0, output[-6000:]
     hosts = report["hosts"]
     assert all(hosts[h]["status"] == "done" and hosts[h]["rebooted"] for h in (slow, fast_first, fast_second)), hosts
@@ -71,7 +62,8 @@ def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(lab, tmp_path)
     assert report["clusters"][fast_cluster]["max_in_maintenance"] == 1
 
 
-def test_two_runs_on_one_cluster_never_take_two_hosts_out(lab, tmp_path):
+def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored, tmp_path):
+    lab = shared_state_restored
     cluster = sorted(lab.clusters)[0]
     first, second = lab.clusters[cluster][:2]
     state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
@@ -112,7 +104,6 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(lab, tmp_path):
         stop.set()
         sampler.join(5)
         runner.join(900)
-        _clean_state(state)
     # The second run is refused clearly, naming the run that holds the cluster; it changed nothing.
     assert rc != 0, output[-6000:]
     assert holder["run_id"] in output and "rolling_maintenance_force_unlock" in output, output[-6000:]

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -120,23 +119,11 @@ def evacuate(lab, host, to):
 
 
 @pytest.fixture
-def lab_restored(lab, tmp_path_factory):
-    """Guests home before and after; the clusters' maintenance state saved and put back
-    (copied with owners and modes: the hosts' own users write it over SSH)."""
+def lab_restored(shared_state_restored):
+    """Guests home before and after; the clusters' maintenance state saved and put back."""
+    lab = shared_state_restored
     put_guests_home(lab)
-    backup = tmp_path_factory.mktemp("maintenance-state")
-    saved = {}
-    for index, cluster in enumerate(sorted(lab.clusters)):
-        path = state_path(lab, cluster)
-        saved[path] = None
-        if os.path.isdir(path):
-            saved[path] = str(backup / str(index))
-            subprocess.run(["cp", "-a", path, saved[path]], check=True)
     yield lab
-    for path, copy in saved.items():
-        shutil.rmtree(path, ignore_errors=True)
-        if copy:
-            subprocess.run(["cp", "-a", copy, path], check=True)
     put_guests_home(lab)
 
 
@@ -379,13 +366,15 @@ def test_postcopy_of_a_dirtying_guest_completes_or_is_refused_clearly_on_its_sou
 def rolling_command(lab, tmp_path, hosts, **overrides):
     """ansible-playbook of the rolling maintenance on some lab hosts, with the lab's hooks.
 
-    The patch step is a no-op (the hosts keep their pending updates for the other tests);
-    canary and homogeneity checks are off (covered by the rolling maintenance tests) so a run
-    costs little more than its drains and reboots."""
+    The patch step is a no-op (the hosts keep their pending updates for the other tests), and
+    forced: every host is planned whether an earlier test patched it or not; canary and
+    homogeneity checks are off (covered by the rolling maintenance tests) so a run costs little
+    more than its drains and reboots."""
     extra = {
         "rolling_maintenance_hosts": list(hosts),
         "rolling_maintenance_reports_dir": str(tmp_path / "reports"),
         "rolling_maintenance_patch_command": "true",
+        "rolling_maintenance_force": True,
         "rolling_maintenance_canary": False,
         "rolling_maintenance_verify_homogeneity": False,
         "rolling_maintenance_reboot_timeout": 120,
