@@ -130,6 +130,8 @@ def test_workflow_runs_one_node_per_cluster_in_parallel_limited_to_its_cluster()
     assert job_template["allow_simultaneous"] is True and job_template["ask_limit_on_launch"] is True
     # A worker per maintained host (the preflight refuses fewer forks; AWX's default is 5).
     assert int(render({"forks": job_template["forks"]})["forks"]) >= 20
+    # Slices split hosts, not clusters: two slices on one cluster would refuse each other.
+    assert job_template["job_slice_count"] == 1
     survey = render(workflow["survey_spec"], awx_clusters=CLUSTERS)
     check_awx_survey(survey)
     assert "rolling_maintenance_clusters" not in [q["variable"] for q in survey["spec"]]
