@@ -45,6 +45,13 @@ from typing import Any, Dict, List
 
 EVENTS_FILE = "events.jsonl"
 
+# The options of a task that records events besides its own work (maintenance_state's ``report``).
+REPORT_OPTIONS: Dict[str, Any] = dict(
+    directory=dict(type="path", required=True),
+    run_id=dict(type="str"),
+    events=dict(type="list", elements="dict", default=[]),
+)
+
 Event = Dict[str, Any]
 
 

@@ -14,14 +14,14 @@ description:
   - With O(state=render), builds the report from the events and writes C(report.json),
     C(report.html) (with an inline SVG timeline per host), C(report.md) and C(timeline.svg)
     into O(directory).
-  - Run it on the controller (delegated to localhost). The report directory is the
-    controller's own output, not the managed system, so the module writes also in check mode
-    (a dry run gets its plan as a report).
+  - Runs on the controller, whatever host the task is for - its action plugin records and renders
+    in-process, with no module process and no connection to the host (a rolling run records a
+    dozen events per host). The report directory is the controller's own output, not the managed
+    system, so it writes also in check mode (a dry run gets its plan as a report).
   - Event types and fields are described in C(plugins/module_utils/run_events.py).
 version_added: 0.1.0
 requirements:
-  - Jinja2 where the module runs, to render the report (O(state=render)); ansible-core depends on it, so the Python
-    running ansible-playbook has it.
+  - Jinja2 on the controller, to render the report (O(state=render)); ansible-core depends on it.
 author:
   - virtfleet maintainers (@virtfleet)
 extends_documentation_fragment:
@@ -67,13 +67,12 @@ EXAMPLES = r"""
       type: host_start
       cluster: "{{ virtfleet_cluster }}"
       host: "{{ inventory_hostname }}"
-  delegate_to: localhost
 
 - name: Write the report
   virtfleet.cluster.maintenance_report:
     directory: reports/20261125T150000-ab12
     state: render
-  delegate_to: localhost
+  run_once: true
 """
 
 RETURN = r"""
@@ -113,51 +112,20 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import report_task
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
-from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import JINJA2_IMPORT_ERROR, write_report
-from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
+from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import JINJA2_IMPORT_ERROR
 
-ARGUMENT_SPEC = dict(
-    directory=dict(type="path", required=True),
-    state=dict(type="str", default="event", choices=["event", "render"]),
-    event=dict(type="dict"),
-    events=dict(type="list", elements="dict", default=[]),
-    run_id=dict(type="str"),
-)
-
-
-def record(params: Dict[str, Any]) -> Dict[str, Any]:
-    events = ([params["event"]] if params["event"] else []) + params["events"]
-    for event in events:
-        if not event.get("type"):
-            raise VirtfleetError("every event needs a type: %r" % (event,))
-    for event in events:
-        if params["run_id"]:
-            event.setdefault("run_id", params["run_id"])
-        append_event(params["directory"], event)
-    return {"changed": bool(events), "recorded": len(events)}
-
-
-def render(params: Dict[str, Any]) -> Dict[str, Any]:
-    if JINJA2_IMPORT_ERROR:
-        # The report is rendered where the module runs (the controller, delegate_to: localhost):
-        # an interpreter set for localhost without Jinja2 can still record events.
-        raise VirtfleetError(missing_required_lib("Jinja2"), {"exception": JINJA2_IMPORT_ERROR})
-    report, files = write_report(params["directory"])
-    clusters = {name: {key: cluster.get(key) for key in ("status", "max_unavailable", "max_in_maintenance")}
-                for name, cluster in report["clusters"].items()}
-    return {"changed": True, "files": files, "run": report["run"], "totals": report["totals"], "clusters": clusters,
-            "census": report["census"]}
+ARGUMENT_SPEC = report_task.ARGUMENT_SPEC
 
 
 def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
-    """Records or renders also in check mode: the report directory is the controller's own
-    output, not the managed system (a dry run gets its plan as a report)."""
-    try:
-        return record(params) if params["state"] == "event" else render(params)
-    except OSError as exc:
-        raise VirtfleetError("cannot write the report in %s: %s" % (params["directory"], exc)) from exc
+    """Records or renders also in check mode (see report_task.run)."""
+    if params["state"] == "render" and JINJA2_IMPORT_ERROR:
+        # Rendered where the module runs: an interpreter without Jinja2 can still record events.
+        raise VirtfleetError(missing_required_lib("Jinja2"), {"exception": JINJA2_IMPORT_ERROR})
+    return report_task.run(params)
 
 
 def main():

@@ -63,7 +63,8 @@ options:
       - C(record_origins) remembers the host of every guest in O(guests) (first record wins).
       - C(mark) marks O(host) in maintenance or advances its O(phase).
       - C(unmark) removes this window's mark of O(host).
-      - C(host_done) records O(host) as done in the window.
+      - C(host_done) records O(host) as done in the window, removes this window's mark of it (O(window)) and gives
+        back its slots - it is back in service, and the next host of the cluster may start.
       - C(close_window) closes the window (the cluster is finished); with O(members), only when each of them
         is recorded done in the window or listed in O(not_needed) - otherwise it stays open and C(left) in RV(window)
         names the hosts left.
@@ -168,6 +169,27 @@ options:
     description: With O(state=take_slot), how long to wait for the slot on the host (seconds), polling the shared state.
     type: float
     default: 0
+  report:
+    description:
+      - Events of the run's report recorded with this change, as M(virtfleet.cluster.maintenance_report) records
+        them - by this module's action plugin, in-process on the controller, once the change is made on the
+        host. A refused change records nothing (the caller records the failure). One task per phase boundary
+        instead of two.
+      - Not for a task that retries (C(until)) - each successful attempt would record them.
+    type: dict
+    suboptions:
+      directory:
+        description: The run's report directory on the controller.
+        type: path
+        required: true
+      run_id:
+        description: Added to every event that lacks one.
+        type: str
+      events:
+        description: The events, in order (C(type) required; C(ts) defaults to now).
+        type: list
+        elements: dict
+        default: []
 notes:
   - Supports check mode; nothing is written then and the result says what would change.
 """
@@ -268,10 +290,14 @@ waiting_for:
   returned: when O(state=take_slot)
   type: str
 released:
-  description: With O(state=release_slot), the slot files given back.
-  returned: when O(state=release_slot)
+  description: With O(state=release_slot) and O(state=host_done), the slot files given back.
+  returned: when O(state) is release_slot or host_done
   type: list
   elements: str
+recorded:
+  description: With O(report), the number of events recorded on the controller.
+  returned: when O(report) is given
+  type: int
 others_active:
   description: With O(state=stop_slot), hosts of this run that still hold a host slot of the cluster and did not fail.
   returned: when O(state=stop_slot)
@@ -286,6 +312,7 @@ from typing import Any, Dict, Optional
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import REPORT_OPTIONS
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     IDENTITY_FILE, SharedStateError, StateError, state_dir)
 
@@ -317,6 +344,8 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     rounds=dict(type="list", elements="list", default=[]),
     unreachable=dict(type="list", elements="str", default=[]),
     wait=dict(type="float", default=0),
+    # Taken out by the action plugin (recorded on the controller): the module never sees it.
+    report=dict(type="dict", options=REPORT_OPTIONS),
 )
 
 
@@ -383,6 +412,10 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
                                          force=params["force"], token=token)
     elif requested == "host_done":
         result["changed"], result["window"] = state.host_done(run_id, params["host"], params["details"], token=token)
+        # Back in service: unmarked first, then its slots given back (only then may the next host start).
+        unmarked = state.unmark(run_id, params["host"], window_name=params["window"], token=token)
+        result["released"] = ClusterSlots(state).release(params["host"], token)
+        result["changed"] = result["changed"] or unmarked or bool(result["released"])
     elif requested == "close_window":
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
@@ -424,6 +457,9 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     state = ClusterState(state_dir(params["path"]), params["cluster"], check_mode=check_mode)
     requested = params["state"]
     run_id = params["run_id"]
+    if params["report"]:
+        raise StateError("report is recorded on the controller by the maintenance_state action plugin, which was not used "
+                         "here: record the events with virtfleet.cluster.maintenance_report instead")
     if requested not in ("read", "init", "verify_shared") and not run_id:
         raise StateError("run_id is required for state %s" % requested)
     if requested in ("mark", "unmark", "host_done", "take_slot", "release_slot", "stop_slot") and not params["host"]:

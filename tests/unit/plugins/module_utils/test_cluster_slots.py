@@ -147,6 +147,30 @@ def test_module_take_slot_needs_the_lock_and_open_window_clears_an_earlier_runs_
     assert cs.ClusterSlots(state).read() == {}
 
 
+def test_module_host_done_puts_the_host_back_in_service_in_one_call(state, tmp_path):
+    """Recorded done, unmarked and both its slots given back: the next host of the cluster may start."""
+    rounds = [["a1"], ["a2"]]
+    slots = cs.ClusterSlots(state)
+    assert slots.take("a1", "host", 1, holder(), rounds)["admitted"] and slots.take("a1", "move", 1, holder())["admitted"]
+    state.mark("run-1", "a1", ms.default_holder("run-1", {"token": TOKEN}), token=TOKEN)
+    assert not slots.take("a2", "host", 1, holder(), rounds)["admitted"]
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "host": "a1", "run_id": "run-1",
+                                     "token": TOKEN, "state": "host_done", "details": {"boot_id_after": "b2"}})
+    assert code == 0 and result["changed"]
+    assert sorted(result["released"]) == ["host-0.json", "move-0.json"]
+    assert result["state"]["marks"] == {} and result["state"]["window"]["hosts_done"]["a1"]["boot_id_after"] == "b2"
+    assert slots.take("a2", "host", 1, holder(), rounds)["admitted"]
+
+
+def test_module_refuses_report_events_it_would_not_record(tmp_path):
+    """Only the action plugin records a task's report events (on the controller); the module run
+    without it says so instead of dropping them."""
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "read",
+                                     "report": {"directory": str(tmp_path / "report"), "events": [{"type": "host_start"}]}})
+    assert code == 1 and "maintenance_state action plugin" in result["msg"]
+    assert not os.path.exists(tmp_path / "report")
+
+
 # --------------------------------------------------------------------------- issue 17: the re-check after the claim
 def test_a_mark_made_between_the_decision_and_the_claim_gives_the_slot_back(state):
     """An operator marks a7 after a1 was told to take the cluster's only slot and before its

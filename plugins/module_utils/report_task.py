@@ -1,0 +1,57 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What maintenance_report does, shared by the module and its action plugin: record events
+into the run's event log, or render the report from them.
+
+The action plugin runs this in-process on the controller (no module process per event: a
+rolling run records a dozen events per host); the module remains for ``ansible-doc`` and for
+running it where no action plugin applies. Pure Python, no Ansible import.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
+from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import write_report
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
+
+ARGUMENT_SPEC: Dict[str, Any] = dict(
+    directory=dict(type="path", required=True),
+    state=dict(type="str", default="event", choices=["event", "render"]),
+    event=dict(type="dict"),
+    events=dict(type="list", elements="dict", default=[]),
+    run_id=dict(type="str"),
+)
+
+
+def record(directory: str, events: List[Dict[str, Any]], run_id: str = None) -> Dict[str, Any]:
+    """Appends ``events`` in order, each with ``run_id`` when it has none; all are checked first,
+    so a malformed one records nothing."""
+    for event in events:
+        if not event.get("type"):
+            raise VirtfleetError("every event needs a type: %r" % (event,))
+    for event in events:
+        if run_id:
+            event.setdefault("run_id", run_id)
+        append_event(directory, event)
+    return {"changed": bool(events), "recorded": len(events)}
+
+
+def render(directory: str) -> Dict[str, Any]:
+    report, files = write_report(directory)
+    clusters = {name: {key: cluster.get(key) for key in ("status", "max_unavailable", "max_in_maintenance")}
+                for name, cluster in report["clusters"].items()}
+    return {"changed": True, "files": files, "run": report["run"], "totals": report["totals"], "clusters": clusters,
+            "census": report["census"]}
+
+
+def run(params: Dict[str, Any]) -> Dict[str, Any]:
+    """Records or renders, also in check mode: the report directory is the controller's own
+    output, not the managed system (a dry run gets its plan as a report)."""
+    try:
+        if params["state"] == "render":
+            return render(params["directory"])
+        events = ([params["event"]] if params["event"] else []) + list(params["events"])
+        return record(params["directory"], events, params["run_id"])
+    except OSError as exc:
+        raise VirtfleetError("cannot write the report in %s: %s" % (params["directory"], exc)) from exc
