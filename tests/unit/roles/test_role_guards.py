@@ -389,8 +389,6 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         "__rolling_maintenance_report_dir": str(tmp_path / "report"),
         "__rolling_maintenance_run_id": "test-run",
         "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},
-        # What the drain read, before the operator's marks (the snapshot the canary must not use).
-        "__rolling_maintenance_state_now": {"state": {"marks": {}}},
         "rolling_maintenance_migration_options": options or {},
     }
     play_vars.update(extra_vars or {})
@@ -399,8 +397,15 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
     tried = {"name": "Show whether a migration was tried", "ansible.builtin.debug": {
         "msg": "MIGRATION TRIED: {{ (__rolling_maintenance_canary.migrations | default([]) | length) > 0 }}"}}
     fail = {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}
+    # The move turn's answer carries the marks as they are once the turn is given (move_turn.yml):
+    # the canary reads its peers' marks there, after the operator's.
+    turn = {"name": "The cluster's move turn, as move_turn.yml registers it", "virtfleet.cluster.maintenance_state": {
+        "path": str(shared), "cluster": "fake", "state": "read"}, "register": "__rolling_maintenance_move_turn"}
+    # What host.yml's block sets for the files it includes.
+    defaults = {"virtfleet.cluster.maintenance_state": {"path": str(shared), "cluster": "fake", "host": "kvm-a", "run_id": "test-run"},
+                "virtfleet.cluster.maintenance_report": {"directory": str(tmp_path / "report"), "run_id": "test-run"}}
     play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars,
-            "tasks": marks + [{"name": "Canary turn", "block": [canary], "rescue": [tried, fail]}]}
+            "tasks": marks + [turn, {"name": "Canary turn", "module_defaults": defaults, "block": [canary], "rescue": [tried, fail]}]}
     playbook = tmp_path / "canary.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
     command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(tmp_path / "canary-inventory.yml"), str(playbook)]
