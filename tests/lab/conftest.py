@@ -104,6 +104,14 @@ class Lab:
         return recorded
 
     # -- where things are ----------------------------------------------------------------------
+    def storage_of(self, cluster: str) -> str:
+        """The cluster's shared storage path, as the lab that is up recorded it."""
+        return self._recorded()["clusters"][cluster]["storage"]
+
+    def state_dir_of(self, cluster: str) -> str:
+        """The cluster's shared maintenance-state directory (on its shared storage)."""
+        return store.state_dir(self.storage_of(cluster))
+
     def where(self, guest: str) -> str | None:
         """The host now running the guest, or None when it runs nowhere."""
         found = labprog.locate_guests(self._recorded()).get(guest)
@@ -197,11 +205,10 @@ def shared_state_restored(lab, tmp_path_factory):
     """Every cluster's shared maintenance state saved before the test and put back after it, so
     what a test's runs leave (an open window, hosts done in it, marks, slots) cannot make a later
     test's hosts "already done". Copied with owners and modes: the hosts' own users write it."""
-    recorded = json.load(open(os.path.join(lab.state_dir, "lab.json")))
     backup = tmp_path_factory.mktemp("maintenance-state")
     saved = {}
     for index, cluster in enumerate(sorted(lab.clusters)):
-        path = store.state_dir(recorded["clusters"][cluster]["storage"])
+        path = lab.state_dir_of(cluster)
         saved[path] = None
         if os.path.isdir(path):
             saved[path] = str(backup / str(index))

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from test_rolling_maintenance import run_maintenance, storage_of  # noqa: E402  (same lab helpers)
+from test_rolling_maintenance import run_maintenance  # noqa: E402  (same lab helpers)
 from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots as cs
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
@@ -66,7 +66,7 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
     lab = shared_state_restored
     cluster = sorted(lab.clusters)[0]
     first, second = lab.clusters[cluster][:2]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     samples = []
     stop = threading.Event()
 

@@ -34,12 +34,10 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 
 pytestmark = pytest.mark.lab
@@ -130,17 +128,6 @@ def lab_restored(shared_state_restored):
     put_guests_home(lab)
     yield lab
     put_guests_home(lab)
-
-
-def state_path(lab, cluster):
-    storage = yaml.safe_load(open(lab.topology))
-    for region in storage["regions"]:
-        for zone in region["zones"]:
-            for pod in zone["pods"]:
-                for entry in pod["clusters"]:
-                    if entry["name"] == cluster:
-                        return store.state_dir(entry["storage"]["path"])
-    raise AssertionError("cluster %s not in %s" % (cluster, lab.topology))
 
 
 # --- migration faults -----------------------------------------------------------------------
@@ -483,7 +470,7 @@ def test_ssh_lost_across_a_reboot_fails_that_cluster_only_and_a_rerun_resumes_al
     # No guest was lost: the drained host was empty before its reboot.
     assert lab.boot_id(lost) != boot_before
     assert None not in lab.placement().values(), lab.placement()
-    state = ms.ClusterState(state_path(lab, cluster_a), cluster_a)
+    state = ms.ClusterState(lab.state_dir_of(cluster_a), cluster_a)
     assert lost in state.marks(), "a host that failed stays marked in maintenance"
     assert state.lock() is None, "the failed run released its lock"
 
@@ -535,7 +522,7 @@ def test_cluster_that_cannot_absorb_a_host_is_refused_in_preflight_with_nothing_
     assert events(report, "run_end")[-1]["status"] == "refused"
     assert events(report, "migration") == [] and events(report, "host_start") == []
     assert lab.placement() == before and lab.boot_id(host) == boot_before
-    state = ms.ClusterState(state_path(lab, cluster), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     assert state.lock() is None and state.marks() == {}
 
 
@@ -557,5 +544,5 @@ def test_host_with_libvirt_down_is_refused_in_preflight_naming_it(lab_restored, 
     assert message.group(1).startswith(down + " ("), message.group(0)
     assert "Nothing was changed" in message.group(0)
     assert lab.placement() == before
-    state = ms.ClusterState(state_path(lab, cluster), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     assert state.lock() is None and state.marks() == {}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from test_faults import REPO, ansible_env, guests_on, state_path
+from test_faults import REPO, ansible_env, guests_on
 # The fixture health_lab builds on (guests home, the clusters' shared state put back).
 from test_faults import lab_restored  # noqa: F401 pylint: disable=unused-import
 
@@ -72,7 +72,7 @@ def health_lab(lab_restored):
     cluster = sorted(lab.clusters)[0]
     # The samples and marks need a state directory with the cluster's identity (the rolling
     # role's preflight gives it one; lab_restored puts back what was there before).
-    ms.ClusterState(state_path(lab, cluster), cluster).init_identity()
+    ms.ClusterState(lab.state_dir_of(cluster), cluster).init_identity()
     yield lab, cluster
     for host in lab.clusters[cluster]:
         shutil.rmtree(health_root(lab, host), ignore_errors=True)
@@ -89,7 +89,7 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     assert report["drain"] == [] and report["waiting"] == [], report["msg"]
     assert "memory_corrected" not in report["hosts"][first]["not_checked"]
     assert "memory_corrected" in report["hosts"][spare]["not_checked"]  # no EDAC there: not checked, not healthy
-    samples = os.path.join(state_path(lab, cluster), "health")
+    samples = os.path.join(lab.state_dir_of(cluster), "health")
     # Each host's sample (rates) and when it last answered (health_watch_recover_after).
     assert sorted(os.listdir(samples)) == sorted("%s.%s" % (h, kind) for h in lab.clusters[cluster] for kind in ("json", "seen"))
 
@@ -100,7 +100,7 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     proc, planned = run_health_watch(lab, tmp_path, "--check")
     assert planned["check_mode"] and planned["drain"] == [first] and planned["waiting"] == [second]
     assert lab.placement() == placement  # the dry run moved nothing
-    assert first not in ms.ClusterState(state_path(lab, cluster), cluster).marks()  # and marked nothing
+    assert first not in ms.ClusterState(lab.state_dir_of(cluster), cluster).marks()  # and marked nothing
     assert "%s: would be marked and drained" % first in " ".join(proc.stdout.split())
 
     moved = guests_on(lab, first)
@@ -116,7 +116,7 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     entry = report["hosts"][first]
     assert entry["marked"] and entry["drained"], entry
     assert entry["crossed"][0]["signal"] == "memory_corrected" and entry["crossed"][0]["rate_per_hour"] > 50
-    mark = ms.ClusterState(state_path(lab, cluster), cluster).marks()[first]
+    mark = ms.ClusterState(lab.state_dir_of(cluster), cluster).marks()[first]
     assert "health_watch.yml" in mark["reason"] and "corrected memory errors" in mark["reason"]
     assert guests_on(lab, first) == []
     assert {lab.where(g) for g in moved} == {spare}
@@ -131,7 +131,7 @@ def test_failing_host_is_emptied_live_and_a_second_one_waits(health_lab, tmp_pat
     assert report["waiting"] == [second]
     assert report["hosts"][second]["action"] == "waiting"
     assert "max_unavailable 1" in report["hosts"][second]["why"] and first in report["hosts"][second]["why"]
-    assert second not in ms.ClusterState(state_path(lab, cluster), cluster).marks()
+    assert second not in ms.ClusterState(lab.state_dir_of(cluster), cluster).marks()
     assert guests_on(lab, second) == sorted(g for g, home in lab.guests.items() if home == second)
     assert "%s: WAITING" % second in " ".join(proc.stdout.split())
 

@@ -16,7 +16,6 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_c
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import migration
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import human_bytes
 
@@ -125,11 +124,6 @@ def test_live_migration_keeps_the_heartbeat_and_reports_downtime(lab, cluster_a)
     assert str(samples[-1]) == "%s -> %s: done" % (guest, destination)
 
 
-def lab_storage(lab, cluster):
-    """The cluster's shared storage path as the lab recorded it."""
-    return json.load(open(os.path.join(lab.state_dir, "lab.json")))["clusters"][cluster]["storage"]
-
-
 def run_evacuate(lab, host, tmp_path, *extra):
     """Runs playbooks/evacuate_host.yml; returns (process, drain report saved by the play)."""
     report = tmp_path / ("drain-%d.json" % time.monotonic_ns())
@@ -153,7 +147,7 @@ def test_drain_through_ansible_check_plan_matches_the_real_run(lab, cluster_a, t
     assert guests_on(lab, source) == before  # check mode moved nothing
 
     started = time.time()
-    state = ms.ClusterState(store.state_dir(lab_storage(lab, cluster_a)), cluster_a)
+    state = ms.ClusterState(lab.state_dir_of(cluster_a), cluster_a)
     state.init_identity()  # done once per cluster (the rolling role's preflight does it too)
     try:
         proc, done = run_evacuate(lab, source, tmp_path)

@@ -25,10 +25,9 @@ import types
 
 import pytest
 import yaml
-from test_rolling_maintenance import VENV_BIN, _env, run_maintenance, storage_of
+from test_rolling_maintenance import VENV_BIN, _env, run_maintenance
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("virtfleet_lab", os.path.join(REPO, "roles", "lab", "files", "virtfleet_lab.py"))
@@ -168,7 +167,7 @@ def test_a_key_or_known_hosts_entry_missing_on_a_peer_refuses_before_anything_mo
     with open(os.path.join(hosts[first]["dir"], "home", ".ssh", "id_ed25519.pub")) as handle:
         first_key = handle.read().split()[1]
     placement, boots = lab.placement(), {h: lab.boot_id(h) for h in lab.hosts}
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     began = time.time()
     # first's key is not authorized on third; second does not know third's host key.
     with ssh_lab.without_line(authorized_keys, first_key), ssh_lab.without_line(known_hosts, hosts[third]["address"] + " "):

@@ -20,7 +20,6 @@ import time
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
-from test_faults import state_path
 
 pytestmark = pytest.mark.lab
 
@@ -137,7 +136,7 @@ def test_powered_off_host_guests_restart_on_the_other_hosts_once(lab, dead_host,
     host, peers, guests, old_boots = dead_host
     # When hosts answered is kept only in a state directory that proved it is the cluster's.
     cluster = next(c for c, members in lab.clusters.items() if host in members)
-    ms.ClusterState(state_path(lab, cluster), cluster).init_identity()
+    ms.ClusterState(lab.state_dir_of(cluster), cluster).init_identity()
     watch = ["-e", "health_watch_hosts=%s" % ",".join([host] + peers), "-e", "health_watch_interval=1"]
     proc = playbook(lab, tmp_path, "health_watch.yml", *watch)  # every host answers: last seen now
     assert proc.returncode == 0 and "RECOVER" not in proc.stdout, proc.stdout[-3000:]

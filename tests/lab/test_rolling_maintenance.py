@@ -53,16 +53,11 @@ def run_maintenance(lab, tmp_path, timeout=900, **extra_vars):
     return result.returncode, output, report
 
 
-def storage_of(lab, cluster):
-    recorded = json.load(open(os.path.join(lab.state_dir, "lab.json")))
-    return recorded["clusters"][cluster]["storage"]
-
-
 def state_files(lab):
     """Every file of every cluster's shared maintenance state, with its content."""
     files = {}
     for cluster in lab.clusters:
-        for path in glob.glob(os.path.join(store.state_dir(storage_of(lab, cluster)), "**"), recursive=True):
+        for path in glob.glob(os.path.join(lab.state_dir_of(cluster), "**"), recursive=True):
             if os.path.isfile(path):
                 files[path] = open(path).read()
     return files
@@ -114,7 +109,7 @@ def test_dry_run_changes_nothing(lab, tmp_path):
     # An operator's mark on one host: the plan must leave that host as found, never use it.
     first_cluster = sorted(lab.clusters)[0]
     disabled = lab.clusters[first_cluster][-1]
-    operator = ms.ClusterState(store.state_dir(storage_of(lab, first_cluster)), first_cluster)
+    operator = ms.ClusterState(lab.state_dir_of(first_cluster), first_cluster)
     operator.mark("operator", disabled, ms.default_holder("operator"), reason="fan replacement")
     try:
         _dry_run_changes_nothing(lab, tmp_path, disabled)
@@ -172,7 +167,7 @@ def _dry_run_changes_nothing(lab, tmp_path, disabled):
 
 def test_second_run_is_refused_while_a_cluster_is_locked(lab, tmp_path):
     cluster = sorted(lab.clusters)[-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     holder = ms.default_holder("other-run-4711", {"controller": "awx-node-2", "user": "ops"})
     state.acquire_lock(holder)
     try:
@@ -196,7 +191,7 @@ def test_a_second_run_with_the_same_run_id_is_refused(lab, tmp_path):
     A first run holds the lock under run id "same-run-4711"; a second ansible-playbook started
     with the same run id is refused and changes nothing."""
     cluster = sorted(lab.clusters)[-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     first = ms.default_holder("same-run-4711", {"controller": "awx-node-2", "user": "ops", "pid": 4242})
     state.acquire_lock(first)
     try:
@@ -222,7 +217,7 @@ def test_a_preflight_failure_after_the_locks_releases_them(lab, tmp_path):
     refused by the planner, which runs after lock.yml): every lock of the run is released and
     the report says so."""
     cluster = sorted(lab.clusters)[-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     assert state.lock() is None
     placement = lab.placement()
     rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_clusters=[cluster],
@@ -250,7 +245,7 @@ def test_a_host_that_does_not_see_the_shared_state_is_refused(lab, tmp_path):
     is refused before any lock or mark, naming the host and the path."""
     cluster = sorted(lab.clusters)[-1]
     host = lab.clusters[cluster][1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.init_identity(created_by="lab test")          # as a first run would have done
     identity_file = os.path.join(state.path, store.IDENTITY_FILE)
     before = {"state": state_files(lab), "placement": lab.placement(),
@@ -272,7 +267,7 @@ def test_a_host_that_does_not_see_the_shared_state_is_refused(lab, tmp_path):
 
 def test_failure_leaves_the_host_marked_and_a_rerun_resumes(lab, tmp_path):
     cluster = sorted(lab.clusters)[-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     try:
         _failure_and_resume(lab, tmp_path, cluster, state)
     finally:
@@ -348,7 +343,7 @@ def test_canary_without_a_candidate_keeps_the_host_marked(lab, tmp_path):
     rebooted host is not put back in service unproven - it stays marked, the run fails saying
     which peers were asked and why none qualified. Fixing the name and re-running resumes it."""
     cluster = sorted(lab.clusters)[0]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     try:
         _canary_without_a_candidate(lab, tmp_path, cluster, state)
     finally:

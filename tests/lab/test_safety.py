@@ -24,7 +24,7 @@ import time
 import pytest
 import yaml
 
-from test_rolling_maintenance import REPO, _env, run_maintenance, storage_of  # noqa: E402  (same lab helpers)
+from test_rolling_maintenance import REPO, _env, run_maintenance  # noqa: E402  (same lab helpers)
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 
@@ -64,7 +64,7 @@ def _move(lab, guest, source, destination):
 def test_guest_placed_during_the_patch_hook_stops_the_reboot(lab, tmp_path):
     cluster = sorted(lab.clusters)[0]
     first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     intruder = sorted(g for g, h in lab.placement().items() if h == peer)[0]
     boots = {h: lab.boot_id(h) for h in lab.clusters[cluster]}
     began = time.time()
@@ -109,7 +109,7 @@ def test_a_guest_lost_during_the_run_fails_it_naming_the_guest(lab, tmp_path):
     when every host went well (here something outside the run kills it during a patch hook)."""
     cluster = sorted(lab.clusters)[0]
     first, peer = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     victim = sorted(g for g, h in lab.placement().items() if h == peer)[0]
     kill = "sh -c 'virsh -c %s destroy %s && %s patch'" % (lab.hosts[peer].libvirt_uri, victim, lab.host_tool)
     try:
@@ -136,7 +136,7 @@ def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_pa
     hosts; nothing is marked or moved."""
     cluster = sorted(lab.clusters)[-1]
     host = lab.clusters[cluster][0]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.acquire_lock(ms.default_holder("rolling-4711", {"controller": "awx-node-2", "user": "ops"}))
     before = lab.placement()
     try:
@@ -155,7 +155,7 @@ def test_evacuation_is_refused_while_a_rolling_run_holds_the_cluster(lab, tmp_pa
 def test_rebalance_holds_the_lock_while_it_moves_and_never_fills_a_marked_host(lab, tmp_path):
     cluster = sorted(lab.clusters)[-1]
     crowded, other, marked = lab.clusters[cluster][0], lab.clusters[cluster][1], lab.clusters[cluster][2]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.init_identity()  # what the role's preflight (or an operator, once) does
     # Every guest of the cluster on one host; the third host marked by an operator.
     for guest, where in sorted(lab.placement().items()):
@@ -192,7 +192,7 @@ def test_a_host_whose_libvirt_does_not_answer_counts_against_max_unavailable(lab
     from test_faults import kill_libvirtd
     cluster = sorted(lab.clusters)[-1]
     *run_hosts, down = lab.clusters[cluster]
-    _close_window(ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster))  # no host "already done"
+    _close_window(ms.ClusterState(lab.state_dir_of(cluster), cluster))  # no host "already done"
     kill_libvirtd(lab, down)
     try:
         rc, output, report = run_maintenance(lab, tmp_path, rolling_maintenance_hosts=run_hosts,
@@ -212,7 +212,7 @@ def test_the_drain_asks_before_each_move_and_never_fills_a_host_marked_since_the
     destination unmarked; it is marked before the move starts, and no guest goes there."""
     cluster = sorted(lab.clusters)[0]
     source, destination = lab.clusters[cluster][0], lab.clusters[cluster][-1]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.init_identity()
     holder = ms.default_holder("drain-test")
     state.acquire_lock(holder)
@@ -221,7 +221,7 @@ def test_the_drain_asks_before_each_move_and_never_fills_a_host_marked_since_the
     play = [{"hosts": source, "gather_facts": False, "tasks": [{"name": "drain", "virtfleet.cluster.host_drain": {
         "host": source, "max_parallel": 1,
         "hosts": [{"name": h, "uri": lab.hosts[h].libvirt_uri} for h in (source, destination)],  # the plan's view: unmarked
-        "recheck_state": {"path": storage_of(lab, cluster), "cluster": cluster, "token": holder["token"]}}}]}]
+        "recheck_state": {"path": lab.storage_of(cluster), "cluster": cluster, "token": holder["token"]}}}]}]
     playbook = tmp_path / "drain.yml"
     playbook.write_text(yaml.safe_dump(play))
     began = time.time()
@@ -247,7 +247,7 @@ def test_a_host_that_does_not_see_the_shared_state_after_its_reboot_stays_out_of
     and the lock is released from a host that still sees the state."""
     cluster = sorted(lab.clusters)[0]
     first = lab.clusters[cluster][0]
-    state = ms.ClusterState(store.state_dir(storage_of(lab, cluster)), cluster)
+    state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.init_identity()
     identity_file = os.path.join(state.path, store.IDENTITY_FILE)
     # A named-user ACL entry does not apply to the file's owner: when an earlier run created the
