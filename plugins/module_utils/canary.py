@@ -142,14 +142,15 @@ def peers_in_service(host: str, members: Sequence[str], marks: Mapping[str, Mapp
     return in_service, passed_over
 
 
-def choose_peer(facts: Mapping[str, Optional[Mapping[str, Any]]], errors: Mapping[str, str]) -> Tuple[Optional[str], List[str]]:
-    """The peer that starts the owned canary: of the peers in service that answered, the one with
-    the most free memory (ties by name). Free memory is only an order, not a refusal: libvirt's
-    figure leaves out reclaimable cache, and a canary that does not fit fails to start, saying
-    so. Returns (peer or None, lines for the peers that did not answer)."""
+def rank_peers(facts: Mapping[str, Optional[Mapping[str, Any]]], errors: Mapping[str, str]) -> Tuple[List[str], List[str]]:
+    """The peers that may start the owned canary, in the order to try them: of the peers in
+    service that answered, most free memory first (ties by name). Free memory is only an order,
+    not a refusal: libvirt's figure leaves out reclaimable cache, so only starting the canary
+    tells whether it fits (the next peer is tried when it does not). Returns (peers, lines for
+    the peers that did not answer)."""
     passed_over = ["%s: its libvirt did not answer (%s)" % (name, why) for name, why in sorted(errors.items())]
     ranked = sorted((-((host_facts or {}).get("memory_free_mib") or 0), name) for name, host_facts in facts.items())
-    return (ranked[0][1] if ranked else None), passed_over
+    return [name for _free, name in ranked], passed_over
 
 
 def named_guest_source(guest: str, facts: Mapping[str, Optional[Mapping[str, Any]]], errors: Mapping[str, str],

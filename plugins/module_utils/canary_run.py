@@ -109,11 +109,13 @@ def prove_host(request: CanaryRequest, check_mode: bool = False,
         result["changed"] = bool(result["leftovers_removed"]) and not check_mode
 
         if request.guest:
-            peer, why_not = canary.named_guest_source(request.guest, facts, errors, request.unmovable, request.stop_allowed)
+            source, why_not = canary.named_guest_source(request.guest, facts, errors, request.unmovable, request.stop_allowed)
+            candidates = [source] if source else []
             name = request.guest
         else:
-            peer, why_not = canary.choose_peer(facts, errors)
+            candidates, why_not = canary.rank_peers(facts, errors)
             name = canary.canary_name(request.host)
+        peer = candidates[0] if candidates else None
         result.update(canary=name, peer=peer, passed_over=passed_over + why_not)
         if peer is None:
             result["reason"] = "no-canary"
@@ -123,15 +125,7 @@ def prove_host(request: CanaryRequest, check_mode: bool = False,
             return result
 
         if not request.guest:
-            guests = [g for host_facts in facts.values() for g in host_facts.get("guests") or []]
-            shape = canary.cluster_shape(guests, facts[peer])
-            xml = canary.canary_domain_xml(name, shape, request.memory_mib, request.host, request.run_id)
-            try:
-                readings[peer].connection.createXML(xml, 0)
-            except Exception as exc:  # pylint: disable=broad-except
-                result["reason"] = "canary-not-started"
-                raise _failure("the canary %s did not start on %s: %s" % (name, peer, libvirt_message(exc)), result) from exc
-            result["changed"] = True
+            peer = _start_owned_canary(name, candidates, facts, readings, request, result)
     finally:
         for reading in readings.values():
             reading.close()
@@ -151,6 +145,27 @@ def prove_host(request: CanaryRequest, check_mode: bool = False,
     result["msg"] = "canary %s migrated from %s onto %s (downtime %s ms) and back (downtime %s ms)" % (
         name, peer, request.host, there["downtime_ms"], back["downtime_ms"])
     return result
+
+
+def _start_owned_canary(name: str, candidates: Sequence[str], facts: Mapping[str, Mapping[str, Any]],
+                        readings: Mapping[str, Any], request: CanaryRequest, result: Dict[str, Any]) -> str:
+    """Starts the owned canary on the first of ``candidates`` that takes it; a peer that refuses
+    (no room, say) is named in ``passed_over`` and the next one is tried. Returns the peer."""
+    guests = [g for host_facts in facts.values() for g in host_facts.get("guests") or []]
+    refusals = []
+    for peer in candidates:
+        xml = canary.canary_domain_xml(name, canary.cluster_shape(guests, facts[peer]), request.memory_mib, request.host,
+                                       request.run_id)
+        try:
+            readings[peer].connection.createXML(xml, 0)
+        except Exception as exc:  # pylint: disable=broad-except
+            refusals.append("%s: the canary did not start there (%s)" % (peer, libvirt_message(exc)))
+            result["passed_over"].append(refusals[-1])
+            continue
+        result.update(peer=peer, changed=True)
+        return peer
+    result.update(reason="canary-not-started", peer=None)
+    raise _failure("the canary %s did not start on any peer in service: %s" % (name, "; ".join(refusals)), result)
 
 
 def _failure(message: str, result: Dict[str, Any]) -> VirtfleetError:

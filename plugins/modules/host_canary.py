@@ -16,9 +16,10 @@ description:
   - By default the canary is a guest the collection owns, so no customer guest is paused for
     the proof - a transient domain named C(virtfleet-canary-<host>) with firmware only (no disk,
     no network, O(memory_mib) of memory, one vCPU) and the domain type, machine type and CPU of
-    the cluster's running guests (it needs what they need). It is started on the peer in service
-    with the most free memory, migrated, then destroyed wherever it is - also after a failure;
-    a transient domain leaves no definition behind.
+    the cluster's running guests (it needs what they need). It is started on a peer in service,
+    the one with the most free memory first and, if that one refuses it (no room, say), the next,
+    migrated, then destroyed wherever it is - also after a failure; a transient domain leaves no
+    definition behind.
   - Canaries that a crashed run left on the hosts it reads (O(host) and the peers in service)
     are removed first. A canary is known by its name and the collection's metadata element in
     its XML; the collection's readers of guests (facts, drains, host_empty, guest records) leave

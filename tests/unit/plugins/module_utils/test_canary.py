@@ -69,12 +69,13 @@ def test_marked_peers_are_passed_over_with_whose_mark_and_why():
     assert passed_over == ["hv-3: marked in maintenance (run operator, phase manual: fan replacement)"]
 
 
-def test_the_peer_with_the_most_free_memory_starts_the_canary():
-    facts = {"hv-2": {"memory_free_mib": 900}, "hv-3": {"memory_free_mib": 4000}, "hv-4": {"memory_free_mib": 4000}}
-    peer, passed_over = canary.choose_peer(facts, {"hv-5": "connection refused"})
-    assert peer == "hv-3"
+def test_peers_are_tried_most_free_memory_first():
+    facts = {"hv-2": {"memory_free_mib": 900}, "hv-3": {"memory_free_mib": 4000}, "hv-4": {"memory_free_mib": 4000},
+             "hv-6": {}}
+    peers, passed_over = canary.rank_peers(facts, {"hv-5": "connection refused"})
+    assert peers == ["hv-3", "hv-4", "hv-2", "hv-6"]  # ties by name; unknown free memory last
     assert passed_over == ["hv-5: its libvirt did not answer (connection refused)"]
-    assert canary.choose_peer({}, {"hv-5": "down"})[0] is None
+    assert canary.rank_peers({}, {"hv-5": "down"})[0] == []
 
 
 def test_a_named_guest_serves_only_where_the_drain_would_move_it_too():

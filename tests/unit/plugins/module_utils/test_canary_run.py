@@ -54,6 +54,54 @@ def test_a_failed_migration_still_removes_the_canary_and_the_leftover_of_a_crash
     assert canaries(conn) == []                              # ...and nothing is left of either
 
 
+class RefusingConnection:
+    """A peer's connection whose libvirt refuses to start any domain (no room, say): the one
+    decision the test driver cannot produce on demand."""
+
+    def __init__(self, connection):
+        self._connection = connection
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+    def createXML(self, _xml, _flags):  # noqa: N802 - libvirt's name
+        raise libvirt.libvirtError("internal error: cannot allocate memory for the domain")
+
+
+def connect_refusing_on(refusing):
+    """connect(uri) for prove_host: URIs in ``refusing`` open the test driver behind a refusal."""
+    def connect(uri):
+        opened = libvirt.open(URI)
+        return RefusingConnection(opened) if uri in refusing else opened
+    return connect
+
+
+def test_a_peer_that_refuses_the_canary_is_passed_over_for_the_next(conn):
+    peers = {"hv-2": "test:///default?refuses", "hv-3": URI}  # equal free memory: hv-2 is tried first
+    with pytest.raises(VirtfleetError) as failed:  # the test driver cannot migrate: it fails after the start
+        prove_host(CanaryRequest(host="hv-1", uri=URI, peers=peers, run_id="r-1"),
+                   connect=connect_refusing_on({"test:///default?refuses"}))
+    result = failed.value.result
+    assert result["reason"] == "migration-failed" and result["peer"] == "hv-3"
+    assert result["passed_over"] == ["hv-2: the canary did not start there (internal error: cannot allocate memory "
+                                     "for the domain)"]
+    assert [m["source"] for m in result["migrations"]] == ["hv-3"]  # started there, tried onto hv-1
+    assert canaries(conn) == []
+
+
+def test_when_every_peer_refuses_the_canary_the_host_is_not_proven_and_each_is_named(conn):
+    peers = {"hv-2": "test:///default?refuses", "hv-3": "test:///default?refuses-too"}
+    with pytest.raises(VirtfleetError) as failed:
+        prove_host(CanaryRequest(host="hv-1", uri=URI, peers=peers, run_id="r-1"),
+                   connect=connect_refusing_on(set(peers.values())))
+    result = failed.value.result
+    assert result["reason"] == "canary-not-started" and result["peer"] is None and result["migrations"] == []
+    assert failed.value.message.startswith("the canary virtfleet-canary-hv-1 did not start on any peer in service: "
+                                           "hv-2: the canary did not start there (")
+    assert "hv-3: the canary did not start there" in failed.value.message
+    assert canaries(conn) == []
+
+
 def test_marked_peers_never_serve_and_nothing_is_started_without_one(conn):
     marks = {"hv-2": {"owner": {"run_id": "operator"}, "phase": "manual", "reason": "disk swap"}}
     with pytest.raises(VirtfleetError) as failed:
