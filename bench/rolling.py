@@ -16,7 +16,12 @@ Method: one warm-up round that is not counted (the first migrations after a daem
 slow), then --rounds counted rounds of bench-a alone and bench-b alone, their order alternated;
 the median and spread of the counted runs' overheads. Clusters in parallel are bench/scale.py's.
 
-    .venv/bin/python bench/rolling.py [--rounds 3]
+With --baseline REV, an A/B in one session (figures of different days are not comparable: the
+machine's speed varies more than a change's effect): each counted round runs one cluster (bench-a
+and bench-b in turn) with the code of REV (a temporary git worktree) and with this tree, their
+order alternated; the figures of both, and ratio= for this tree.
+
+    .venv/bin/python bench/rolling.py [--rounds 3] [--baseline REV]
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ LAB_HOOKS = os.path.join(benchlib.REPO, "roles", "rolling_maintenance", "example
 PLAYBOOK = os.path.join(benchlib.REPO, "playbooks", "rolling_maintenance.yml")
 
 
-def run_rolling(lab, clusters, reports_dir):
-    """One rolling maintenance run; returns (wall seconds, events of its log)."""
+def run_rolling(lab, clusters, reports_dir, tree=benchlib.REPO):
+    """One rolling maintenance run with the code in ``tree``; returns (wall seconds, events of its log)."""
     extra = {
         "rolling_maintenance_clusters": list(clusters),
         "rolling_maintenance_reports_dir": reports_dir,
@@ -46,11 +51,14 @@ def run_rolling(lab, clusters, reports_dir):
         "rolling_maintenance_force": True,
         "rolling_maintenance_new_window": True,
     }
-    command = [os.path.join(os.path.dirname(benchlib.PYTHON), "ansible-playbook"), "-i", lab.inventory, PLAYBOOK,
-               "-e", "@" + LAB_HOOKS, "-e", json.dumps(extra)]
+
+    def in_tree(path):  # the inventory, playbook and hooks of the tree that runs
+        return os.path.join(tree, os.path.relpath(path, benchlib.REPO))
+    command = [os.path.join(os.path.dirname(benchlib.PYTHON), "ansible-playbook"), "-i", in_tree(lab.inventory),
+               in_tree(PLAYBOOK), "-e", "@" + in_tree(LAB_HOOKS), "-e", json.dumps(extra)]
     began = time.monotonic()
-    proc = subprocess.run(command, cwd=benchlib.REPO, env=benchlib.ansible_env(), capture_output=True, text=True,
-                          timeout=3600, check=False)
+    proc = subprocess.run(command, cwd=tree, env=dict(benchlib.ansible_env(), ANSIBLE_CONFIG=os.path.join(tree, "ansible.cfg")),
+                          capture_output=True, text=True, timeout=3600, check=False)
     wall = time.monotonic() - began
     if proc.returncode != 0:
         raise SystemExit("rolling maintenance of %s failed:\n%s\n%s"
@@ -87,9 +95,69 @@ def unavoidable(events):
     return clusters
 
 
+def baseline_tree(revision, directory):
+    """A git worktree of ``revision`` that runs as this tree does (its .venv and collection link)."""
+    subprocess.run(["git", "worktree", "add", "--detach", directory, revision], cwd=benchlib.REPO, check=True,
+                   capture_output=True)
+    os.symlink(os.path.join(benchlib.REPO, ".venv"), os.path.join(directory, ".venv"))
+    link = os.path.join(directory, ".collections", "ansible_collections", "virtfleet")
+    os.makedirs(link)
+    os.symlink("../../..", os.path.join(link, "cluster"))
+    return directory
+
+
+def one_run(lab, guests, workdir, label, cluster, tree):
+    """Guests home, one run of ``cluster`` with ``tree``'s code; returns (overhead, the line to print)."""
+    lab.home(guests)
+    reports = tempfile.mkdtemp(prefix="r-", dir=workdir)
+    wall, events = run_rolling(lab, [cluster], reports, tree)
+    parts = unavoidable(events)[cluster]
+    overhead = (wall - parts["total"]) / parts["total"]
+    figures = (label, cluster, wall, parts["total"], parts["drain"], parts["reboot"], parts["canary"], parts["hosts"],
+               overhead * 100, os.getloadavg()[0])
+    return overhead, ("%s %s: wall %6.1f s; unavoidable %6.1f s (drains %.1f s, reboots %.1f s, canaries %.1f s over "
+                      "%d hosts); overhead %5.1f%%; load %.1f" % figures)
+
+
+def alone(lab, guests, workdir, rounds):
+    """This tree only: a warm-up round, then ``rounds`` rounds of each cluster, their order alternated."""
+    overheads = []
+    for round_number in range(rounds + 1):
+        for cluster in CLUSTERS if round_number % 2 == 0 else tuple(reversed(CLUSTERS)):
+            label = "round %d" % round_number if round_number else "round 0 (warm-up, not counted)"
+            overhead, line = one_run(lab, guests, workdir, label, cluster, benchlib.REPO)
+            if round_number:
+                overheads.append(overhead)
+            print(line, flush=True)
+    return overheads
+
+
+def compare(lab, guests, workdir, revision, rounds):
+    """A/B: the code of ``revision`` and this tree, interleaved; returns this tree's overheads."""
+    trees = {"baseline %s" % revision: baseline_tree(revision, os.path.join(workdir, "baseline")), "this tree": benchlib.REPO}
+    overheads = {label: [] for label in trees}
+    try:
+        print(one_run(lab, guests, workdir, "warm-up (not counted), this tree", CLUSTERS[0], benchlib.REPO)[1], flush=True)
+        for round_number in range(1, rounds + 1):
+            labels = list(trees) if round_number % 2 else list(reversed(list(trees)))
+            for label in labels:
+                overhead, line = one_run(lab, guests, workdir, "round %d, %s," % (round_number, label),
+                                         CLUSTERS[round_number % 2], trees[label])
+                overheads[label].append(overhead)
+                print(line, flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", trees["baseline %s" % revision]], cwd=benchlib.REPO,
+                       check=False, capture_output=True)
+    for label, values in overheads.items():
+        print("%s: overhead median %.1f%%, spread %.1f-%.1f%% over %d runs"
+              % (label, benchlib.median(values) * 100, min(values) * 100, max(values) * 100, len(values)))
+    return overheads["this tree"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="counted rounds (after one warm-up round; default 3)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the code of this git revision, interleaved (A/B)")
     args = parser.parse_args()
 
     lab = benchlib.BenchLab()
@@ -99,25 +167,9 @@ def main():
     print("rolling maintenance of %s, one cluster per run: %d hosts, %d guests" % (
         " and ".join(CLUSTERS), sum(len(lab.clusters[c]) for c in CLUSTERS), len(guests)))
     workdir = tempfile.mkdtemp(prefix="virtfleet-bench-rolling-")
-    overheads = []
     try:
-        for round_number in range(args.rounds + 1):
-            order = CLUSTERS if round_number % 2 == 0 else tuple(reversed(CLUSTERS))
-            for cluster in order:
-                lab.home(guests)
-                reports = os.path.join(workdir, "r%d-%s" % (round_number, cluster))
-                os.makedirs(reports)
-                wall, events = run_rolling(lab, [cluster], reports)
-                parts = unavoidable(events)[cluster]
-                overhead = (wall - parts["total"]) / parts["total"]
-                counted = round_number > 0
-                if counted:
-                    overheads.append(overhead)
-                print("round %d%s %s: wall %6.1f s; unavoidable %6.1f s (drains %.1f s, reboots %.1f s, "
-                      "canaries %.1f s over %d hosts); overhead %5.1f%%" % (
-                          round_number, "" if counted else " (warm-up, not counted)", cluster, wall,
-                          parts["total"], parts["drain"], parts["reboot"], parts["canary"], parts["hosts"],
-                          overhead * 100))
+        overheads = compare(lab, guests, workdir, args.baseline, args.rounds) if args.baseline else alone(
+            lab, guests, workdir, args.rounds)
         lab.home(guests)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
