@@ -13,14 +13,13 @@ from typing import Any, Dict, List
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import write_report
-from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import append_event
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import REPORT_OPTIONS, append_event
 
+# directory, run_id and events as maintenance_state's ``report`` takes them, plus what only this task has.
 ARGUMENT_SPEC: Dict[str, Any] = dict(
-    directory=dict(type="path", required=True),
+    REPORT_OPTIONS,
     state=dict(type="str", default="event", choices=["event", "render"]),
     event=dict(type="dict"),
-    events=dict(type="list", elements="dict", default=[]),
-    run_id=dict(type="str"),
 )
 
 
