@@ -28,7 +28,7 @@ VENV_BIN = os.path.dirname(sys.executable)
 TOKEN = "f" * 32
 RUN_ID = "slot-test"
 CLUSTERS = {"slow": ["s1", "s2"], "fast": ["f1", "f2"]}
-# The stand-in for host.yml: mark, "work" (sleep), then done + release, or fail as the rescue does.
+# The stand-in for host.yml: mark, "work" (sleep), then done (which releases), or fail as the rescue does.
 HOST_WORK = [
     {"name": "Start", "virtfleet.cluster.maintenance_report": {
         "directory": "{{ __rolling_maintenance_report_dir }}", "run_id": RUN_ID,
@@ -44,16 +44,13 @@ HOST_WORK = [
             "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "unlock",
             "run_id": RUN_ID, "token": TOKEN}, "when": "stopped.others_active | length == 0"},
         {"name": "Fail", "ansible.builtin.fail": {"msg": "simulated failure"}}]},
-    {"name": "Done in the window", "virtfleet.cluster.maintenance_state": {
+    # As host.yml does it: one host_done (recorded done, unmarked, slot given back), its event
+    # stamped before the change, so it never reads later than the next host's start.
+    {"name": "Done, back in service, reported", "virtfleet.cluster.maintenance_state": {
         "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "host_done",
-        "host": "{{ inventory_hostname }}", "run_id": RUN_ID, "token": TOKEN}},
-    {"name": "Give the slot back", "virtfleet.cluster.maintenance_state": {
-        "path": "{{ state_paths[virtfleet_cluster] }}", "cluster": "{{ virtfleet_cluster }}", "state": "release_slot",
-        "host": "{{ inventory_hostname }}", "run_id": RUN_ID, "token": TOKEN}},
-    {"name": "Done", "virtfleet.cluster.maintenance_report": {
-        "directory": "{{ __rolling_maintenance_report_dir }}", "run_id": RUN_ID,
-        "event": {"type": "host_done", "cluster": "{{ virtfleet_cluster }}", "host": "{{ inventory_hostname }}"}},
-     "delegate_to": "localhost"},
+        "host": "{{ inventory_hostname }}", "run_id": RUN_ID, "token": TOKEN,
+        "report": {"directory": "{{ __rolling_maintenance_report_dir }}", "run_id": RUN_ID, "events": [
+            {"type": "host_done", "cluster": "{{ virtfleet_cluster }}", "host": "{{ inventory_hostname }}"}]}}},
 ]
 
 
