@@ -4,9 +4,12 @@
 each guest's progress while it runs, so a drain of many large guests never looks frozen.
 
 Same code as the module (``host_drain_task.run`` -> ``drain.drain_host``), plus a progress
-callback and the state gate: this plugin prepares them, the work lives in module_utils. When
-libvirt-python is missing on the controller, falls back to executing the module the normal way
-(no live progress).
+callback and, with ``shared_state``, the cluster's shared state used over the task's connection
+(maintenance_state): read before the plan (out-of-service hosts, other drains' reservations),
+this drain's reservation recorded and the move turn given back once the plan is accepted, read
+again before each move (the gate), the reservation removed at the end. The work lives in
+module_utils. When libvirt-python is missing on the controller, falls back to executing the
+module the normal way (no live progress, no reservation: the move turn is held for the drain).
 """
 
 import time
@@ -17,6 +20,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import host_drain_task
+from ansible_collections.virtfleet.cluster.plugins.module_utils import reservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import uri_secrets_in
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import HAS_LIBVIRT
@@ -58,22 +62,35 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        validation, params = self.validate_argument_spec(argument_spec=host_drain_task.ARGUMENT_SPEC)
+        params = validation.validated_parameters
+        check_mode = bool(self._task.check_mode)
+        host, shared = params["host"], params.get("shared_state")
         if not HAS_LIBVIRT:
             display.warning("libvirt-python is missing on the controller: running host_drain"
                             " as a plain module, without live progress")
             result.update(self._execute_module(module_name="virtfleet.cluster.host_drain",
                                                module_args=self._task.args,
                                                task_vars=task_vars))
+            if shared and not check_mode:
+                self._state(shared, host, task_vars, state="release_slot", pool="move")
             return _with_migration_warnings(result)
 
-        validation, params = self.validate_argument_spec(argument_spec=host_drain_task.ARGUMENT_SPEC)
-        params = validation.validated_parameters
-        check_mode = bool(self._task.check_mode)
-        printer = ProgressPrinter(params["host"], display.display)
-        recheck = params.get("recheck_state")
-        gate = self._state_gate(recheck, task_vars) if recheck and not check_mode else None
+        printer = ProgressPrinter(host, display.display)
+        in_flight, reserved = (), []
         try:
-            outcome = host_drain_task.run(params, check_mode=check_mode, progress=printer, gate=gate)
+            if shared:
+                state = self._state(shared, host, task_vars, state="read")["state"]
+                in_flight = reservations.in_flight(state.get("reservations") or {}, shared["token"], host)
+                params = dict(params, hosts=_out_of_service_marked(params["hosts"], state))
+            on_plan = None if check_mode or not shared else self._reserver(shared, host, task_vars, reserved)
+            gate = self._state_gate(shared, task_vars) if shared and not check_mode else None
+            try:
+                outcome = host_drain_task.run(params, check_mode=check_mode, progress=printer, gate=gate,
+                                              in_flight=in_flight, on_plan=on_plan)
+            finally:
+                if reserved:
+                    self._state(shared, host, task_vars, state="unreserve")
         except VirtfleetError as failure:
             outcome = dict(failure.as_result(), failed=True, msg=failure.message)
         # As run_module does for the module: the secrets inside URIs are masked wherever they
@@ -85,18 +102,46 @@ class ActionModule(ActionBase):
         result.update(outcome)
         return _with_migration_warnings(result)
 
-    def _state_gate(self, recheck, task_vars):
-        """gate(move) for the drain: reads the cluster's shared state over the task's connection
-        (the host being drained sees the shared storage) right before each move."""
+    def _state(self, shared, host, task_vars, **args):
+        """A maintenance_state call over the task's connection (the host being drained sees the
+        shared storage); VirtfleetError when it fails."""
+        answer = self._execute_module(
+            module_name="virtfleet.cluster.maintenance_state", task_vars=task_vars,
+            module_args=dict(args, path=shared["path"], cluster=shared["cluster"], run_id=shared["run_id"],
+                             token=shared["token"], host=host))
+        if answer.get("failed") or "state" not in answer:
+            raise VirtfleetError("the cluster's shared state (%s) could not be used (state=%s): %s"
+                                 % (shared["path"], args["state"], answer.get("msg", "no answer")))
+        return answer
+
+    def _reserver(self, shared, host, task_vars, reserved):
+        """on_plan for the drain: records the plan's moves as this host's reservation, then gives
+        the cluster's move turn back (the next drain plans with the reservation subtracted)."""
+        def reserve(plan):
+            moves = [{key: move[key] for key in reservations.MOVE_FIELDS} for move in plan["moves"]]
+            if moves:
+                self._state(shared, host, task_vars, state="reserve", moves=moves)
+                reserved.extend(moves)
+            self._state(shared, host, task_vars, state="release_slot", pool="move")
+        return reserve
+
+    def _state_gate(self, shared, task_vars):
+        """gate(move) for the drain: reads the cluster's shared state right before each move."""
         def gate(move):
-            read = self._execute_module(module_name="virtfleet.cluster.maintenance_state",
-                                        module_args={"path": recheck["path"], "cluster": recheck["cluster"],
-                                                     "state": "read"},
-                                        task_vars=task_vars)
-            if read.get("failed") or "state" not in read:
-                return "the cluster's shared state could not be read before the move: %s" % read.get("msg", "no answer")
-            return drain.move_refusal(move, read["state"], recheck["token"])
+            try:
+                state = self._state(shared, move["source"], task_vars, state="read")["state"]
+            except VirtfleetError as failure:
+                return failure.message
+            return drain.move_refusal(move, state, shared["token"])
         return gate
+
+
+def _out_of_service_marked(hosts, state):
+    """The cluster's hosts with those marked in maintenance or holding a host slot (going out
+    of service) in maintenance: no destinations."""
+    out = set(state.get("marks") or {})
+    out.update(slot.get("host") for slot in (state.get("slots") or {}).values() if slot.get("pool") == "host")
+    return [dict(host, in_maintenance=host.get("in_maintenance") or host["name"] in out) for host in hosts]
 
 
 def _with_migration_warnings(result):

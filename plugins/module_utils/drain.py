@@ -32,6 +32,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils import capacity as facts_capacity
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_facts
 from ansible_collections.virtfleet.cluster.plugins.module_utils import libvirt_connection
+from ansible_collections.virtfleet.cluster.plugins.module_utils import reservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import (
     DEFAULT_MAX_INCOMING, DEFAULT_MAX_PARALLEL, ClusterHost, DrainOptions)
@@ -152,15 +153,19 @@ def gather_cluster(source, hosts, options, connect=None):
 # --------------------------------------------------------------------------- planning
 
 
-def plan_host_drain(view, options):
+def plan_host_drain(view, options, in_flight=()):
     """The drain plan of ``view.source`` as a plain dict, from the shared placement planner.
 
     ``moves`` are in the order they will be started (the planner's order: largest first by
     default); ``ok`` False means the drain must be refused, ``problems`` says why.
+    ``in_flight``: the moves other drains of the cluster have reserved
+    (``reservations.in_flight``); what they promised a destination is not free here
+    (``reserved``, per destination).
     """
-    plan = plan_drain(view.source, view.capacities, view.guests, options.policy(),
-                      view.cpu_check)
+    capacities, guests, reserved = reservations.subtract_in_flight(view.capacities, view.guests, in_flight)
+    plan = plan_drain(view.source, capacities, guests, options.policy(), view.cpu_check)
     data = plan.to_dict()
+    data["reserved"] = reserved
     for index, move in enumerate(data["moves"]):
         move["order"] = index + 1
     data["max_parallel"] = options.max_parallel
@@ -332,14 +337,16 @@ def move_refusal(move, state, token):
 
 
 def drain_host(source, hosts, options=None, check_mode=False, progress=None, connect=None,
-               migrate=None, gate=None):
+               migrate=None, gate=None, in_flight=(), on_plan=None):
     """Drain ``source`` (a host name) of its running guests.
 
     ``hosts``: the cluster's hosts, ``ClusterHost`` or dicts {name, uri, in_maintenance,
     migration_uri}, the source included. ``progress(MigrationProgress)`` gets live samples of
     every migration (serialized). ``check_mode`` returns the plan and touches nothing.
     ``migrate`` defaults to ``migration.migrate_guest`` (injectable for tests of the
-    orchestration only).
+    orchestration only). ``in_flight``: other drains' reserved moves (see
+    ``plan_host_drain``); ``on_plan(plan)`` runs once an accepted plan is made, before the
+    first migration (it records the reservation; what it raises stops the drain there).
 
     Returns the report dict; raises ``DrainError`` (with ``.result``, the same report) when
     the drain is refused, a migration fails, or guests remain on the host at the end.
@@ -350,7 +357,7 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
     began = time.monotonic()
     view = gather_cluster(source, hosts, options, connect)
     try:
-        plan = plan_host_drain(view, options)
+        plan = plan_host_drain(view, options, in_flight)
         result = {
             "host": source,
             "changed": False,
@@ -371,6 +378,12 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
             result["changed"] = bool(result["would_migrate"] or result["would_shutdown"])
             return result
 
+        if on_plan is not None:
+            try:
+                on_plan(plan)
+            except Exception as exc:
+                result["locations"] = dict((g.name, g.host) for g in view.guests_on(source))
+                raise DrainError("drain of %s stopped before any migration: %s" % (source, exc), result) from exc
         by_name = view.hosts
         sample = _serialized(progress)
 

@@ -7,7 +7,7 @@ and the state gate). Nothing here imports Ansible.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import (
@@ -42,19 +42,22 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     shared_storage_path=dict(type="str"),
     shutdown_timeout=dict(type="int", default=DEFAULT_SHUTDOWN_TIMEOUT),
     migration=dict(type="dict", default={}, options=MIGRATION_OPTIONS_SPEC),
-    recheck_state=dict(type="dict", options=dict(
+    shared_state=dict(type="dict", options=dict(
         path=dict(type="str", required=True),
         cluster=dict(type="str", required=True),
+        run_id=dict(type="str", required=True),
         token=dict(type="str", required=True, no_log=False),
     )),
 )
 
 
 def run(params: Dict[str, Any], check_mode: bool = False, progress: Optional[Callable[[MigrationProgress], None]] = None,
-        gate: Optional[Callable[[Dict[str, Any]], Optional[str]]] = None) -> Dict[str, Any]:
+        gate: Optional[Callable[[Dict[str, Any]], Optional[str]]] = None, in_flight: Sequence[Dict[str, Any]] = (),
+        on_plan: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """The drain on validated parameters: returns the result dict, or raises a VirtfleetError
     carrying the report (where every guest is). The action plugin passes ``progress`` and, for
-    recheck_state, ``gate(move) -> refusal or None``."""
+    shared_state, ``gate(move) -> refusal or None``, the other drains' moves ``in_flight`` and
+    ``on_plan(plan)`` (see ``drain.drain_host``)."""
     host = params["host"]
     result: Dict[str, Any] = {"changed": False, "host": host}
     try:
@@ -62,7 +65,8 @@ def run(params: Dict[str, Any], check_mode: bool = False, progress: Optional[Cal
     except ValueError as exc:
         raise VirtfleetError(str(exc), result) from exc
     try:
-        report = drain.drain_host(host, params["hosts"], options, check_mode=check_mode, progress=progress, gate=gate)
+        report = drain.drain_host(host, params["hosts"], options, check_mode=check_mode, progress=progress, gate=gate,
+                                  in_flight=in_flight, on_plan=on_plan)
     except drain.DrainError as exc:
         raise VirtfleetError(exc.message, dict(result, **exc.result)) from exc
     except Exception as exc:  # libvirt facts errors and the like: say it, with the host

@@ -26,6 +26,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
+from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, iso, link_exclusive, new_token,
     now, read_bytes, read_json, unlink_quietly, write_json_atomic)
@@ -78,6 +80,12 @@ def describe_holder(holder: Any) -> str:
 class ClusterState(StateStore):
     """State of one cluster in directory ``path`` (``<storage path>/.virtfleet``): the store's
     files with the rules of who may change them."""
+
+    def snapshot(self) -> Record:
+        """The store's records, the slots (``cluster_slots``) and the drains' reservations
+        (``reservations``) included: what a plan made now must respect."""
+        return dict(super().snapshot(), slots=ClusterSlots(self).read(),
+                    reservations=ClusterReservations(self).read())
 
     # ----------------------------------------------------------------- lock
     def _tombstone(self, tag: str) -> str:

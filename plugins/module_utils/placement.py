@@ -51,6 +51,9 @@ class HostCapacity:
     checked in addition to the allocation accounting when `PlacementPolicy.respect_free_memory`
     is set, because overcommit ratios say nothing about memory the host OS already uses.
     `cpu` is opaque to the planner: it is handed to the caller's CPU compatibility check.
+    `reserved_memory_mib` and `reserved_vcpus` are promised to guests on their way here (other
+    drains in flight, see ``reservations``) and not yet in the host's figures: they count as
+    allocated, and the reserved memory as no longer free.
     """
 
     name: str
@@ -60,6 +63,8 @@ class HostCapacity:
     in_maintenance: bool = False
     cpu: object = None
     cluster: Optional[str] = None
+    reserved_memory_mib: int = 0
+    reserved_vcpus: int = 0
 
 
 @dataclass
@@ -199,10 +204,12 @@ class HostState:
         self.host = host
         self.memory_limit = host.memory_total_mib * policy.memory_overcommit - policy.memory_reserve_mib
         self.vcpu_limit = host.cpus * policy.cpu_overcommit
-        self.memory_allocated = 0
-        self.vcpus_allocated = 0
+        self.memory_allocated = host.reserved_memory_mib
+        self.vcpus_allocated = host.reserved_vcpus
         # Real free memory moves with every guest that arrives or leaves.
         self.memory_free = host.memory_free_mib
+        if self.memory_free is not None:
+            self.memory_free -= host.reserved_memory_mib
         self.groups: Dict[str, str] = {}  # anti-affinity group -> a guest of it here
         self.guests: Dict[str, Guest] = {}
 
@@ -252,7 +259,10 @@ class HostState:
                    policy.memory_overcommit, policy.memory_reserve_mib, self.memory_allocated))
         if free_short:
             reasons.append("free memory: needs %d MiB, host reports %d MiB free (reserve %d MiB)"
-                           % (guest.memory_mib, self.memory_free, policy.memory_reserve_mib))
+                           % (guest.memory_mib, self.memory_free + self.host.reserved_memory_mib,
+                              policy.memory_reserve_mib))
+        if (memory_short or free_short) and self.host.reserved_memory_mib:
+            reasons.append("%d MiB of it reserved by other drains in flight" % self.host.reserved_memory_mib)
         if guest.vcpus > vcpus_left:
             reasons.append("vCPUs: needs %d, %g left (%d CPUs x %g - %d allocated)"
                            % (guest.vcpus, max(vcpus_left, 0), self.host.cpus, policy.cpu_overcommit,

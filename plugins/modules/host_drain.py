@@ -146,15 +146,24 @@ options:
     description: Seconds to wait for a clean shutdown with O(unmovable=shutdown).
     type: int
     default: 300
-  recheck_state:
+  shared_state:
     description:
-      - Ask the cluster's shared maintenance state again right before each migration starts (a
-        M(virtfleet.cluster.maintenance_state) read over the task's connection - run the task on
-        the host being drained, without C(delegate_to), so the host that sees the shared storage
-        answers). A migration whose destination was marked in maintenance since the plan, or that
-        would start after the run lost the cluster's lock, does not start - the drain stops there,
-        the guest still running on its source, and says why.
-      - Needs the action plugin (the drain running on the controller), and is skipped in check mode.
+      - The cluster's shared maintenance state, used through M(virtfleet.cluster.maintenance_state) over the
+        task's connection - run the task on the host being drained, without C(delegate_to), so the host
+        that sees the shared storage answers. The rolling_maintenance role gives it.
+      - Read before the plan - the hosts marked in maintenance or holding a slot of the cluster are no
+        destinations, and the moves other drains of the run have reserved and not finished are subtracted
+        from their destinations (RV(plan.reserved)), so drains of one cluster run side by side without
+        planning onto the same free memory.
+      - Once the plan is accepted, its moves are recorded as this host's reservation and the cluster's move
+        turn (M(virtfleet.cluster.maintenance_state) O(virtfleet.cluster.maintenance_state#module:pool=move))
+        is given back - the next drain may plan. The reservation is removed when the migrations are over.
+      - Read again right before each migration starts. A migration whose destination was marked in
+        maintenance since the plan, or that would start after the run lost the cluster's lock, does not
+        start - the drain stops there, the guest still running on its source, and says why.
+      - In check mode, only read (the plan respects the reservations). Without libvirt-python on the
+        controller the module runs on the host without any of this, and the move turn is given back after
+        the whole drain.
     type: dict
     suboptions:
       path:
@@ -163,6 +172,10 @@ options:
         required: true
       cluster:
         description: The cluster's name.
+        type: str
+        required: true
+      run_id:
+        description: The run's id, as the lock records it.
         type: str
         required: true
       token:
@@ -312,8 +325,14 @@ plan:
       description: Cluster hosts whose libvirt could not be read (left out of the plan), with why.
       type: dict
     excluded_in_maintenance:
-      description: Hosts not used as destinations because they are in maintenance.
+      description: Hosts not used as destinations because they are in maintenance (or hold a slot, with O(shared_state)).
       type: list
+    reserved:
+      description:
+        - Destination to what other drains in flight have reserved there and the plan subtracted (O(shared_state))
+          - C(memory_mib), C(vcpus) and C(guests).
+      type: dict
+      sample: {"hv-a3": {"memory_mib": 256, "vcpus": 2, "guests": ["a1-g1", "a1-g2"]}}
 migrations:
   description:
     - One entry per planned move - guest, source, destination, status (migrated, failed,

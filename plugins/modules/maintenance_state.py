@@ -77,11 +77,16 @@ options:
       - C(release_slot) gives back O(host)'s slots of O(pool) (both pools when O(pool) is omitted).
       - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
         told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
-      - C(open_window) also removes the slots left by earlier runs (under the lock, no other run holds one).
+      - C(reserve) records O(moves) as O(host)'s drain's reservation (C(reservations/), replacing its earlier one), so that
+        a drain of another host of the cluster planning meanwhile subtracts it. Needs the lock.
+      - C(unreserve) removes O(host)'s reservation (its drain's migrations are over).
+      - C(open_window) also removes the slots and reservations left by earlier runs (under the lock, no other run
+        holds one); C(stop_slot) and C(host_done) also remove the host's reservation.
+      - Every answer carries RV(state), with the slots and reservations.
     type: str
     required: true
     choices: [read, init, verify_shared, lock, unlock, open_window, record_origins, mark, unmark, host_done, close_window,
-              take_slot, release_slot, stop_slot]
+              take_slot, release_slot, stop_slot, reserve, unreserve]
   run_id:
     description: Identifier of the run acting. Required for every O(state) except C(read), C(init) and C(verify_shared).
     type: str
@@ -165,6 +170,28 @@ options:
     type: list
     elements: str
     default: []
+  moves:
+    description: With O(state=reserve), the moves O(host)'s drain is about to make.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      guest:
+        description: The guest.
+        type: str
+        required: true
+      destination:
+        description: The host it goes to.
+        type: str
+        required: true
+      memory_mib:
+        description: The memory it takes there (MiB).
+        type: int
+        required: true
+      vcpus:
+        description: Its vCPUs.
+        type: int
+        required: true
   wait:
     description: With O(state=take_slot), how long to wait for the slot on the host (seconds), polling the shared state.
     type: float
@@ -253,6 +280,12 @@ state:
     marks:
       description: Host name to mark (C(owner), C(window), C(phase), C(phases), C(reason)).
       type: dict
+    slots:
+      description: Slot file name to its holder (C(host), C(pool), C(token), C(since); C(failed) when it failed).
+      type: dict
+    reservations:
+      description: Draining host to its reservation (C(token), C(run_id), C(since), C(moves)).
+      type: dict
 broken_lock:
   description: With O(state=lock) and O(force=true), the lock that was broken (C(corrupt) and C(corrupt_copy) for a corrupt one).
   returned: when a lock was broken
@@ -312,14 +345,15 @@ from typing import Any, Dict, Optional
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
+from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import REPORT_OPTIONS
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     IDENTITY_FILE, SharedStateError, StateError, state_dir)
 
 STATES = ["read", "init", "verify_shared", "lock", "unlock", "open_window", "record_origins", "mark", "unmark",
-          "host_done", "close_window", "take_slot", "release_slot", "stop_slot"]
+          "host_done", "close_window", "take_slot", "release_slot", "stop_slot", "reserve", "unreserve"]
 # States that write new state: only into a directory that proved it is the cluster's shared one.
-NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window", "take_slot")
+NEEDS_IDENTITY = ("lock", "open_window", "record_origins", "mark", "host_done", "close_window", "take_slot", "reserve")
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     path=dict(type="path", required=True),
@@ -343,6 +377,12 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     limit=dict(type="int", default=1),
     rounds=dict(type="list", elements="list", default=[]),
     unreachable=dict(type="list", elements="str", default=[]),
+    moves=dict(type="list", elements="dict", default=[], options=dict(
+        guest=dict(type="str", required=True),
+        destination=dict(type="str", required=True),
+        memory_mib=dict(type="int", required=True),
+        vcpus=dict(type="int", required=True),
+    )),
     wait=dict(type="float", default=0),
     # Taken out by the action plugin (recorded on the controller): the module never sees it.
     report=dict(type="dict", options=REPORT_OPTIONS),
@@ -399,7 +439,7 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
     elif requested == "open_window":
         result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
                                                                 new=params["new_window"], token=token)
-        if token and ClusterSlots(state).clear_others(token):
+        if token and (ClusterSlots(state).clear_others(token) or ClusterReservations(state).clear_others(token)):
             result["changed"] = True
     elif requested == "record_origins":
         result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
@@ -415,10 +455,18 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         # Back in service: unmarked first, then its slots given back (only then may the next host start).
         unmarked = state.unmark(run_id, params["host"], window_name=params["window"], token=token)
         result["released"] = ClusterSlots(state).release(params["host"], token)
-        result["changed"] = result["changed"] or unmarked or bool(result["released"])
+        unreserved = ClusterReservations(state).remove(params["host"], token)
+        result["changed"] = result["changed"] or unmarked or bool(result["released"]) or unreserved
     elif requested == "close_window":
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
+    elif requested == "reserve":
+        # Only the run holding the cluster's lock drains in it.
+        state.require_lock(run_id, token)
+        ClusterReservations(state).reserve(params["host"], params["moves"], dict(holder or {}, token=token))
+        result["changed"] = True
+    elif requested == "unreserve":
+        result["changed"] = ClusterReservations(state).remove(params["host"], token)
     else:
         result.update(act_on_slots(state, params, requested, run_id, holder))
     return result
@@ -439,6 +487,7 @@ def act_on_slots(state: ClusterState, params: Dict[str, Any], requested: str, ru
         released = slots.release(params["host"], token, pools=[params["pool"]] if params["pool"] else ("host", "move"))
         return {"changed": bool(released), "released": released}
     result = slots.stop(params["host"], params["reason"] or "failed", token)
+    ClusterReservations(state).remove(params["host"], token)
     return dict(result, changed=True)
 
 
@@ -462,7 +511,8 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
                          "here: record the events with virtfleet.cluster.maintenance_report instead")
     if requested not in ("read", "init", "verify_shared") and not run_id:
         raise StateError("run_id is required for state %s" % requested)
-    if requested in ("mark", "unmark", "host_done", "take_slot", "release_slot", "stop_slot") and not params["host"]:
+    if requested in ("mark", "unmark", "host_done", "take_slot", "release_slot", "stop_slot", "reserve",
+                     "unreserve") and not params["host"]:
         raise StateError("host is required for state %s" % requested)
     extra = dict(params["holder"] or {})
     if params["token"]:

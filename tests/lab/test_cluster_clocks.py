@@ -6,6 +6,8 @@
 * Two runs at once on one cluster with max_unavailable 1: never two of its hosts out of
   service at once (from the first run's events and from the shared state, sampled while it
   runs); the second run is refused, naming the first (the run lock is kept).
+* Two hosts of one cluster out at once (max_unavailable 2) drain side by side: the second plans
+  while the first migrates, with the first's reservation subtracted (from the drain events).
 
 Lean on purpose (CI budget): no canary, three hosts in the first test, two in the second.
 """
@@ -115,6 +117,50 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
     assert report["clusters"][cluster]["max_in_maintenance"] == 1
     assert samples and max(len(s) for s in samples) == 1, [s for s in samples if len(s) > 1][:5]
     assert {h for s in samples for h in s} == {first, second}              # the sampler saw both go out
+
+
+# Slow enough that the second drain plans while the first still migrates (its two guests go one
+# after the other to the one destination left), fast enough for the CI budget.
+DRAIN_BANDWIDTH_MIB = 8
+
+
+def test_two_drains_of_one_cluster_run_side_by_side_and_the_later_subtracts_the_earlier(shared_state_restored, tmp_path):
+    lab = shared_state_restored
+    cluster = sorted(lab.clusters)[0]
+    first, second, third = lab.clusters[cluster][:3]
+    before = lab.placement()
+    began = time.time()
+    rc, output, report = run_maintenance(
+        lab, tmp_path, rolling_maintenance_hosts=[first, second], rolling_maintenance_force=True,
+        rolling_maintenance_new_window=True, rolling_maintenance_canary=False, virtfleet_max_unavailable=2,
+        rolling_maintenance_migration_options={"bandwidth_mib": DRAIN_BANDWIDTH_MIB})
+    ended = time.time()
+    assert rc == 0, output[-6000:]
+    hosts = report["hosts"]
+    assert all(hosts[h]["status"] == "done" for h in (first, second)), hosts
+    assert report["plan"]["slot_order"][cluster] == [[first, second]]
+    assert report["clusters"][cluster]["max_in_maintenance"] == 2
+    drains = {h: [p for p in hosts[h]["phases"] if p["phase"] == "drain"][0] for h in (first, second)}
+    assert all(d["state"] == "end" for d in drains.values()), drains
+    # Side by side: the later drain began before the earlier one ended.
+    earlier, later = sorted(drains, key=lambda h: drains[h]["start"])
+    assert drains[later]["start"] < drains[earlier]["end"], drains
+    # The later plan subtracted what the earlier had reserved on the one destination left and not
+    # yet delivered; the earlier planned with nothing reserved.
+    guests_of_earlier = sorted(g for g, h in before.items() if h == earlier)
+    reserved = drains[later]["details"]["reserved"]
+    assert list(reserved) == [third] and reserved[third]["guests"], reserved
+    assert set(reserved[third]["guests"]) <= set(guests_of_earlier)
+    assert reserved[third]["memory_mib"] >= 128 * len(reserved[third]["guests"])
+    assert drains[earlier]["details"]["reserved"] == {}
+    # No reservation is left, and every guest runs and never stopped.
+    assert ms.ClusterState(lab.state_dir_of(cluster), cluster).snapshot()["reservations"] == {}
+    moved = sorted(g for g, h in before.items() if h in (first, second))
+    after = lab.placement()
+    assert all(after[g] not in (None, first, second) for g in moved), after
+    for guest in moved:
+        beats = lab.heartbeat_report(guest, began, ended)
+        assert beats["restarts"] == 0 and beats["lost"] == 0, (guest, beats)
 
 
 def test_the_lab_reboot_delay_is_read_at_each_reboot(lab):

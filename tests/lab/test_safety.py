@@ -27,6 +27,7 @@ import yaml
 from test_rolling_maintenance import REPO, _env, run_maintenance  # noqa: E402  (same lab helpers)
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
+from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -208,34 +209,54 @@ def test_a_host_whose_libvirt_does_not_answer_counts_against_max_unavailable(lab
 
 
 def test_the_drain_asks_before_each_move_and_never_fills_a_host_marked_since_the_plan(lab, tmp_path):
-    """host_drain with recheck_state (as the role runs it): the plan was made with the
-    destination unmarked; it is marked before the move starts, and no guest goes there."""
+    """host_drain with shared_state (as the role runs it): the plan was made with the
+    destination unmarked; it is marked once the plan is reserved, before the first move starts,
+    and no guest goes there."""
     cluster = sorted(lab.clusters)[0]
     source, destination = lab.clusters[cluster][0], lab.clusters[cluster][-1]
     state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     state.init_identity()
     holder = ms.default_holder("drain-test")
     state.acquire_lock(holder)
-    state.mark("operator", destination, ms.default_holder("operator"), reason="fan replacement")
     on_source = sorted(g for g, h in lab.placement().items() if h == source)
     play = [{"hosts": source, "gather_facts": False, "tasks": [{"name": "drain", "virtfleet.cluster.host_drain": {
         "host": source, "max_parallel": 1,
-        "hosts": [{"name": h, "uri": lab.hosts[h].libvirt_uri} for h in (source, destination)],  # the plan's view: unmarked
-        "recheck_state": {"path": lab.storage_of(cluster), "cluster": cluster, "token": holder["token"]}}}]}]
+        "hosts": [{"name": h, "uri": lab.hosts[h].libvirt_uri} for h in (source, destination)],
+        "shared_state": {"path": lab.storage_of(cluster), "cluster": cluster, "run_id": "drain-test",
+                         "token": holder["token"]}}}]}]
     playbook = tmp_path / "drain.yml"
     playbook.write_text(yaml.safe_dump(play))
+    reserved = []
+    planned = threading.Event()
+
+    def mark_once_reserved():
+        # Between the plan (its reservation written) and the first move: an operator marks the destination.
+        while not planned.is_set():
+            reservation = ClusterReservations(state).read().get(source)
+            if reservation:
+                reserved.append(reservation)
+                state.mark("operator", destination, ms.default_holder("operator"), reason="fan replacement")
+                return
+            time.sleep(0.02)
+
+    marker = threading.Thread(target=mark_once_reserved, daemon=True)
+    marker.start()
     began = time.time()
     try:
         result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", lab.inventory,
                                  str(playbook)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False)
         output = " ".join(result.stdout.split())
         assert result.returncode != 0, output[-3000:]
+        assert reserved and {m["destination"] for m in reserved[0]["moves"]} == {destination}, reserved
         assert "%s was marked in maintenance since the plan (by operator: fan replacement)" % destination in output
+        assert ClusterReservations(state).read() == {}                     # removed when the drain stopped
         assert sorted(g for g, h in lab.placement().items() if h == source) == on_source  # nothing moved
         for guest in on_source:
             beats = lab.heartbeat_report(guest, began, time.time())
             assert beats["restarts"] == 0 and beats["lost"] == 0 and beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S, beats
     finally:
+        planned.set()
+        marker.join(5)
         state.unmark("operator", destination, force=True)
         state.release_lock("drain-test", token=holder["token"])
 
