@@ -5,11 +5,12 @@ each guest's progress while it runs, so a drain of many large guests never looks
 
 Same code as the module (``host_drain_task.run`` -> ``drain.drain_host``), plus a progress
 callback and, with ``shared_state``, the cluster's shared state used over the task's connection
-(maintenance_state): read before the plan (out-of-service hosts, other drains' reservations),
-this drain's reservation recorded and the move turn given back once the plan is accepted, read
-again before each move (the gate), the reservation removed at the end. The work lives in
-module_utils. When libvirt-python is missing on the controller, falls back to executing the
-module the normal way (no live progress, no reservation: the move turn is held for the drain).
+(maintenance_state): the move turn taken, with the state as it is then (out-of-service hosts,
+other drains' reservations); this drain's reservation recorded and the turn given back once the
+plan is accepted; the state read again before each move (the gate); the reservation removed at
+the end. The work lives in module_utils. When libvirt-python is missing on the controller, falls
+back to executing the module on the host (no live progress, no reservation: the move turn is
+held for the whole drain).
 """
 
 import time
@@ -30,6 +31,8 @@ display = Display()
 # Print a guest's line again when its percentage moved this much, or after this many seconds.
 PERCENT_STEP = 10
 QUIET_SECONDS = 5.0
+# Seconds one maintenance_state call waits for the move turn on the host before it answers.
+TURN_POLL_SECONDS = 30
 
 
 class ProgressPrinter:
@@ -66,41 +69,42 @@ class ActionModule(ActionBase):
         params = validation.validated_parameters
         check_mode = bool(self._task.check_mode)
         host, shared = params["host"], params.get("shared_state")
-        if not HAS_LIBVIRT:
-            display.warning("libvirt-python is missing on the controller: running host_drain"
-                            " as a plain module, without live progress")
-            result.update(self._execute_module(module_name="virtfleet.cluster.host_drain",
-                                               module_args=self._task.args,
-                                               task_vars=task_vars))
-            if shared and not check_mode:
-                self._state(shared, host, task_vars, state="release_slot", pool="move")
-            return _with_migration_warnings(result)
-
-        printer = ProgressPrinter(host, display.display)
-        in_flight, reserved = (), []
+        # What this drain holds in the shared state, given back in the end whatever happens.
+        holds = {"turn": False, "moves": []}
         try:
-            if shared:
-                state = self._state(shared, host, task_vars, state="read")["state"]
-                in_flight = reservations.in_flight(state.get("reservations") or {}, shared["token"], host)
-                params = dict(params, hosts=_out_of_service_marked(params["hosts"], state))
-            on_plan = None if check_mode or not shared else self._reserver(shared, host, task_vars, reserved)
-            gate = self._state_gate(shared, task_vars) if shared and not check_mode else None
-            try:
-                outcome = host_drain_task.run(params, check_mode=check_mode, progress=printer, gate=gate,
-                                              in_flight=in_flight, on_plan=on_plan)
-            finally:
-                if reserved:
-                    self._state(shared, host, task_vars, state="unreserve")
+            outcome = self._drain(params, task_vars, holds, check_mode)
         except VirtfleetError as failure:
             outcome = dict(failure.as_result(), failed=True, msg=failure.message)
+        finally:
+            left_held = self._give_back(shared, host, task_vars, holds, check_mode)
+        if left_held:
+            outcome = dict(outcome, failed=True, msg="%s; then %s" % (outcome.get("msg") or "drained", left_held))
         # As run_module does for the module: the secrets inside URIs are masked wherever they
         # are quoted (libvirt errors), the URIs stay readable.
         outcome = remove_values(outcome, set(validation._no_log_values) | set(uri_secrets_in(params)))
         if not check_mode:
             for line in _summary(outcome):
-                display.display("%s drain: %s" % (params["host"], line))
+                display.display("%s drain: %s" % (host, line))
         result.update(outcome)
         return _with_migration_warnings(result)
+
+    def _drain(self, params, task_vars, holds, check_mode):
+        """The drain's outcome (raises VirtfleetError): in the move turn when shared_state is given."""
+        host, shared = params["host"], params.get("shared_state")
+        in_flight = ()
+        if shared:
+            state = self._take_turn(shared, host, task_vars, holds)
+            in_flight = reservations.in_flight(state.get("reservations") or {}, shared["token"], host)
+            params = dict(params, hosts=_out_of_service_marked(params["hosts"], state))
+        if not HAS_LIBVIRT:
+            display.warning("libvirt-python is missing on the controller: running host_drain"
+                            " as a plain module on the host, without live progress, in the move turn")
+            return self._execute_module(module_name="virtfleet.cluster.host_drain",
+                                        module_args=self._task.args, task_vars=task_vars)
+        on_plan = self._reserver(shared, host, task_vars, holds) if shared and not check_mode else None
+        gate = self._state_gate(shared, task_vars) if shared and not check_mode else None
+        return host_drain_task.run(params, check_mode=check_mode, progress=ProgressPrinter(host, display.display),
+                                   gate=gate, in_flight=in_flight, on_plan=on_plan)
 
     def _state(self, shared, host, task_vars, **args):
         """A maintenance_state call over the task's connection (the host being drained sees the
@@ -114,16 +118,49 @@ class ActionModule(ActionBase):
                                  % (shared["path"], args["state"], answer.get("msg", "no answer")))
         return answer
 
-    def _reserver(self, shared, host, task_vars, reserved):
+    def _take_turn(self, shared, host, task_vars, holds):
+        """Waits for the cluster's move turn (each module call polls on the host for up to 30 s).
+        Returns the state as it is once the turn is given."""
+        deadline = time.monotonic() + shared["turn_timeout"]
+        while True:
+            wait = max(0, min(TURN_POLL_SECONDS, deadline - time.monotonic()))
+            answer = self._state(shared, host, task_vars, state="take_slot", pool="move", wait=wait,
+                                 identity=shared.get("identity"))
+            if answer.get("admitted"):
+                holds["turn"] = True
+                return answer["state"]
+            if time.monotonic() >= deadline:
+                raise VirtfleetError("%s waited %d s (turn_timeout) for the move turn of cluster %s to drain, and moved "
+                                     "nothing: %s" % (host, shared["turn_timeout"], shared["cluster"],
+                                                      answer.get("waiting_for") or "no answer"))
+
+    def _reserver(self, shared, host, task_vars, holds):
         """on_plan for the drain: records the plan's moves as this host's reservation, then gives
         the cluster's move turn back (the next drain plans with the reservation subtracted)."""
         def reserve(plan):
             moves = [{key: move[key] for key in reservations.MOVE_FIELDS} for move in plan["moves"]]
-            if moves:
-                self._state(shared, host, task_vars, state="reserve", moves=moves)
-                reserved.extend(moves)
-            self._state(shared, host, task_vars, state="release_slot", pool="move")
+            if moves:  # the turn given back in the same call
+                self._state(shared, host, task_vars, state="reserve", moves=moves, identity=shared.get("identity"))
+                holds["moves"] = moves
+            else:
+                self._state(shared, host, task_vars, state="release_slot", pool="move")
+            holds["turn"] = False
         return reserve
+
+    def _give_back(self, shared, host, task_vars, holds, check_mode):
+        """Removes the reservation once the migrations are over, and gives the turn back when the
+        plan never came to be reserved (refused, or failed before). Returns what could not be
+        given back, or None."""
+        if not shared or check_mode:
+            return None
+        try:
+            if holds["moves"]:
+                self._state(shared, host, task_vars, state="unreserve")
+            if holds["turn"]:
+                self._state(shared, host, task_vars, state="release_slot", pool="move")
+        except VirtfleetError as failure:
+            return failure.message
+        return None
 
     def _state_gate(self, shared, task_vars):
         """gate(move) for the drain: reads the cluster's shared state right before each move."""

@@ -47,6 +47,8 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
         cluster=dict(type="str", required=True),
         run_id=dict(type="str", required=True),
         token=dict(type="str", required=True, no_log=False),
+        identity=dict(type="str"),
+        turn_timeout=dict(type="int", default=3600),
     )),
 )
 

@@ -78,7 +78,8 @@ options:
       - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
         told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
       - C(reserve) records O(moves) as O(host)'s drain's reservation (C(reservations/), replacing its earlier one), so that
-        a drain of another host of the cluster planning meanwhile subtracts it. Needs the lock.
+        a drain of another host of the cluster planning meanwhile subtracts it, and gives back O(host)'s move turn
+        (its plan is made). Needs the lock.
       - C(unreserve) removes O(host)'s reservation (its drain's migrations are over).
       - C(open_window) also removes the slots and reservations left by earlier runs (under the lock, no other run
         holds one); C(stop_slot) and C(host_done) also remove the host's reservation.
@@ -323,8 +324,8 @@ waiting_for:
   returned: when O(state=take_slot)
   type: str
 released:
-  description: With O(state=release_slot) and O(state=host_done), the slot files given back.
-  returned: when O(state) is release_slot or host_done
+  description: With O(state=release_slot), O(state=host_done) and O(state=reserve), the slot files given back.
+  returned: when O(state) is release_slot, host_done or reserve
   type: list
   elements: str
 recorded:
@@ -424,7 +425,9 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
     token = params["token"]
     if requested in NEEDS_IDENTITY or (params["identity"] and requested not in ("init", "verify_shared")):
         require_identity(state, params["identity"])
-    if requested == "init":
+    if requested == "read":
+        pass  # the state is read back for every answer
+    elif requested == "init":
         result["changed"], result["identity"] = state.init_identity()
     elif requested == "verify_shared":
         result["identity"] = state.verify_shared(params["identity"])
@@ -461,9 +464,10 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         result["changed"], result["window"] = state.close_window(run_id, token=token, members=params["members"],
                                                                  not_needed=params["not_needed"])
     elif requested == "reserve":
-        # Only the run holding the cluster's lock drains in it.
+        # Only the run holding the cluster's lock drains in it. Reserved, the plan needs the turn no more.
         state.require_lock(run_id, token)
         ClusterReservations(state).reserve(params["host"], params["moves"], dict(holder or {}, token=token))
+        result["released"] = ClusterSlots(state).release(params["host"], token, pools=("move",))
         result["changed"] = True
     elif requested == "unreserve":
         result["changed"] = ClusterReservations(state).remove(params["host"], token)
@@ -486,6 +490,8 @@ def act_on_slots(state: ClusterState, params: Dict[str, Any], requested: str, ru
     if requested == "release_slot":
         released = slots.release(params["host"], token, pools=[params["pool"]] if params["pool"] else ("host", "move"))
         return {"changed": bool(released), "released": released}
+    if requested != "stop_slot":
+        raise StateError("unknown state %r" % requested)
     result = slots.stop(params["host"], params["reason"] or "failed", token)
     ClusterReservations(state).remove(params["host"], token)
     return dict(result, changed=True)

@@ -377,10 +377,12 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
                     "virtfleet_libvirt_uri": uri, "virtfleet_storage": {"path": str(shared)}} for name, uri in inventory.items()}
     (tmp_path / "canary-inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     # The state directory proves it is the cluster's shared one (identity file) before anything is
-    # written there; a preflight does this in a run.
-    # (Tolerated when the module has no `init`: a state without identity files needs none.)
+    # written there, and the run holds the cluster's lock (canary.yml takes the move turn): a
+    # preflight does both in a run.
     marks = [{"name": "The cluster's state directory, as a preflight leaves it", "virtfleet.cluster.maintenance_state": {
-        "path": str(shared), "cluster": "fake", "state": "init"}, "failed_when": False}] if marked_since_drain else []
+        "path": str(shared), "cluster": "fake", "state": "init"}},
+        {"name": "The run's lock, as a preflight takes it", "virtfleet.cluster.maintenance_state": {
+            "path": str(shared), "cluster": "fake", "state": "lock", "run_id": "test-run"}}]
     marks += [{"name": "An operator marked %s after the drain" % peer, "virtfleet.cluster.maintenance_state": {
         "path": str(shared), "cluster": "fake", "state": "mark", "host": peer, "run_id": "operator", "reason": "fan replacement"}}
         for peer in marked_since_drain]
@@ -397,15 +399,11 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
     tried = {"name": "Show whether a migration was tried", "ansible.builtin.debug": {
         "msg": "MIGRATION TRIED: {{ (__rolling_maintenance_canary.migrations | default([]) | length) > 0 }}"}}
     fail = {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}
-    # The move turn's answer carries the marks as they are once the turn is given (move_turn.yml):
-    # the canary reads its peers' marks there, after the operator's.
-    turn = {"name": "The cluster's move turn, as move_turn.yml registers it", "virtfleet.cluster.maintenance_state": {
-        "path": str(shared), "cluster": "fake", "state": "read"}, "register": "__rolling_maintenance_move_turn"}
     # What host.yml's block sets for the files it includes.
     defaults = {"virtfleet.cluster.maintenance_state": {"path": str(shared), "cluster": "fake", "host": "kvm-a", "run_id": "test-run"},
                 "virtfleet.cluster.maintenance_report": {"directory": str(tmp_path / "report"), "run_id": "test-run"}}
     play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars,
-            "tasks": marks + [turn, {"name": "Canary turn", "module_defaults": defaults, "block": [canary], "rescue": [tried, fail]}]}
+            "tasks": marks + [{"name": "Canary turn", "module_defaults": defaults, "block": [canary], "rescue": [tried, fail]}]}
     playbook = tmp_path / "canary.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
     command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", str(tmp_path / "canary-inventory.yml"), str(playbook)]

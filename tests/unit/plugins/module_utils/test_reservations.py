@@ -159,10 +159,23 @@ def test_module_reserve_needs_the_lock_and_every_answer_carries_reservations_and
     code, result = run_state_module(dict(base, state="take_slot", pool="move", run_id="run-1", token=TOKEN))
     assert code == 0 and result["state"]["slots"]["move-0.json"]["host"] == "hv-1"
     assert result["state"]["reservations"]["hv-1"]["token"] == TOKEN
+    # Reserving again (the next plan of the host) gives its move turn back in the same call.
+    code, result = run_state_module(dict(base, state="reserve", run_id="run-1", token=TOKEN))
+    assert code == 0 and result["released"] == ["move-0.json"] and result["state"]["slots"] == {}
     code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "read"})
     assert code == 0 and set(result["state"]["reservations"]) == {"hv-1"}
     code, result = run_state_module(dict(base, state="unreserve", run_id="run-1", token=TOKEN))
     assert code == 0 and result["changed"] and result["state"]["reservations"] == {}
+
+
+def test_a_read_naming_a_host_changes_nothing(state, tmp_path):
+    """The drain action reads the state with its host named: a read must never stop the host's slot."""
+    from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots as cs
+    assert cs.ClusterSlots(state).take("hv-1", "host", 1, {"run_id": "run-1", "token": TOKEN})["admitted"]
+    code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "read", "host": "hv-1",
+                                     "run_id": "run-1", "token": TOKEN})
+    assert code == 0 and not result["changed"]
+    assert result["state"]["slots"]["host-0.json"].get("failed") is None
 
 
 def test_a_failed_or_finished_host_and_the_next_run_leave_no_reservation(state, tmp_path):
@@ -181,39 +194,70 @@ def test_a_failed_or_finished_host_and_the_next_run_leave_no_reservation(state, 
 
 
 # --------------------------------------------------------------------------- the host_drain action
-def test_the_drain_action_plans_with_the_others_reservations_then_reserves_gives_the_turn_back_and_unreserves(monkeypatch):
-    """The order of the shared-state calls around a drain (the module calls answered by a fake)."""
+def _drain_action(monkeypatch, drain_host, admitted_after=0, turn_timeout=3600):
+    """The host_drain action with shared_state; the maintenance_state calls it makes are answered
+    by a fake (the move turn given after ``admitted_after`` refusals) and listed in ``calls``."""
     from unittest import mock
     from ansible_collections.virtfleet.cluster.plugins.action import host_drain as action
-    calls, seen = [], {}
+    calls = []
     shared = {"reservations": {"hv-2": {"token": TOKEN, "moves": [move("b", "hv-3")]}},
-              "slots": {"host-1.json": {"host": "hv-4", "pool": "host"}}, "marks": {}}
+              "slots": {"host-1.json": {"host": "hv-4", "pool": "host"}}, "marks": {},
+              "lock": {"holder": {"token": TOKEN}}}
 
     def execute_module(module_name, module_args, task_vars):
-        calls.append(module_args["state"] if module_args["state"] != "release_slot" else "release_" + module_args["pool"])
+        state = module_args["state"]
+        calls.append(state if state not in ("release_slot", "take_slot") else "%s_%s" % (state, module_args["pool"]))
+        if state == "take_slot":
+            given = calls.count("take_slot_move") > admitted_after
+            return {"state": shared, "admitted": given, "waiting_for": None if given else "a move slot: held by hv-2"}
         return {"state": shared}
+    monkeypatch.setattr(drain, "drain_host", drain_host)
+    monkeypatch.setattr(action, "HAS_LIBVIRT", True)
+    task = mock.MagicMock(async_val=0, check_mode=False, action="virtfleet.cluster.host_drain", args={
+        "host": "hv-1", "hosts": [{"name": h, "uri": "test:///" + h} for h in ("hv-1", "hv-2", "hv-3", "hv-4")],
+        "shared_state": {"path": "/srv", "cluster": "lab-a", "run_id": "run-1", "token": TOKEN,
+                         "turn_timeout": turn_timeout}})
+    connection = mock.MagicMock()
+    connection._shell.tmpdir = "/nonexistent"
+    plugin = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock())
+    monkeypatch.setattr(plugin, "_execute_module", execute_module)
+    return plugin.run(task_vars={}), calls
+
+
+def test_the_drain_action_plans_in_the_move_turn_then_reserves_gives_the_turn_back_and_unreserves(monkeypatch):
+    """The order of the shared-state calls around a drain that migrates."""
+    seen = {}
 
     def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None):
         seen.update(in_flight=in_flight, out={h["name"] for h in hosts if h["in_maintenance"]})
         plan = {"moves": [dict(move("a", "hv-3"), source="hv-1", order=1)]}
         on_plan(plan)
         assert gate(plan["moves"][0]) is None
-        calls.append("migrate")
+        seen["migrated"] = True
         return {"host": source, "changed": True, "plan": plan, "left": [], "shutdown": [], "elapsed_s": 1.0,
                 "migrations": [{"guest": "a", "source": "hv-1", "destination": "hv-3", "status": "migrated",
                                 "running_on": "hv-3", "where": "hv-3", "result": {}}]}
-    monkeypatch.setattr(drain, "drain_host", drain_host)
-    monkeypatch.setattr(action, "HAS_LIBVIRT", True)
-    shared["lock"] = {"holder": {"token": TOKEN}}
-    task = mock.MagicMock(async_val=0, check_mode=False, action="virtfleet.cluster.host_drain", args={
-        "host": "hv-1", "hosts": [{"name": h, "uri": "test:///" + h} for h in ("hv-1", "hv-2", "hv-3", "hv-4")],
-        "shared_state": {"path": "/srv", "cluster": "lab-a", "run_id": "run-1", "token": TOKEN}})
-    connection = mock.MagicMock()
-    connection._shell.tmpdir = "/nonexistent"
-    plugin = action.ActionModule(task, connection, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock())
-    monkeypatch.setattr(plugin, "_execute_module", execute_module)
-    result = plugin.run(task_vars={})
+    result, calls = _drain_action(monkeypatch, drain_host, admitted_after=1)
     assert not result.get("failed"), result.get("msg")
-    assert calls == ["read", "reserve", "release_move", "read", "migrate", "unreserve"]
+    # Waited once for the turn; planned with the state as the turn gave it.
+    assert calls == ["take_slot_move", "take_slot_move", "reserve", "read", "unreserve"]
     assert seen["in_flight"] == [dict(move("b", "hv-3"), source="hv-2")]
     assert seen["out"] == {"hv-4"}                     # holds a host slot: going out, no destination
+
+
+def test_a_refused_plan_gives_the_move_turn_back_and_reserves_nothing(monkeypatch):
+    def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None):
+        raise drain.DrainError("refusing to drain hv-1, nothing was moved: the cluster cannot absorb 1 of its 1 guests",
+                               {"host": source, "plan": {"moves": []}, "migrations": []})
+    result, calls = _drain_action(monkeypatch, drain_host)
+    assert result["failed"] and result["msg"].startswith("refusing to drain hv-1, nothing was moved")
+    assert calls == ["take_slot_move", "release_slot_move"]
+
+
+def test_a_move_turn_that_does_not_come_fails_the_drain_naming_the_holder_and_moving_nothing(monkeypatch):
+    def drain_host(*_args, **_kwargs):
+        raise AssertionError("planned without the move turn")
+    result, calls = _drain_action(monkeypatch, drain_host, admitted_after=99, turn_timeout=0)
+    assert result["failed"] and calls == ["take_slot_move"]
+    assert result["msg"] == ("hv-1 waited 0 s (turn_timeout) for the move turn of cluster lab-a to drain, and moved "
+                             "nothing: a move slot: held by hv-2")
