@@ -9,18 +9,8 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import reservati
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import ClusterHost, DrainOptions
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import Guest, HostCapacity, PlacementPolicy, plan_drain
-from module_main import run_module_main
-
-TOKEN = "t" * 32
-
-
-@pytest.fixture
-def state(tmp_path):
-    state = ms.ClusterState(store.state_dir(str(tmp_path)), "lab-a")
-    state.init_identity()
-    state.acquire_lock(ms.default_holder("run-1", {"token": TOKEN}))
-    state.open_window("run-1", token=TOKEN)
-    return state
+# The slot tests' cluster state (identity, run-1's lock and window, token TOKEN) and module runner.
+from .test_cluster_slots import TOKEN, run_state_module, state  # noqa: F401  pylint: disable=unused-import
 
 
 def move(guest, destination, memory_mib=1024, vcpus=1):
@@ -143,11 +133,6 @@ def test_reserve_in_check_mode_writes_nothing(state):
 
 
 # --------------------------------------------------------------------------- the module
-def run_state_module(args, check_mode=False):
-    from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_state as module
-    return run_module_main(module, args, check_mode)
-
-
 def test_module_reserve_needs_the_lock_and_every_answer_carries_reservations_and_slots(state, tmp_path):
     base = {"path": str(tmp_path), "cluster": "lab-a", "host": "hv-1", "moves": [move("a", "hv-3")]}
     code, result = run_state_module(dict(base, state="reserve", run_id="run-2", token="x" * 32))
