@@ -13,12 +13,15 @@ back to executing the module on the host (no live progress, no reservation: the 
 held for the whole drain).
 """
 
+import os
+import tempfile
 import time
 
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import host_drain_task
 from ansible_collections.virtfleet.cluster.plugins.module_utils import reservations
@@ -103,8 +106,11 @@ class ActionModule(ActionBase):
                                         module_args=self._task.args, task_vars=task_vars)
         on_plan = self._reserver(shared, host, task_vars, holds) if shared and not check_mode else None
         gate = self._state_gate(shared, task_vars) if shared and not check_mode else None
+        # Drains side by side run in this controller's workers: its lock files keep their
+        # migrations into one destination within max_incoming_per_destination together.
+        incoming_locks = os.path.join(tempfile.gettempdir(), "virtfleet-incoming-%d" % os.getuid()) if shared else None
         return host_drain_task.run(params, check_mode=check_mode, progress=ProgressPrinter(host, display.display),
-                                   gate=gate, in_flight=in_flight, on_plan=on_plan)
+                                   gate=gate, in_flight=in_flight, on_plan=on_plan, incoming_locks=incoming_locks)
 
     def _state(self, shared, host, task_vars, **args):
         """A maintenance_state call over the task's connection (the host being drained sees the
@@ -174,10 +180,9 @@ class ActionModule(ActionBase):
 
 
 def _out_of_service_marked(hosts, state):
-    """The cluster's hosts with those marked in maintenance or holding a host slot (going out
-    of service) in maintenance: no destinations."""
-    out = set(state.get("marks") or {})
-    out.update(slot.get("host") for slot in (state.get("slots") or {}).values() if slot.get("pool") == "host")
+    """The cluster's hosts with those out of service or going out, as the shared state says,
+    marked in maintenance: no destinations."""
+    out = cluster_slots.hosts_out_of_service(state.get("slots") or {}, state.get("marks") or {})
     return [dict(host, in_maintenance=host.get("in_maintenance") or host["name"] in out) for host in hosts]
 
 

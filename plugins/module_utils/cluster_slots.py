@@ -12,7 +12,8 @@ link (atomic, also on NFS) and removed when its holder is through:
   cluster has room: slot holders, marked hosts and hosts that did not answer at preflight
   together stay below max_unavailable. A host that fails keeps its slot, flagged ``failed``:
   the cluster stops (every waiting host is told), and its mark keeps it out of service.
-* ``move-0.json``: the one live-migration turn of the cluster (a drain or a canary), so two
+* ``move-0.json``: the one live-migration turn of the cluster, held by a drain while it plans
+  and records its reservation (``reservations``), or by a canary for its round trip, so two
   hosts out at once never plan onto the same free memory or pick the same canary.
 
 Slots of an earlier run are removed by the next run once it holds the cluster's lock (nobody
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     StateError, StateStore, create_json_exclusive, iso, make_state_dirs, now, read_json, unlink_quietly, write_json_atomic)
@@ -45,6 +46,13 @@ class Decision:
 
 def slot_name(pool: str, index: int) -> str:
     return "%s-%d.json" % (pool, index)
+
+
+def hosts_out_of_service(slots: Dict[str, Record], marked: Iterable[str] = (), unreachable: Iterable[str] = ()) -> Set[str]:
+    """The hosts of a cluster out of service or going out: marked in maintenance, holding a host
+    slot, or unreachable at preflight. Each takes room of max_unavailable; none is a destination."""
+    holders = {r.get("host") for name, r in slots.items() if name.startswith("host-")}
+    return holders | set(marked) | set(unreachable)
 
 
 def decide(host: str, pool: str, limit: int, slots: Dict[str, Record], rounds: Sequence[Sequence[str]] = (),
@@ -70,7 +78,7 @@ def decide(host: str, pool: str, limit: int, slots: Dict[str, Record], rounds: S
                 if earlier:
                     return Decision("wait", "its turn: %s of an earlier round not done yet" % ", ".join(earlier))
                 break
-        out = ({r.get("host") for r in pool_slots.values()} | set(out_of_service)) - {host}
+        out = hosts_out_of_service(slots, out_of_service) - {host}
         if len(out) >= limit:
             return Decision("wait", "room: %s out of service, max_unavailable %d" % (", ".join(sorted(out)), limit))
     for index in range(limit):
@@ -105,8 +113,7 @@ class ClusterSlots:
             return decide(host, pool, 1, slots)
         window = self.store.window() or {}
         done = (window.get("hosts_done") or {}) if not window.get("closed") else {}
-        out = set(self.store.marks()) | set(unreachable)
-        return decide(host, pool, limit, slots, rounds, done, out)
+        return decide(host, pool, limit, slots, rounds, done, set(self.store.marks()) | set(unreachable))
 
     def take(self, host: str, pool: str, limit: int, holder: Record, rounds: Sequence[Sequence[str]] = (),
              unreachable: Iterable[str] = (), wait: float = 0.0, poll: float = 1.0,

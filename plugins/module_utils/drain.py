@@ -14,7 +14,9 @@ Three steps, each usable alone:
   check-mode plan and the real run come from the same deterministic code;
 * ``run_moves(...)`` runs the plan's migrations, at most ``max_parallel`` at once and at most
   ``max_incoming_per_destination`` into one host, in plan order; the first failure stops new
-  starts, running ones finish, and every guest's location is reported.
+  starts, running ones finish, and every guest's location is reported. ``IncomingRoom`` holds
+  each move until its destination has room, counting what other drains send there as the
+  destination's own daemon lists it (drains of one cluster run side by side).
 
 ``drain_host(...)`` chains them (the entry point of the ``host_drain`` module and action,
 through ``host_drain_task.run``). Nothing here imports Ansible.
@@ -22,7 +24,10 @@ through ``host_drain_task.run``). Nothing here imports Ansible.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +44,12 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options im
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration import migrate_guest
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_recovery import MigrationError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import plan_drain
+
+
+# How long a move waits for migrations of other drains into its destination to end before its
+# guest is left where it is (one migration of a large guest can take this long).
+INCOMING_WAIT_S = 1800
+INCOMING_POLL_S = 1.0
 
 
 class DrainError(VirtfleetError):
@@ -282,6 +293,117 @@ def run_moves(moves, migrate_one, max_parallel=DEFAULT_MAX_PARALLEL,
     return report
 
 
+def refused_before_start(move, why):
+    """The failure of a move refused before its migration started: the guest runs where it was."""
+    return MigrationError("%s not moved, still running on %s: %s" % (move["guest"], move["source"], why),
+                          guest=move["guest"], source=move["source"], destination=move["destination"],
+                          reason="refused-before-start", location="source", running_on=move["source"])
+
+
+def arriving_guests(conn):
+    """The guests arriving on a host now, sorted: an incoming live migration shows on its
+    destination as an active guest paused for migration."""
+    arriving = []
+    for dom in conn.listAllDomains(libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if tuple(dom.state()[:2]) == (libvirt_connection.VIR_DOMAIN_PAUSED, libvirt_connection.VIR_DOMAIN_PAUSED_MIGRATION):
+            arriving.append(dom.name())
+    return sorted(arriving)
+
+
+class IncomingRoom:
+    """Keeps the migrations into each destination within ``limit`` (max_incoming_per_destination)
+    across drains. Each move holds one of ``limit`` lock files of its destination in
+    ``lock_dir`` while it runs: the drains of a run share the controller, so two of them never
+    both take the last place (an arriving guest shows on its destination only seconds after its
+    migration starts). Besides, whatever else arrives there (an operator's migration) counts as
+    the destination's daemon lists it. Without ``lock_dir`` (the module run on a host, which holds
+    the cluster's move turn for its whole drain) the drain's own moves and libvirt's list count.
+    """
+
+    def __init__(self, connections, limit, lock_dir=None, timeout=None, poll=None, clock=None, sleep=None):
+        self.connections = connections
+        self.limit = limit
+        self.lock_dir = lock_dir
+        self.timeout = INCOMING_WAIT_S if timeout is None else timeout
+        self.poll = INCOMING_POLL_S if poll is None else poll
+        self.clock = clock or time.monotonic
+        self.sleep = sleep or time.sleep
+        self._ours = {}  # destination -> guests this drain is sending there now
+        self._held = {}  # (destination, guest) -> descriptor of its lock file
+        self._lock = threading.Lock()
+        if lock_dir:
+            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+
+    def enter(self, move):
+        """Waits until ``move``'s destination has room, then counts the move there. Returns the
+        other guests it waited for (sorted, empty when none); raises MigrationError when the
+        room did not come within ``timeout`` (the guest was not touched)."""
+        destination, guest = move["destination"], move["guest"]
+        deadline = None
+        waited_for = set()
+        while True:
+            try:
+                arriving = set(arriving_guests(self.connections[destination]))
+            except Exception as exc:  # the daemon refused the question: do not guess
+                raise refused_before_start(move, "%s could not say what arrives on it: %s"
+                                           % (destination, libvirt_connection.libvirt_message(exc))) from exc
+            with self._lock:
+                ours = self._ours.setdefault(destination, set())
+                others = arriving - ours - {guest}
+                if len(others) + len(ours) < self.limit:
+                    held = self._claim(destination, guest)
+                    if held is not None:
+                        ours.add(guest)
+                        self._held[(destination, guest)] = held
+                        return sorted(waited_for)
+                    others |= set(self._holders(destination)) - ours
+                busy = sorted(others | ours)
+            waited_for |= others
+            deadline = self.clock() + self.timeout if deadline is None else deadline
+            if self.clock() >= deadline:
+                raise refused_before_start(move, "%s still receives %s after %d s of waiting (max_incoming_per_destination %d)"
+                                           % (destination, ", ".join(busy), self.timeout, self.limit))
+            self.sleep(self.poll)
+
+    def leave(self, move):
+        with self._lock:
+            self._ours.get(move["destination"], set()).discard(move["guest"])
+            held = self._held.pop((move["destination"], move["guest"]), None)
+            if held is not None and held >= 0:
+                os.close(held)  # gives the place back (the lock goes with the descriptor)
+
+    def _paths(self, destination):
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", destination)
+        return [os.path.join(self.lock_dir, "%s-%d.lock" % (safe, index)) for index in range(self.limit)]
+
+    def _claim(self, destination, guest):
+        """A descriptor holding a free place of the destination (its lock file names the guest),
+        None when every place is held; -1 (no descriptor) without ``lock_dir``."""
+        if not self.lock_dir:
+            return -1
+        for path in self._paths(destination):
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                continue
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, guest.encode())
+            return descriptor
+        return None
+
+    def _holders(self, destination):
+        names = []
+        for path in self._paths(destination):
+            try:
+                with open(path) as handle:
+                    names.append(handle.read().strip())
+            except OSError:
+                continue
+        return [name for name in names if name]
+
+
 def _serialized(progress):
     """Progress callbacks come from several migration threads; callers get them one at a time."""
     if progress is None:
@@ -337,7 +459,7 @@ def move_refusal(move, state, token):
 
 
 def drain_host(source, hosts, options=None, check_mode=False, progress=None, connect=None,
-               migrate=None, gate=None, in_flight=(), on_plan=None):
+               migrate=None, gate=None, in_flight=(), on_plan=None, incoming_locks=None):
     """Drain ``source`` (a host name) of its running guests.
 
     ``hosts``: the cluster's hosts, ``ClusterHost`` or dicts {name, uri, in_maintenance,
@@ -347,6 +469,8 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
     orchestration only). ``in_flight``: other drains' reserved moves (see
     ``plan_host_drain``); ``on_plan(plan)`` runs once an accepted plan is made, before the
     first migration (it records the reservation; what it raises stops the drain there).
+    ``incoming_locks``: the directory of the lock files through which the drains of one
+    controller keep ``max_incoming_per_destination`` together (``IncomingRoom``).
 
     Returns the report dict; raises ``DrainError`` (with ``.result``, the same report) when
     the drain is refused, a migration fails, or guests remain on the host at the end.
@@ -388,22 +512,26 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
         sample = _serialized(progress)
 
         gate_lock = threading.Lock()
+        room = IncomingRoom(view.connections, options.max_incoming_per_destination, incoming_locks)
 
         def migrate_one(move):
-            if gate is not None:
-                with gate_lock:  # one question at a time (the caller's connection is not shared)
-                    why = gate(move)
-                if why:
-                    raise MigrationError("%s not moved, still running on %s: %s"
-                                         % (move["guest"], move["source"], why), guest=move["guest"],
-                                         source=move["source"], destination=move["destination"],
-                                         reason="refused-before-start", location="source",
-                                         running_on=move["source"])
-            return migrate(move["guest"], by_name[move["source"]].uri,
-                           by_name[move["destination"]].uri, options.migration,
-                           progress=sample, source_name=move["source"],
-                           dest_name=move["destination"],
-                           dest_peer_uri=by_name[move["destination"]].migration_uri)
+            waited_for = room.enter(move)
+            try:
+                if gate is not None:
+                    with gate_lock:  # one question at a time (the caller's connection is not shared)
+                        why = gate(move)
+                    if why:
+                        raise refused_before_start(move, why)
+                result = migrate(move["guest"], by_name[move["source"]].uri,
+                                 by_name[move["destination"]].uri, options.migration,
+                                 progress=sample, source_name=move["source"],
+                                 dest_name=move["destination"],
+                                 dest_peer_uri=by_name[move["destination"]].migration_uri)
+            finally:
+                room.leave(move)
+            if waited_for:
+                result = dict(result, waited_for_incoming=waited_for)
+            return result
 
         outcomes = run_moves(plan["moves"], migrate_one, options.max_parallel,
                              options.max_incoming_per_destination)

@@ -55,11 +55,11 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
 
 def run(params: Dict[str, Any], check_mode: bool = False, progress: Optional[Callable[[MigrationProgress], None]] = None,
         gate: Optional[Callable[[Dict[str, Any]], Optional[str]]] = None, in_flight: Sequence[Dict[str, Any]] = (),
-        on_plan: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        on_plan: Optional[Callable[[Dict[str, Any]], None]] = None, incoming_locks: Optional[str] = None) -> Dict[str, Any]:
     """The drain on validated parameters: returns the result dict, or raises a VirtfleetError
     carrying the report (where every guest is). The action plugin passes ``progress`` and, for
-    shared_state, ``gate(move) -> refusal or None``, the other drains' moves ``in_flight`` and
-    ``on_plan(plan)`` (see ``drain.drain_host``)."""
+    shared_state, ``gate(move) -> refusal or None``, the other drains' moves ``in_flight``,
+    ``on_plan(plan)`` and ``incoming_locks`` (see ``drain.drain_host``)."""
     host = params["host"]
     result: Dict[str, Any] = {"changed": False, "host": host}
     try:
@@ -68,7 +68,7 @@ def run(params: Dict[str, Any], check_mode: bool = False, progress: Optional[Cal
         raise VirtfleetError(str(exc), result) from exc
     try:
         report = drain.drain_host(host, params["hosts"], options, check_mode=check_mode, progress=progress, gate=gate,
-                                  in_flight=in_flight, on_plan=on_plan)
+                                  in_flight=in_flight, on_plan=on_plan, incoming_locks=incoming_locks)
     except drain.DrainError as exc:
         raise VirtfleetError(exc.message, dict(result, **exc.result)) from exc
     except Exception as exc:  # libvirt facts errors and the like: say it, with the host

@@ -83,7 +83,12 @@ options:
     type: int
     default: 2
   max_incoming_per_destination:
-    description: Migrations running at once into one destination host.
+    description:
+      - Migrations running at once into one destination host. Whatever else arrives there counts
+        too, as the destination's libvirt lists it (a guest paused for an incoming migration).
+      - With O(shared_state) (the action plugin on the controller), the drains of a run side by
+        side keep the limit together through lock files on the controller, one per place.
+      - A move waits for room up to 30 minutes, then fails with its guest still on the source.
     type: int
     default: 1
   order:
@@ -352,7 +357,9 @@ migrations:
       paused there, V(hv-1 and hv-2 (active on both\)), V(NOWHERE) or V(unknown). A failed entry also
       has C(paused_on), the host holding the guest paused (null if none), C(location) and C(reason).
     - A migrated entry's result may carry C(warnings) (autostart not carried over, with the command
-      that does it by hand); they are also shown as task warnings.
+      that does it by hand); they are also shown as task warnings. It carries
+      C(waited_for_incoming), the guests others were sending to its destination, when it waited
+      for them (see O(max_incoming_per_destination)).
   returned: when not in check mode
   type: list
   elements: dict

@@ -7,7 +7,8 @@
   service at once (from the first run's events and from the shared state, sampled while it
   runs); the second run is refused, naming the first (the run lock is kept).
 * Two hosts of one cluster out at once (max_unavailable 2) drain side by side: the second plans
-  while the first migrates, with the first's reservation subtracted (from the drain events).
+  while the first migrates, with the first's reservation subtracted (from the drain events),
+  and the one destination left never receives two guests at once (sampled from its libvirt).
 
 Lean on purpose (CI budget): no canary, three hosts in the first test, two in the second.
 """
@@ -17,10 +18,13 @@ import os
 import threading
 import time
 
+import libvirt
 import pytest
 
-from test_rolling_maintenance import run_maintenance  # noqa: E402  (same lab helpers)
+from test_faults import put_guests_home  # noqa: E402  (same lab helpers)
+from test_rolling_maintenance import run_maintenance  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots as cs
+from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
 
@@ -124,17 +128,36 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
 DRAIN_BANDWIDTH_MIB = 8
 
 
-def test_two_drains_of_one_cluster_run_side_by_side_and_the_later_subtracts_the_earlier(shared_state_restored, tmp_path):
+def test_two_drains_of_one_cluster_run_side_by_side_subtract_each_other_and_share_the_destination(shared_state_restored, tmp_path):
     lab = shared_state_restored
     cluster = sorted(lab.clusters)[0]
     first, second, third = lab.clusters[cluster][:3]
+    put_guests_home(lab)  # each host to drain runs its own guests, whatever earlier tests moved
     before = lab.placement()
+    assert all(h in before.values() for h in (first, second)), before
+    # What arrives on the one destination left, as its own daemon lists it, sampled meanwhile.
+    arriving, stop = [], threading.Event()
+
+    def sample():
+        conn = libvirt.open(lab.hosts[third].libvirt_uri)
+        try:
+            while not stop.is_set():
+                arriving.append(drain.arriving_guests(conn))
+                time.sleep(0.2)
+        finally:
+            conn.close()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     began = time.time()
-    rc, output, report = run_maintenance(
-        lab, tmp_path, rolling_maintenance_hosts=[first, second], rolling_maintenance_force=True,
-        rolling_maintenance_new_window=True, rolling_maintenance_canary=False, virtfleet_max_unavailable=2,
-        rolling_maintenance_migration_options={"bandwidth_mib": DRAIN_BANDWIDTH_MIB})
-    ended = time.time()
+    try:
+        rc, output, report = run_maintenance(
+            lab, tmp_path, rolling_maintenance_hosts=[first, second], rolling_maintenance_force=True,
+            rolling_maintenance_new_window=True, rolling_maintenance_canary=False, virtfleet_max_unavailable=2,
+            rolling_maintenance_migration_options={"bandwidth_mib": DRAIN_BANDWIDTH_MIB})
+    finally:
+        ended = time.time()
+        stop.set()
+        sampler.join(10)
     assert rc == 0, output[-6000:]
     hosts = report["hosts"]
     assert all(hosts[h]["status"] == "done" for h in (first, second)), hosts
@@ -148,6 +171,8 @@ def test_two_drains_of_one_cluster_run_side_by_side_and_the_later_subtracts_the_
     # earlier) subtracted what the first had reserved on the one destination left and not yet
     # delivered; the first planned with nothing reserved.
     found = {h: drains[h]["details"]["reserved"] for h in (first, second)}
+    # Shown when an assertion below fails: when each drain ran and what its plan found reserved.
+    print("drains:", {h: (d["start"] - began, d["end"] - began, d["details"]) for h, d in drains.items()})
     planned_later = [h for h in found if found[h]]
     assert len(planned_later) == 1, drains
     later = planned_later[0]
@@ -158,6 +183,9 @@ def test_two_drains_of_one_cluster_run_side_by_side_and_the_later_subtracts_the_
     assert set(reserved[third]["guests"]) <= set(guests_of_earlier)
     assert reserved[third]["memory_mib"] >= 128 * len(reserved[third]["guests"])
     assert found[earlier] == {}
+    # The two drains together sent one guest at a time into it (max_incoming_per_destination 1).
+    assert max(len(names) for names in arriving) == 1, [names for names in arriving if len(names) > 1][:5]
+    assert {name for names in arriving for name in names} <= set(before), arriving
     # No reservation is left, and every guest runs and never stopped.
     assert ms.ClusterState(lab.state_dir_of(cluster), cluster).snapshot()["reservations"] == {}
     moved = sorted(g for g, h in before.items() if h in (first, second))

@@ -8,7 +8,8 @@ import pytest
 from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots as cs
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store
-from module_main import run_module_main
+
+from .test_maintenance_state import run_state_module
 
 TOKEN = "t" * 32
 
@@ -43,6 +44,12 @@ def test_decide_room_counts_slot_holders_marks_and_unanswered_hosts_but_not_the_
     # Its own mark (a resumed host) does not count against it.
     assert cs.decide("a2", "host", 1, {}, [["a2"]], out_of_service=["a2"]).action == "take"
     assert "max_unavailable 1" in cs.decide("a2", "host", 1, {}, [["a2"]], out_of_service=["a7"]).reason
+
+
+def test_out_of_service_is_marks_host_slot_holders_and_unanswered_hosts_not_the_move_turn():
+    slots = {"host-0.json": {"host": "a1", "pool": "host"}, "move-0.json": {"host": "a4", "pool": "move"}}
+    assert cs.hosts_out_of_service(slots, marked=["a2"], unreachable=["a3"]) == {"a1", "a2", "a3"}
+    assert cs.hosts_out_of_service({}) == set()
 
 
 def test_decide_a_failed_holder_stops_the_cluster_for_new_hosts_only():
@@ -127,11 +134,6 @@ def test_check_mode_writes_nothing(state):
 
 
 # --------------------------------------------------------------------------- the module
-def run_state_module(args, check_mode=False):
-    from ansible_collections.virtfleet.cluster.plugins.modules import maintenance_state as module
-    return run_module_main(module, args, check_mode)
-
-
 def test_module_take_slot_needs_the_lock_and_open_window_clears_an_earlier_runs_slots(state, tmp_path):
     base = {"path": str(tmp_path), "cluster": "lab-a", "host": "a1"}
     code, result = run_state_module(dict(base, state="take_slot", pool="host", run_id="run-2", token="x" * 32,

@@ -248,6 +248,11 @@ def _facts(*names):
 
 
 class _ClosingConnection:
+    """A destination's connection: nothing arriving on it."""
+
+    def listAllDomains(self, flags=0):
+        return []
+
     def close(self):
         return 0
 
@@ -866,3 +871,144 @@ def test_a_hosts_facts_become_capacity_with_the_drain_options(monkeypatch):
                         lambda uri, path, conn=None: asked.append((uri, path, conn)) or facts)
     drain.gather_host("conn-1", ClusterHost("hv-1", "test:///hv-1"), DrainOptions(shared_storage_path="/srv/nfs"))
     assert asked == [("test:///hv-1", "/srv/nfs", "conn-1")]
+
+
+# --- migrations into one destination, counted across drains (drains side by side) ------------
+
+class _ListedDomain:
+    def __init__(self, name, state, reason):
+        self._name, self._state = name, [state, reason]
+
+    def name(self):
+        return self._name
+
+    def state(self):
+        return self._state
+
+
+class _Destination:
+    """A destination's connection; ``arriving`` lists, poll after poll, the guests arriving on it."""
+
+    def __init__(self, *arriving):
+        self.arriving = list(arriving)
+        self.asked = 0
+
+    def listAllDomains(self, flags=0):
+        assert flags == drain.libvirt_connection.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        names = self.arriving[min(self.asked, len(self.arriving) - 1)] if self.arriving else []
+        self.asked += 1
+        return [_ListedDomain(name, drain.libvirt_connection.VIR_DOMAIN_PAUSED,
+                              drain.libvirt_connection.VIR_DOMAIN_PAUSED_MIGRATION) for name in names]
+
+    def close(self):
+        return 0
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+MOVE = {"guest": "g1", "source": "hv-1", "destination": "hv-2"}
+
+
+def test_arriving_guests_are_the_ones_paused_for_a_migration():
+    paused, running = drain.libvirt_connection.VIR_DOMAIN_PAUSED, drain.libvirt_connection.VIR_DOMAIN_RUNNING
+
+    class Host:
+        def listAllDomains(self, flags=0):
+            return [_ListedDomain("web", running, 1), _ListedDomain("in-b", paused, 2),
+                    _ListedDomain("in-a", paused, 2), _ListedDomain("held", paused, 1)]
+    assert drain.arriving_guests(Host()) == ["in-a", "in-b"]
+
+
+def test_a_move_waits_while_another_drain_sends_a_guest_to_its_destination():
+    clock = _Clock()
+    destination = _Destination(["other"], ["other"], [])
+    room = drain.IncomingRoom({"hv-2": destination}, 1, timeout=60, poll=1.0, clock=clock, sleep=clock.sleep)
+    assert room.enter(MOVE) == ["other"]
+    assert clock.slept == [1.0, 1.0] and destination.asked == 3
+
+
+def test_a_drains_own_moves_count_once_and_leave_frees_the_room():
+    clock = _Clock()
+    # Its own g1 is listed arriving while g2 asks: with a limit of 2 that is room for g2.
+    destination = _Destination(["g1"])
+    room = drain.IncomingRoom({"hv-2": destination}, 2, timeout=0, clock=clock, sleep=clock.sleep)
+    assert room.enter(MOVE) == []
+    assert room.enter(dict(MOVE, guest="g2")) == [] and clock.slept == []
+    # A third of its own would exceed the limit, until one of them is through.
+    with pytest.raises(drain.MigrationError) as refused:
+        room.enter(dict(MOVE, guest="g3"))
+    assert "hv-2 still receives g1, g2 after 0 s" in refused.value.message
+    room.leave(MOVE)
+    destination.arriving = [["g2"]]  # g1 arrived
+    assert room.enter(dict(MOVE, guest="g3")) == [] and clock.slept == []
+
+
+def test_a_destination_that_keeps_receiving_refuses_the_move_and_the_guest_stays():
+    clock = _Clock()
+    room = drain.IncomingRoom({"hv-2": _Destination(["other", "x"])}, 1, timeout=5, poll=1.0, clock=clock, sleep=clock.sleep)
+    with pytest.raises(drain.MigrationError) as refused:
+        room.enter(MOVE)
+    error = refused.value
+    assert (error.reason, error.location, error.running_on) == ("refused-before-start", "source", "hv-1")
+    assert error.message == ("g1 not moved, still running on hv-1: hv-2 still receives other, x after 5 s of waiting"
+                             " (max_incoming_per_destination 1)")
+    assert clock.now == 5.0
+
+
+def test_a_destination_that_cannot_list_its_guests_refuses_the_move_naming_it():
+    class Broken:
+        def listAllDomains(self, flags=0):
+            raise RuntimeError("connection reset")
+    with pytest.raises(drain.MigrationError) as refused:
+        drain.IncomingRoom({"hv-2": Broken()}, 1).enter(MOVE)
+    assert "g1 not moved, still running on hv-1: hv-2 could not say what arrives on it" in refused.value.message
+    assert "connection reset" in refused.value.message
+
+
+def test_the_drain_waits_for_another_drains_migration_into_its_destination(monkeypatch):
+    source = _FakeSourceHost(_FakeDomain("g1"))
+    by_uri = {"test:///hv-1": _facts("g1"), "test:///hv-2": _facts()}
+    monkeypatch.setattr(drain.libvirt_facts, "gather_hypervisor_facts", lambda uri, *a, **k: by_uri[uri])
+    destination = _Destination(["other"], [])
+    monkeypatch.setattr(drain, "INCOMING_POLL_S", 0.01)
+    migrated_after = []
+
+    def migrate(guest, *args, **kwargs):
+        migrated_after.append(destination.asked)
+        source.domains[guest].active = False
+        return {"downtime_ms": 20}
+    connections = {"test:///hv-1": source, "test:///hv-2": destination}
+    result = drain.drain_host("hv-1", [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")],
+                              DrainOptions(cpu_check=False), connect=connections.__getitem__, migrate=migrate)
+    (outcome,) = result["migrations"]
+    assert outcome["status"] == "migrated" and outcome["result"]["waited_for_incoming"] == ["other"]
+    assert migrated_after == [2]  # asked twice: busy, then free
+
+
+def test_two_drains_sharing_lock_files_never_both_take_the_last_place(tmp_path):
+    """The drains of a run, in two workers of one controller: the second waits for the first's
+    lock even before libvirt lists the first's guest arriving (seconds after its start)."""
+    clock = _Clock()
+    first = drain.IncomingRoom({"hv-2": _Destination([])}, 1, lock_dir=str(tmp_path), timeout=3, clock=clock,
+                               sleep=clock.sleep)
+    second = drain.IncomingRoom({"hv-2": _Destination([])}, 1, lock_dir=str(tmp_path), timeout=3, clock=clock,
+                                sleep=clock.sleep)
+    assert first.enter(MOVE) == []
+    with pytest.raises(drain.MigrationError) as refused:
+        second.enter(dict(MOVE, guest="g7", source="hv-3"))
+    assert "g7 not moved, still running on hv-3: hv-2 still receives g1 after 3 s" in refused.value.message
+    first.leave(MOVE)
+    assert second.enter(dict(MOVE, guest="g7", source="hv-3")) == []
+    # Two places with a limit of 2: the first takes the other one meanwhile.
+    assert drain.IncomingRoom({"hv-2": _Destination([])}, 2, lock_dir=str(tmp_path)).enter(MOVE) == []

@@ -213,8 +213,9 @@ def test_the_drain_action_plans_in_the_move_turn_then_reserves_gives_the_turn_ba
     """The order of the shared-state calls around a drain that migrates."""
     seen = {}
 
-    def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None):
-        seen.update(in_flight=in_flight, out={h["name"] for h in hosts if h["in_maintenance"]})
+    def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None,
+                   incoming_locks=None):
+        seen.update(in_flight=in_flight, out={h["name"] for h in hosts if h["in_maintenance"]}, locks=incoming_locks)
         plan = {"moves": [dict(move("a", "hv-3"), source="hv-1", order=1)]}
         on_plan(plan)
         assert gate(plan["moves"][0]) is None
@@ -228,10 +229,12 @@ def test_the_drain_action_plans_in_the_move_turn_then_reserves_gives_the_turn_ba
     assert calls == ["take_slot_move", "take_slot_move", "reserve", "read", "unreserve"]
     assert seen["in_flight"] == [dict(move("b", "hv-3"), source="hv-2")]
     assert seen["out"] == {"hv-4"}                     # holds a host slot: going out, no destination
+    assert seen["locks"] and os.path.isabs(seen["locks"])  # the drains of this controller share them
 
 
 def test_a_refused_plan_gives_the_move_turn_back_and_reserves_nothing(monkeypatch):
-    def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None):
+    def drain_host(source, hosts, options, check_mode=False, progress=None, gate=None, in_flight=(), on_plan=None,
+                   incoming_locks=None):
         raise drain.DrainError("refusing to drain hv-1, nothing was moved: the cluster cannot absorb 1 of its 1 guests",
                                {"host": source, "plan": {"moves": []}, "migrations": []})
     result, calls = _drain_action(monkeypatch, drain_host)
