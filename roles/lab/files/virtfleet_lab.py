@@ -121,6 +121,8 @@ HEARTBEAT_PREFIX = "virtfleet-heartbeat"
 HEARTBEAT_POLL_S = 0.02
 # A simulated reboot keeps the host down this long, so callers see a real outage.
 REBOOT_DOWN_S = 1.0
+# The longest a control/reboot-hold file keeps a rebooting host down (a test that died left it).
+REBOOT_HOLD_LIMIT_S = 600.0
 # After a host asks for a reboot, the agent waits this long so the asking SSH command returns.
 REBOOT_GRACE_S = 1.0
 # A guest kernel that has not printed its first heartbeat by then did not boot.
@@ -1044,6 +1046,7 @@ def reboot_host(lab: dict, host: dict, down_seconds: float = REBOOT_DOWN_S) -> d
         if survivors:
             raise LabError("could not stop host %s for its reboot: processes %s survive" % (host["name"], survivors))
         time.sleep(down_seconds)
+        wait_while_reboot_held(host)
         new_boot = str(uuid.uuid4())
         _write_atomic(os.path.join(host["dir"], "boot_id"), new_boot + "\n")
         for marker in ("reboot-required", "reboot-request", "reboot-required.pkgs"):
@@ -1119,6 +1122,16 @@ def thaw_host(host: dict) -> dict:
         pids = _daemon_pids(host)
         _kill(pids, signal.SIGCONT)
     return {"host": host["name"], "thawed": sorted(pids)}
+
+
+def wait_while_reboot_held(host: dict, poll: float = 0.2) -> float:
+    """A file <host dir>/control/reboot-hold keeps a rebooting host down until it is removed (a
+    test lets the host come back once it has seen what it waited for), at most
+    REBOOT_HOLD_LIMIT_S. Returns the seconds it was held."""
+    began = time.monotonic()
+    while os.path.exists(_control(host, "reboot-hold")) and time.monotonic() - began < REBOOT_HOLD_LIMIT_S:
+        time.sleep(poll)
+    return time.monotonic() - began
 
 
 def reboot_down_seconds(host: dict) -> float:

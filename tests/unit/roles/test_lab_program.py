@@ -57,3 +57,18 @@ def test_the_shell_programs_are_files_of_the_role():
     with open(os.path.join(ROLE_FILES, "lab-host")) as handle:
         assert programs["tool"] == handle.read() and programs["tool"].startswith("#!/bin/sh\n")
     assert "virtfleet-heartbeat $guest $boot $seq" in programs["init"]
+
+
+def test_a_reboot_hold_keeps_the_host_down_until_the_file_is_removed(tmp_path):
+    (tmp_path / "control").mkdir()
+    hold = tmp_path / "control" / "reboot-hold"
+    hold.write_text("")
+    code = LOAD_PROGRAM + (
+        "import threading, os, time\n"
+        "threading.Timer(0.6, os.unlink, [%r]).start()\n"
+        "print(json.dumps({'held': lab.wait_while_reboot_held({'dir': %r}, poll=0.05),\n"
+        "                  'free': lab.wait_while_reboot_held({'dir': %r}, poll=0.05)}))\n" % (str(hold), str(tmp_path), str(tmp_path)))
+    result = run_isolated(code)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert 0.6 <= found["held"] < 5 and found["free"] < 0.05

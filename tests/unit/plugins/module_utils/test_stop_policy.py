@@ -42,6 +42,11 @@ def test_allowed_list_never_turns_leave_or_fail_into_shutdown(monkeypatch):
 
 
 class _Conn:
+    """A host's connection: nothing arriving on it."""
+
+    def listAllDomains(self, flags=0):
+        return []
+
     def close(self):
         pass
 
