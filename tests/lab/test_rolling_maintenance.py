@@ -48,10 +48,11 @@ def run_maintenance(lab, tmp_path, timeout=900, **extra_vars):
     nothing (the CI budget). Runs over the whole lab keep every host in the play."""
     reports = tmp_path / ("reports-%d" % time.time_ns())
     extra = dict(extra_vars, rolling_maintenance_reports_dir=str(reports))
-    clusters = set(extra_vars.get("rolling_maintenance_clusters") or ())
-    clusters |= {lab.hosts[h].cluster for h in extra_vars.get("rolling_maintenance_hosts") or ()}
-    if clusters and "rolling_maintenance_target" not in extra:
-        extra["rolling_maintenance_target"] = ",".join(h for c in sorted(clusters) for h in lab.clusters[c])
+    if "rolling_maintenance_target" not in extra:  # a caller's own target (another inventory) wins
+        clusters = set(extra_vars.get("rolling_maintenance_clusters") or ())
+        clusters |= {lab.hosts[h].cluster for h in extra_vars.get("rolling_maintenance_hosts") or ()}
+        if clusters:
+            extra["rolling_maintenance_target"] = ",".join(h for c in sorted(clusters) for h in lab.clusters[c])
     command = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", lab.inventory, PLAYBOOK,
                "-e", "@" + LAB_HOOKS, "-e", json.dumps(extra)]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
