@@ -15,8 +15,8 @@ Three steps, each usable alone:
 * ``run_moves(...)`` runs the plan's migrations, at most ``max_parallel`` at once and at most
   ``max_incoming_per_destination`` into one host, in plan order; the first failure stops new
   starts, running ones finish, and every guest's location is reported. ``IncomingRoom`` holds
-  each move until its destination has room, counting what other drains send there as the
-  destination's own daemon lists it (drains of one cluster run side by side).
+  each move until its destination has room, counting the other drains' moves there (drains
+  of one cluster run side by side) and whatever else its own daemon lists arriving.
 
 ``drain_host(...)`` chains them (the entry point of the ``host_drain`` module and action,
 through ``host_drain_task.run``). Nothing here imports Ansible.
@@ -328,8 +328,7 @@ class IncomingRoom:
         self.poll = INCOMING_POLL_S if poll is None else poll
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
-        self._ours = {}  # destination -> guests this drain is sending there now
-        self._held = {}  # (destination, guest) -> descriptor of its lock file
+        self._held = {}  # (destination, guest) this drain is sending now -> its lock file's descriptor
         self._lock = threading.Lock()
         if lock_dir:
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
@@ -348,12 +347,11 @@ class IncomingRoom:
                 raise refused_before_start(move, "%s could not say what arrives on it: %s"
                                            % (destination, libvirt_connection.libvirt_message(exc))) from exc
             with self._lock:
-                ours = self._ours.setdefault(destination, set())
+                ours = {sent for (to, sent) in self._held if to == destination}
                 others = arriving - ours - {guest}
                 if len(others) + len(ours) < self.limit:
                     held = self._claim(destination, guest)
                     if held is not None:
-                        ours.add(guest)
                         self._held[(destination, guest)] = held
                         return sorted(waited_for)
                     others |= set(self._holders(destination)) - ours
@@ -367,7 +365,6 @@ class IncomingRoom:
 
     def leave(self, move):
         with self._lock:
-            self._ours.get(move["destination"], set()).discard(move["guest"])
             held = self._held.pop((move["destination"], move["guest"]), None)
             if held is not None and held >= 0:
                 os.close(held)  # gives the place back (the lock goes with the descriptor)

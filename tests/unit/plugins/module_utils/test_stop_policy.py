@@ -7,6 +7,8 @@ shutdown itself is exercised on the lab (tests/lab/test_migrate_drain.py).
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options import ClusterHost, DrainOptions
 
+from .test_drain import _ClosingConnection
+
 
 def facts(*guests):
     return {"memory_total_mib": 8192, "memory_free_mib": 6000, "cpus": 4, "guests": [
@@ -41,16 +43,6 @@ def test_allowed_list_never_turns_leave_or_fail_into_shutdown(monkeypatch):
         assert guest.unmovable_policy is None
 
 
-class _Conn:
-    """A host's connection: nothing arriving on it."""
-
-    def listAllDomains(self, flags=0):
-        return []
-
-    def close(self):
-        pass
-
-
 def test_drain_refuses_before_anything_moves_or_stops_when_an_unallowed_guest_cannot_move(monkeypatch):
     by_uri = {"test:///hv-1": facts(("db-allowed", True), ("became-unmovable", True), ("web", False)),
               "test:///hv-2": facts()}
@@ -59,7 +51,7 @@ def test_drain_refuses_before_anything_moves_or_stops_when_an_unallowed_guest_ca
     options = DrainOptions(unmovable="shutdown", stop_allowed_guests=["db-allowed"], cpu_check=False)
     hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2")]
     try:
-        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), migrate=lambda *a, **k: moved.append(a))
+        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _ClosingConnection(), migrate=lambda *a, **k: moved.append(a))
     except drain.DrainError as exc:
         assert "became-unmovable" in exc.message and "nothing was moved" in exc.message
         assert exc.result["shutdown"] == [] and moved == []
@@ -99,7 +91,7 @@ def test_the_drain_asks_before_each_move_and_stops_at_a_refusal(monkeypatch):
     hosts = [ClusterHost("hv-1", "test:///hv-1"), ClusterHost("hv-2", "test:///hv-2"), ClusterHost("hv-3", "test:///hv-3")]
     options = DrainOptions(cpu_check=False, max_parallel=1)
     try:
-        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _Conn(), gate=gate,
+        drain.drain_host("hv-1", hosts, options, connect=lambda uri: _ClosingConnection(), gate=gate,
                          migrate=lambda guest, *a, **k: moved.append(guest) or {"downtime_ms": 1})
     except drain.DrainError as exc:
         assert "marked in maintenance since the plan" in exc.message
