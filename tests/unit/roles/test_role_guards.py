@@ -30,7 +30,7 @@ import yaml
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 ROLE = os.path.join(REPO, "roles", "rolling_maintenance")
 VENV_BIN = os.path.dirname(sys.executable)
-GUARD_MESSAGE_SERIAL = "runs every host of the play in one batch"
+GUARD_MESSAGE_SERIAL = "must run every host in one batch"
 GUARD_MESSAGE_STRATEGY = "needs the linear strategy"
 
 
