@@ -28,14 +28,13 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils import reservati
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import uri_secrets_in
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import HAS_LIBVIRT
+from ansible_collections.virtfleet.cluster.plugins.module_utils.shared_state_client import SharedStateClient
 
 display = Display()
 
 # Print a guest's line again when its percentage moved this much, or after this many seconds.
 PERCENT_STEP = 10
 QUIET_SECONDS = 5.0
-# Seconds one maintenance_state call waits for the move turn on the host before it answers.
-TURN_POLL_SECONDS = 30
 
 
 class ProgressPrinter:
@@ -72,14 +71,15 @@ class ActionModule(ActionBase):
         params = validation.validated_parameters
         check_mode = bool(self._task.check_mode)
         host, shared = params["host"], params.get("shared_state")
+        cluster_state = SharedStateClient(self._execute_module, task_vars, shared, host) if shared else None
         # What this drain holds in the shared state, given back in the end whatever happens.
         holds = {"turn": False, "moves": []}
         try:
-            outcome = self._drain(params, task_vars, holds, check_mode)
+            outcome = self._drain(params, task_vars, cluster_state, holds, check_mode)
         except VirtfleetError as failure:
             outcome = dict(failure.as_result(), failed=True, msg=failure.message)
         finally:
-            left_held = self._give_back(shared, host, task_vars, holds, check_mode)
+            left_held = self._give_back(cluster_state, holds, check_mode)
         if left_held:
             outcome = dict(outcome, failed=True, msg="%s; then %s" % (outcome.get("msg") or "drained", left_held))
         # As run_module does for the module: the secrets inside URIs are masked wherever they
@@ -91,91 +91,67 @@ class ActionModule(ActionBase):
         result.update(outcome)
         return _with_migration_warnings(result)
 
-    def _drain(self, params, task_vars, holds, check_mode):
+    def _drain(self, params, task_vars, cluster_state, holds, check_mode):
         """The drain's outcome (raises VirtfleetError): in the move turn when shared_state is given."""
-        host, shared = params["host"], params.get("shared_state")
+        host = params["host"]
         in_flight = ()
-        if shared:
-            state = self._take_turn(shared, host, task_vars, holds)
-            in_flight = reservations.in_flight(state.get("reservations") or {}, shared["token"], host)
-            params = dict(params, hosts=_out_of_service_marked(params["hosts"], state))
+        if cluster_state:
+            current = cluster_state.take_move_turn("drain")
+            holds["turn"] = True
+            in_flight = reservations.in_flight(current.get("reservations") or {}, cluster_state.shared["token"], host)
+            params = dict(params, hosts=_out_of_service_marked(params["hosts"], current))
         if not HAS_LIBVIRT:
             display.warning("libvirt-python is missing on the controller: running host_drain"
                             " as a plain module on the host, without live progress, in the move turn")
             return self._execute_module(module_name="virtfleet.cluster.host_drain",
                                         module_args=self._task.args, task_vars=task_vars)
-        on_plan = self._reserver(shared, host, task_vars, holds) if shared and not check_mode else None
-        gate = self._state_gate(shared, task_vars) if shared and not check_mode else None
+        on_plan = self._reserver(cluster_state, holds) if cluster_state and not check_mode else None
+        gate = self._state_gate(cluster_state) if cluster_state and not check_mode else None
         # Drains side by side run in this controller's workers: its lock files keep their
         # migrations into one destination within max_incoming_per_destination together.
-        incoming_locks = os.path.join(tempfile.gettempdir(), "virtfleet-incoming-%d" % os.getuid()) if shared else None
+        incoming_locks = os.path.join(tempfile.gettempdir(), "virtfleet-incoming-%d" % os.getuid()) if cluster_state else None
         return host_drain_task.run(params, check_mode=check_mode, progress=ProgressPrinter(host, display.display),
                                    gate=gate, in_flight=in_flight, on_plan=on_plan, incoming_locks=incoming_locks)
 
-    def _state(self, shared, host, task_vars, **args):
-        """A maintenance_state call over the task's connection (the host being drained sees the
-        shared storage); VirtfleetError when it fails."""
-        answer = self._execute_module(
-            module_name="virtfleet.cluster.maintenance_state", task_vars=task_vars,
-            module_args=dict(args, path=shared["path"], cluster=shared["cluster"], run_id=shared["run_id"],
-                             token=shared["token"], host=host))
-        if answer.get("failed") or "state" not in answer:
-            raise VirtfleetError("the cluster's shared state (%s) could not be used (state=%s): %s"
-                                 % (shared["path"], args["state"], answer.get("msg", "no answer")))
-        return answer
-
-    def _take_turn(self, shared, host, task_vars, holds):
-        """Waits for the cluster's move turn (each module call polls on the host for up to 30 s).
-        Returns the state as it is once the turn is given."""
-        deadline = time.monotonic() + shared["turn_timeout"]
-        while True:
-            wait = max(0, min(TURN_POLL_SECONDS, deadline - time.monotonic()))
-            answer = self._state(shared, host, task_vars, state="take_slot", pool="move", wait=wait,
-                                 identity=shared.get("identity"))
-            if answer.get("admitted"):
-                holds["turn"] = True
-                return answer["state"]
-            if time.monotonic() >= deadline:
-                raise VirtfleetError("%s waited %d s (turn_timeout) for the move turn of cluster %s to drain, and moved "
-                                     "nothing: %s" % (host, shared["turn_timeout"], shared["cluster"],
-                                                      answer.get("waiting_for") or "no answer"))
-
-    def _reserver(self, shared, host, task_vars, holds):
+    @staticmethod
+    def _reserver(cluster_state, holds):
         """on_plan for the drain: records the plan's moves as this host's reservation, then gives
         the cluster's move turn back (the next drain plans with the reservation subtracted)."""
         def reserve(plan):
             moves = [{key: move[key] for key in reservations.MOVE_FIELDS} for move in plan["moves"]]
             if moves:  # the turn given back in the same call
-                self._state(shared, host, task_vars, state="reserve", moves=moves, identity=shared.get("identity"))
+                cluster_state.call(state="reserve", moves=moves, identity=cluster_state.shared.get("identity"))
                 holds["moves"] = moves
             else:
-                self._state(shared, host, task_vars, state="release_slot", pool="move")
+                cluster_state.release_move_turn()
             holds["turn"] = False
         return reserve
 
-    def _give_back(self, shared, host, task_vars, holds, check_mode):
+    @staticmethod
+    def _give_back(cluster_state, holds, check_mode):
         """Removes the reservation once the migrations are over, and gives the turn back when the
         plan never came to be reserved (refused, or failed before). Returns what could not be
         given back, or None."""
-        if not shared or check_mode:
+        if not cluster_state or check_mode:
             return None
         try:
             if holds["moves"]:
-                self._state(shared, host, task_vars, state="unreserve")
+                cluster_state.call(state="unreserve")
             if holds["turn"]:
-                self._state(shared, host, task_vars, state="release_slot", pool="move")
+                cluster_state.release_move_turn()
         except VirtfleetError as failure:
             return failure.message
         return None
 
-    def _state_gate(self, shared, task_vars):
+    @staticmethod
+    def _state_gate(cluster_state):
         """gate(move) for the drain: reads the cluster's shared state right before each move."""
         def gate(move):
             try:
-                state = self._state(shared, move["source"], task_vars, state="read")["state"]
+                current = cluster_state.call(host=move["source"], state="read")["state"]
             except VirtfleetError as failure:
                 return failure.message
-            return drain.move_refusal(move, state, shared["token"])
+            return drain.move_refusal(move, current, cluster_state.shared["token"])
         return gate
 
 

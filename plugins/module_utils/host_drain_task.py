@@ -15,6 +15,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options im
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import MigrationProgress
+from ansible_collections.virtfleet.cluster.plugins.module_utils.shared_state_client import SHARED_STATE_SPEC
 
 # URIs are not no_log: run_module (and the action) mask the secrets inside them, so they stay
 # readable. `migration` is validated by Ansible with the migration options' own spec.
@@ -42,14 +43,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     shared_storage_path=dict(type="str"),
     shutdown_timeout=dict(type="int", default=DEFAULT_SHUTDOWN_TIMEOUT),
     migration=dict(type="dict", default={}, options=MIGRATION_OPTIONS_SPEC),
-    shared_state=dict(type="dict", options=dict(
-        path=dict(type="str", required=True),
-        cluster=dict(type="str", required=True),
-        run_id=dict(type="str", required=True),
-        token=dict(type="str", required=True, no_log=False),
-        identity=dict(type="str"),
-        turn_timeout=dict(type="int", default=3600),
-    )),
+    shared_state=SHARED_STATE_SPEC,
 )
 
 

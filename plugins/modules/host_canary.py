@@ -27,11 +27,13 @@ description:
   - With O(guest) the operator's guest serves instead, from the peer in service that runs it,
     when the drain would move it too (running, live-migratable, no local disk, not in
     O(unmovable_guests) or O(stop_allowed_guests)).
-  - Peers marked in maintenance (O(marks), read right before) are never used.
+  - Peers marked in maintenance are never used - those of O(marks), or with O(shared_state) those
+    the cluster's shared state names when the move turn is given.
   - Fails closed - when no canary can be had, or a migration fails, the task fails with
     RV(passed_over) or the migration's message, and the host is not proven.
-  - "Runs on the controller (C(delegate_to: localhost)) with the hosts' libvirt URIs; needs
-    libvirt-python there."
+  - Runs on the controller (an action plugin) with the hosts' libvirt URIs; needs libvirt-python
+    there. Without O(shared_state) it may be delegated anywhere that has it (C(delegate_to:
+    localhost)); with O(shared_state), run it on the host to prove, without C(delegate_to).
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
@@ -63,9 +65,47 @@ options:
     elements: dict
     required: true
   marks:
-    description: The cluster's maintenance marks (host name -> mark), as C(maintenance_state read) returns them.
+    description:
+      - The cluster's maintenance marks (host name -> mark), as C(maintenance_state read) returns them.
+      - Ignored with O(shared_state), which reads them when the move turn is given.
     type: dict
     default: {}
+  shared_state:
+    description:
+      - The cluster's shared maintenance state, used through M(virtfleet.cluster.maintenance_state) over the
+        task's connection - run the task on the host to prove, without C(delegate_to), so the host that sees
+        the shared storage answers. The rolling_maintenance role gives it.
+      - The canary first takes the cluster's move turn (M(virtfleet.cluster.maintenance_state)
+        O(virtfleet.cluster.maintenance_state#module:pool=move)), waiting up to O(shared_state.turn_timeout)
+        seconds, so that two hosts proven at once never pick the same canary and a drain never plans meanwhile;
+        the peers marked in maintenance are read with the turn. The turn is given back when the canary is
+        over, also when it failed.
+      - Without libvirt-python on the controller the module runs on the host, in the turn.
+    type: dict
+    suboptions:
+      path:
+        description: The cluster's shared storage path, as O(virtfleet.cluster.maintenance_state#module:path).
+        type: str
+        required: true
+      cluster:
+        description: The cluster's name.
+        type: str
+        required: true
+      run_id:
+        description: The run's id, as the lock records it.
+        type: str
+        required: true
+      token:
+        description: The token of the lock the run holds (the lock must still carry it).
+        type: str
+        required: true
+      identity:
+        description: The id of the cluster's identity file as the other hosts read it (checked before anything is written).
+        type: str
+      turn_timeout:
+        description: How long to wait for the cluster's move turn (seconds) before the canary fails, moving nothing.
+        type: int
+        default: 3600
   guest:
     description: The operator's guest to use as canary. Empty - a canary the collection owns.
     type: str
@@ -148,49 +188,11 @@ msg:
 """
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
-from ansible_collections.virtfleet.cluster.plugins.module_utils.canary import DEFAULT_MEMORY_MIB
-from ansible_collections.virtfleet.cluster.plugins.module_utils.canary_run import CanaryRequest, prove_host
-from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
-from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC, MigrationOptions
-
-ARGUMENT_SPEC = dict(
-    host=dict(type="str", required=True),
-    uri=dict(type="str", required=True),
-    peers=dict(type="list", elements="dict", required=True),
-    marks=dict(type="dict", default={}),
-    guest=dict(type="str", default=""),
-    memory_mib=dict(type="int", default=DEFAULT_MEMORY_MIB),
-    unmovable_guests=dict(type="list", elements="str", default=[]),
-    stop_allowed_guests=dict(type="list", elements="str", default=[]),
-    shared_storage_path=dict(type="str"),
-    run_id=dict(type="str"),
-    **MIGRATION_OPTIONS_SPEC
-)
-
-
-def request_from(params):
-    """The validated parameters as a CanaryRequest; VirtfleetError for what a spec cannot say."""
-    try:
-        options = MigrationOptions.from_params(params)
-    except ValueError as exc:
-        raise VirtfleetError(str(exc)) from exc
-    peers = {}
-    for peer in params["peers"]:
-        if not peer.get("name") or not peer.get("uri"):
-            raise VirtfleetError("every peer needs a name and a uri: %r" % (peer,))
-        peers[peer["name"]] = peer["uri"]
-    return CanaryRequest(host=params["host"], uri=params["uri"], peers=peers, marks=params["marks"] or {},
-                         guest=params["guest"] or "", memory_mib=params["memory_mib"],
-                         unmovable=params["unmovable_guests"], stop_allowed=params["stop_allowed_guests"],
-                         shared_storage_path=params["shared_storage_path"], run_id=params["run_id"], options=options)
-
-
-def work(params, check_mode):
-    return prove_host(request_from(params), check_mode)
+from ansible_collections.virtfleet.cluster.plugins.module_utils.host_canary_task import ARGUMENT_SPEC, run
 
 
 def main():
-    run_module(ARGUMENT_SPEC, work)
+    run_module(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

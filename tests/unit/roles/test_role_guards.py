@@ -360,6 +360,9 @@ GUEST = """  <domain type="test" xmlns:test="http://libvirt.org/schemas/domain/t
 """
 
 
+CANARY_RUN_TOKEN = "c" * 32
+
+
 def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options=None, extra_vars=None):
     """kvm-a (rebooted, in its canary turn) and peers {name: [guest dicts]}; returns (rc, output)."""
     shared = tmp_path / "shared"
@@ -377,12 +380,12 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
                     "virtfleet_libvirt_uri": uri, "virtfleet_storage": {"path": str(shared)}} for name, uri in inventory.items()}
     (tmp_path / "canary-inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     # The state directory proves it is the cluster's shared one (identity file) before anything is
-    # written there, and the run holds the cluster's lock (canary.yml takes the move turn): a
+    # written there, and the run holds the cluster's lock (host_canary takes the move turn under it): a
     # preflight does both in a run.
     marks = [{"name": "The cluster's state directory, as a preflight leaves it", "virtfleet.cluster.maintenance_state": {
         "path": str(shared), "cluster": "fake", "state": "init"}},
         {"name": "The run's lock, as a preflight takes it", "virtfleet.cluster.maintenance_state": {
-            "path": str(shared), "cluster": "fake", "state": "lock", "run_id": "test-run"}}]
+            "path": str(shared), "cluster": "fake", "state": "lock", "run_id": "test-run", "token": CANARY_RUN_TOKEN}}]
     marks += [{"name": "An operator marked %s after the drain" % peer, "virtfleet.cluster.maintenance_state": {
         "path": str(shared), "cluster": "fake", "state": "mark", "host": peer, "run_id": "operator", "reason": "fan replacement"}}
         for peer in marked_since_drain]
@@ -390,6 +393,7 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         "__rolling_maintenance_cluster": {"name": "fake", "members": members, "state_path": str(shared)},
         "__rolling_maintenance_report_dir": str(tmp_path / "report"),
         "__rolling_maintenance_run_id": "test-run",
+        "__rolling_maintenance_token": CANARY_RUN_TOKEN,
         "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},
         "rolling_maintenance_migration_options": options or {},
     }

@@ -1,10 +1,10 @@
-"""host_canary: the module's parameters become one CanaryRequest (the proof itself is
+"""host_canary (module_utils/host_canary_task): the parameters become one CanaryRequest (the proof itself is
 module_utils/canary_run's, tested there and on the lab)."""
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC
-from ansible_collections.virtfleet.cluster.plugins.modules import host_canary
+from ansible_collections.virtfleet.cluster.plugins.module_utils import host_canary_task as host_canary
 
 
 def params(**extra):
