@@ -154,20 +154,7 @@ class ClusterState(StateStore):
         if (current or corrupt) and not force:
             if corrupt:
                 raise corrupt
-            other = _holder_of(current)
-            if other.get("run_id") == run_id:
-                raise LockHeld(
-                    "cluster %s is locked by %s, another run with the same run id %s (this run is token %s): two runs "
-                    "were started with the same rolling_maintenance_run_id and the first still holds the lock. Two runs "
-                    "never maintain one cluster at once. To resume a run that died while holding the lock, make sure "
-                    "it is gone (pid %s on %s), then release it with rolling_maintenance_force_unlock: [%s] "
-                    "(lock file %s)." % (self.cluster, describe_holder(other), run_id, token[:12], other.get("pid", "?"),
-                                         other.get("controller", "?"), self.cluster, self._lock_path()), other)
-            raise LockHeld(
-                "cluster %s is locked by %s. Two runs never maintain one cluster at once. "
-                "If that run is dead, an operator releases the lock with "
-                "rolling_maintenance_force_unlock: [%s] (lock file %s)."
-                % (self.cluster, describe_holder(other), self.cluster, self._lock_path()), other)
+            raise self._refusal(current, holder)
         lock = {"cluster": self.cluster, "holder": holder, "acquired": now()}
         broken = current
         if self.check_mode:
@@ -184,6 +171,36 @@ class ClusterState(StateStore):
             raise LockHeld("cluster %s was just locked by %s" % (self.cluster, describe_holder(other)), other)
         self._history({"event": "locked", "holder": holder})
         return True, lock, broken
+
+    def _refusal(self, current: Record, holder: Record) -> LockHeld:
+        """Why ``holder`` cannot take the lock ``current`` holds (another run's)."""
+        run_id, token = holder.get("run_id"), holder.get("token") or ""
+        other = _holder_of(current)
+        if other.get("run_id") == run_id:
+            return LockHeld(
+                "cluster %s is locked by %s, another run with the same run id %s (this run is token %s): two runs "
+                "were started with the same rolling_maintenance_run_id and the first still holds the lock. Two runs "
+                "never maintain one cluster at once. To resume a run that died while holding the lock, make sure "
+                "it is gone (pid %s on %s), then release it with rolling_maintenance_force_unlock: [%s] "
+                "(lock file %s)." % (self.cluster, describe_holder(other), run_id, token[:12], other.get("pid", "?"),
+                                     other.get("controller", "?"), self.cluster, self._lock_path()), other)
+        return LockHeld(
+            "cluster %s is locked by %s. Two runs never maintain one cluster at once. "
+            "If that run is dead, an operator releases the lock with "
+            "rolling_maintenance_force_unlock: [%s] (lock file %s)."
+            % (self.cluster, describe_holder(other), self.cluster, self._lock_path()), other)
+
+    def held_by_another(self, holder: Record) -> Optional[LockHeld]:
+        """What taking the lock for ``holder`` now would be refused with - the lock of another run -
+        or None (free, or this run's). Reads only. A corrupt lock is left to acquire_lock, which
+        says what to do with it."""
+        try:
+            current = self.lock()
+        except CorruptState:
+            return None
+        if not current or _holder_of(current).get("token") == holder.get("token"):
+            return None
+        return self._refusal(current, holder)
 
     def release_lock(self, run_id: Optional[str], force: bool = False, token: Optional[str] = None) -> bool:
         """Release the lock held by this run (token, or run_id when no token is given) or any

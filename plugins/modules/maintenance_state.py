@@ -54,7 +54,9 @@ options:
         when it exists). Run it where the shared storage is known to be mounted, then check every
         other host with C(verify_shared).
       - C(verify_shared) fails unless this host reads the cluster's identity file (with the id in
-        O(identity) when given); the message names the path and its mount.
+        O(identity) when given); the message names the path and its mount. With O(run_id) and
+        O(token) it also says whether another run holds the cluster's lock (RV(lock_held),
+        RV(lock_message)), taking nothing.
       - C(lock) takes the cluster lock for O(run_id) and O(token) (re-entrant for the same token);
         refused with the holder's name when another run holds it, unless O(force=true) breaks it.
       - C(unlock) releases the lock held by O(token) (by O(run_id) when no token is given);
@@ -291,6 +293,14 @@ broken_lock:
   description: With O(state=lock) and O(force=true), the lock that was broken (C(corrupt) and C(corrupt_copy) for a corrupt one).
   returned: when a lock was broken
   type: dict
+lock_held:
+  description: With O(state=verify_shared), O(run_id) and O(token) - another run holds the cluster's lock (RV(lock_message) says which, and what to do).
+  returned: when another run holds the lock
+  type: bool
+lock_message:
+  description: Why this run could not take the lock now, naming the run that holds it.
+  returned: when RV(lock_held)
+  type: str
 token:
   description: With O(state=lock), the token the lock is held with.
   returned: when O(state=lock)
@@ -431,6 +441,9 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         result["changed"], result["identity"] = state.init_identity()
     elif requested == "verify_shared":
         result["identity"] = state.verify_shared(params["identity"])
+        refusal = state.held_by_another(holder) if holder and token else None
+        if refusal:  # read only: whether this run could take the lock now
+            result.update(lock_held=True, holder=refusal.result["holder"], lock_message=refusal.message)
     elif requested == "lock":
         changed, lock, broken = state.acquire_lock(holder, force=params["force"])
         result["changed"] = changed

@@ -345,6 +345,28 @@ def test_module_refuses_writes_without_the_identity(tmp_path):
     assert code == 1 and str(tmp_path / "gone") in result["msg"] and not (tmp_path / "gone").exists()
 
 
+def test_verify_shared_says_who_holds_the_lock_and_takes_nothing(tmp_path):
+    """The preflight's first step: each host reads the identity and whether another run holds the
+    cluster's lock (that run's refusal message), read-only; its own lock or none says nothing."""
+    _code, result = run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "init"})
+    ident = result["identity"]["id"]
+    asked = {"path": str(tmp_path), "cluster": "lab-a", "state": "verify_shared", "identity": ident,
+             "run_id": "run-2", "token": "b" * 32}
+    code, result = run_state_module(asked)
+    assert code == 0 and "lock_held" not in result and result["state"]["lock"] is None
+    run_state_module({"path": str(tmp_path), "cluster": "lab-a", "state": "lock", "run_id": "run-1",
+                      "token": "a" * 32, "identity": ident, "holder": {"controller": "ctl-1"}})
+    code, result = run_state_module(asked)
+    assert code == 0 and result["lock_held"] is True and result["holder"]["run_id"] == "run-1"
+    assert result["lock_message"].startswith("cluster lab-a is locked by run run-1")
+    assert "rolling_maintenance_force_unlock: [lab-a]" in result["lock_message"]
+    assert result["state"]["lock"]["holder"]["token"] == "a" * 32          # still run-1's
+    code, result = run_state_module(dict(asked, run_id="run-1", token="a" * 32))
+    assert code == 0 and "lock_held" not in result                        # its own lock
+    code, result = run_state_module(dict(asked, run_id="run-1", token="c" * 32))
+    assert result["lock_held"] and "same run id run-1" in result["lock_message"]
+
+
 # Case 12: corrupt or unreadable state: a message naming the file and the fix; force breaks it.
 def test_corrupt_lock_message_names_file_and_fix(state):
     state.ensure_dirs()
