@@ -50,6 +50,8 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.placement import
 # guest is left where it is (one migration of a large guest can take this long).
 INCOMING_WAIT_S = 1800
 INCOMING_POLL_S = 1.0
+# A place in a destination held by this room alone (no lock_dir: a module run on one host).
+HELD_WITHOUT_LOCK_FILE = -1
 
 
 class DrainError(VirtfleetError):
@@ -366,7 +368,7 @@ class IncomingRoom:
     def leave(self, move):
         with self._lock:
             held = self._held.pop((move["destination"], move["guest"]), None)
-            if held is not None and held >= 0:
+            if held is not None and held != HELD_WITHOUT_LOCK_FILE:
                 os.close(held)  # gives the place back (the lock goes with the descriptor)
 
     def _paths(self, destination):
@@ -375,9 +377,9 @@ class IncomingRoom:
 
     def _claim(self, destination, guest):
         """A descriptor holding a free place of the destination (its lock file names the guest),
-        None when every place is held; -1 (no descriptor) without ``lock_dir``."""
+        None when every place is held; HELD_WITHOUT_LOCK_FILE without ``lock_dir``."""
         if not self.lock_dir:
-            return -1
+            return HELD_WITHOUT_LOCK_FILE
         for path in self._paths(destination):
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
