@@ -31,9 +31,9 @@ description:
     the cluster's shared state names when the move turn is given.
   - Fails closed - when no canary can be had, or a migration fails, the task fails with
     RV(passed_over) or the migration's message, and the host is not proven.
-  - Runs on the controller (an action plugin) with the hosts' libvirt URIs; needs libvirt-python
-    there. Without O(shared_state) it may be delegated anywhere that has it (C(delegate_to:
-    localhost)); with O(shared_state), run it on the host to prove, without C(delegate_to).
+  - "Runs on the controller (an action plugin) with the hosts' libvirt URIs; needs libvirt-python
+    there. Without O(shared_state) it may be delegated (C(delegate_to: localhost)); with
+    O(shared_state), run it on the host to prove, without C(delegate_to)."
 author:
   - virtfleet maintainers (@virtfleet)
 requirements:
