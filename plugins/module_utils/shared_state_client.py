@@ -2,9 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The cluster's shared state as an action plugin uses it: maintenance_state calls made over the
 task's connection (the host runs them, where the shared storage is mounted), through the
-action's ``_execute_module``. Used by the
-host_drain and host_canary actions for the cluster's move turn: drains and canaries of one
-cluster choose their destinations one at a time.
+action's ``_execute_module``. Used by the host_drain and host_canary actions for the cluster's
+move turn: drains and canaries of one cluster choose their destinations one at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 
-# The option both actions take (documented in each module).
+# The option both actions take (documented once: doc_fragments/shared_state.py).
 SHARED_STATE_SPEC = dict(type="dict", options=dict(
     path=dict(type="str", required=True),
     cluster=dict(type="str", required=True),

@@ -29,6 +29,10 @@ description:
     O(unmovable_guests) or O(stop_allowed_guests)).
   - Peers marked in maintenance are never used - those of O(marks), or with O(shared_state) those
     the cluster's shared state names when the move turn is given.
+  - With O(shared_state), the whole proof runs in the cluster's move turn, so that two hosts proven at
+    once never pick the same canary and no drain plans meanwhile; the turn is given back when the canary
+    is over, also when it failed. Without libvirt-python on the controller the module runs on the host,
+    in the turn.
   - Fails closed - when no canary can be had, or a migration fails, the task fails with
     RV(passed_over) or the migration's message, and the host is not proven.
   - "Runs on the controller (an action plugin) with the hosts' libvirt URIs; needs libvirt-python
@@ -41,6 +45,7 @@ requirements:
 extends_documentation_fragment:
   - virtfleet.cluster.attributes
   - virtfleet.cluster.migration_options
+  - virtfleet.cluster.shared_state
 attributes:
   check_mode:
     support: full
@@ -70,42 +75,6 @@ options:
       - Ignored with O(shared_state), which reads them when the move turn is given.
     type: dict
     default: {}
-  shared_state:
-    description:
-      - The cluster's shared maintenance state, used through M(virtfleet.cluster.maintenance_state) over the
-        task's connection - run the task on the host to prove, without C(delegate_to), so the host that sees
-        the shared storage answers. The rolling_maintenance role gives it.
-      - The canary first takes the cluster's move turn (M(virtfleet.cluster.maintenance_state)
-        O(virtfleet.cluster.maintenance_state#module:pool=move)), waiting up to O(shared_state.turn_timeout)
-        seconds, so that two hosts proven at once never pick the same canary and a drain never plans meanwhile;
-        the peers marked in maintenance are read with the turn. The turn is given back when the canary is
-        over, also when it failed.
-      - Without libvirt-python on the controller the module runs on the host, in the turn.
-    type: dict
-    suboptions:
-      path:
-        description: The cluster's shared storage path, as O(virtfleet.cluster.maintenance_state#module:path).
-        type: str
-        required: true
-      cluster:
-        description: The cluster's name.
-        type: str
-        required: true
-      run_id:
-        description: The run's id, as the lock records it.
-        type: str
-        required: true
-      token:
-        description: The token of the lock the run holds (the lock must still carry it).
-        type: str
-        required: true
-      identity:
-        description: The id of the cluster's identity file as the other hosts read it (checked before anything is written).
-        type: str
-      turn_timeout:
-        description: How long to wait for the cluster's move turn (seconds) before the canary fails, moving nothing.
-        type: int
-        default: 3600
   guest:
     description: The operator's guest to use as canary. Empty - a canary the collection owns.
     type: str

@@ -24,6 +24,18 @@ description:
   - In check mode returns the full plan (guest -> destination, order) and touches nothing. The
     real run builds its plan with the same deterministic planner from the same facts, so an
     unchanged cluster gets the same plan.
+  - With O(shared_state), in the cluster's move turn - the hosts marked in maintenance or holding a slot of
+    the cluster are no destinations, and the moves other drains of the run have reserved and not finished
+    are subtracted from their destinations (RV(plan.reserved)), so drains of one cluster run side by side
+    without planning onto the same free memory. Once the plan is accepted, its moves are recorded as this
+    host's reservation and the turn is given back - the next drain may plan. A refused plan gives the turn
+    back too. The reservation is removed when the migrations are over.
+  - With O(shared_state), the state is read again right before each migration starts. A migration whose
+    destination was marked in maintenance since the plan, or that would start after the run lost the
+    cluster's lock, does not start - the drain stops there, the guest still running on its source, and
+    says why. In check mode, nothing is written (the plan respects the reservations). Without
+    libvirt-python on the controller the module runs on the host without any of this (the caller holds
+    the move turn).
   - The action plugin of the same name runs the drain on the controller and prints each
     guest's progress live (C(a1-g1 -> hv-a2 64% of 128 MiB)); this module file holds the
     documentation and runs the same code (plugins/module_utils/host_drain_task.py) without live
@@ -34,6 +46,7 @@ requirements:
   - libvirt-python on the controller
 extends_documentation_fragment:
   - virtfleet.cluster.attributes
+  - virtfleet.cluster.shared_state
 attributes:
   check_mode:
     support: full
@@ -151,51 +164,6 @@ options:
     description: Seconds to wait for a clean shutdown with O(unmovable=shutdown).
     type: int
     default: 300
-  shared_state:
-    description:
-      - The cluster's shared maintenance state, used through M(virtfleet.cluster.maintenance_state) over the
-        task's connection - run the task on the host being drained, without C(delegate_to), so the host
-        that sees the shared storage answers. The rolling_maintenance role gives it.
-      - The drain first takes the cluster's move turn (M(virtfleet.cluster.maintenance_state)
-        O(virtfleet.cluster.maintenance_state#module:pool=move)), waiting up to O(shared_state.turn_timeout) seconds -
-        drains and canaries of one cluster plan one at a time.
-      - With the turn comes the state - the hosts marked in maintenance or holding a slot of the cluster are no
-        destinations, and the moves other drains of the run have reserved and not finished are subtracted
-        from their destinations (RV(plan.reserved)), so drains of one cluster run side by side without
-        planning onto the same free memory.
-      - Once the plan is accepted, its moves are recorded as this host's reservation and the turn is given
-        back - the next drain may plan. A refused plan gives the turn back too. The reservation is removed
-        when the migrations are over.
-      - Read again right before each migration starts. A migration whose destination was marked in
-        maintenance since the plan, or that would start after the run lost the cluster's lock, does not
-        start - the drain stops there, the guest still running on its source, and says why.
-      - In check mode, nothing is written (the plan respects the reservations). Without libvirt-python on the
-        controller the module runs on the host without any of this (the caller holds the move turn).
-    type: dict
-    suboptions:
-      path:
-        description: The cluster's shared storage path, as O(virtfleet.cluster.maintenance_state#module:path).
-        type: str
-        required: true
-      cluster:
-        description: The cluster's name.
-        type: str
-        required: true
-      run_id:
-        description: The run's id, as the lock records it.
-        type: str
-        required: true
-      token:
-        description: The token of the lock the run holds (the lock must still carry it).
-        type: str
-        required: true
-      identity:
-        description: The id of the cluster's identity file as the other hosts read it (checked before anything is written).
-        type: str
-      turn_timeout:
-        description: How long to wait for the cluster's move turn (seconds) before the drain fails, moving nothing.
-        type: int
-        default: 3600
   migration:
     description:
       - Options of each migration, the options of M(virtfleet.cluster.guest_migrate) (documented
