@@ -8,7 +8,8 @@ callback and, with ``shared_state``, the cluster's shared state used over the ta
 (maintenance_state): the move turn taken, with the state as it is then (out-of-service hosts,
 other drains' reservations); this drain's reservation recorded and the turn given back once the
 plan is accepted; the state read again before each move (the gate); the reservation removed at
-the end. The work lives in module_utils. When libvirt-python is missing on the controller, falls
+the end. With ``report``, the drain's events (each migration, each guest shut down, the phase's
+end or failure) are recorded on the controller once it is over. The work lives in module_utils. When libvirt-python is missing on the controller, falls
 back to executing the module on the host (no live progress, no reservation: the move turn is
 held for the whole drain).
 """
@@ -24,7 +25,9 @@ from ansible.utils.display import Display
 from ansible_collections.virtfleet.cluster.plugins.module_utils import cluster_slots
 from ansible_collections.virtfleet.cluster.plugins.module_utils import drain
 from ansible_collections.virtfleet.cluster.plugins.module_utils import host_drain_task
+from ansible_collections.virtfleet.cluster.plugins.module_utils import report_task
 from ansible_collections.virtfleet.cluster.plugins.module_utils import reservations
+from ansible_collections.virtfleet.cluster.plugins.module_utils import run_events
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import uri_secrets_in
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import HAS_LIBVIRT
@@ -74,6 +77,7 @@ class ActionModule(ActionBase):
         cluster_state = SharedStateClient(self._execute_module, task_vars, shared, host) if shared else None
         # What this drain holds in the shared state, given back in the end whatever happens.
         holds = {"turn": False, "moves": []}
+        began = time.time()
         try:
             outcome = self._drain(params, task_vars, cluster_state, holds, check_mode)
         except VirtfleetError as failure:
@@ -85,6 +89,8 @@ class ActionModule(ActionBase):
         # As run_module does for the module: the secrets inside URIs are masked wherever they
         # are quoted (libvirt errors), the URIs stay readable.
         outcome = remove_values(outcome, set(validation._no_log_values) | set(uri_secrets_in(params)))
+        if not check_mode:
+            outcome = report_task.record_outcome(params.get("report"), run_events.drain_events(outcome, began), outcome)
         if not check_mode:
             for line in _summary(outcome):
                 display.display("%s drain: %s" % (host, line))

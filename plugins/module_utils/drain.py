@@ -532,6 +532,7 @@ def drain_host(source, hosts, options=None, check_mode=False, progress=None, con
                 result = dict(result, waited_for_incoming=waited_for)
             return result
 
+        result["moves_began"] = time.time()  # the epoch that started_s/ended_s count from
         outcomes = run_moves(plan["moves"], migrate_one, options.max_parallel,
                              options.max_incoming_per_destination)
         result["migrations"] = outcomes

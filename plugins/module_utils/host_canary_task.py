@@ -11,6 +11,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.canary import DE
 from ansible_collections.virtfleet.cluster.plugins.module_utils.canary_run import CanaryRequest, prove_host
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC, MigrationOptions
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import TASK_REPORT_SPEC
 from ansible_collections.virtfleet.cluster.plugins.module_utils.shared_state_client import SHARED_STATE_SPEC
 
 ARGUMENT_SPEC = dict(
@@ -19,6 +20,7 @@ ARGUMENT_SPEC = dict(
     peers=dict(type="list", elements="dict", required=True),
     marks=dict(type="dict", default={}),
     shared_state=SHARED_STATE_SPEC,
+    report=TASK_REPORT_SPEC,
     guest=dict(type="str", default=""),
     memory_mib=dict(type="int", default=DEFAULT_MEMORY_MIB),
     unmovable_guests=dict(type="list", elements="str", default=[]),

@@ -15,6 +15,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.drain_options im
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_options import MIGRATION_OPTIONS_SPEC
 from ansible_collections.virtfleet.cluster.plugins.module_utils.migration_watchdog import MigrationProgress
+from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import TASK_REPORT_SPEC
 from ansible_collections.virtfleet.cluster.plugins.module_utils.shared_state_client import SHARED_STATE_SPEC
 
 # URIs are not no_log: run_module (and the action) mask the secrets inside them, so they stay
@@ -44,6 +45,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     shutdown_timeout=dict(type="int", default=DEFAULT_SHUTDOWN_TIMEOUT),
     migration=dict(type="dict", default={}, options=MIGRATION_OPTIONS_SPEC),
     shared_state=SHARED_STATE_SPEC,
+    report=TASK_REPORT_SPEC,
 )
 
 

@@ -19,7 +19,17 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import canary
 from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    VIR_DOMAIN_PAUSED, open_connection, state_name)
+    CONNECTION_ARGUMENT_SPEC, VIR_DOMAIN_PAUSED, LibvirtHostError, connector, host_label, libvirt, open_connection,
+    state_name)
+
+# The options of the check (modules host_empty and host_reboot).
+ARGUMENT_SPEC = dict(
+    CONNECTION_ARGUMENT_SPEC,
+    host=dict(type="str"),
+    peers=dict(type="list", elements="dict", default=[],
+               options=dict(name=dict(type="str", required=True), uri=dict(type="str", required=True))),
+    autostart_elsewhere=dict(type="str", choices=["refuse", "disable"], default="refuse"),
+)
 
 # The virDomainPausedReason values an operator needs told apart.
 _PAUSED_REASONS = {2: "migration", 6: "failed migration", 11: "starting up", 12: "post-copy",
@@ -137,3 +147,29 @@ def refusal(host: str, found: Mapping[str, list]) -> Optional[str]:
                       "module do it (autostart_elsewhere: disable)")
     return "%s is not safe to reboot: %s. Not rebooting it; %s, then re-run." % (
         host, "; ".join(parts), " and ".join(advice))
+
+
+def safe_to_reboot(params: Mapping, check_mode: bool, connect: Optional[Callable[[str], object]] = None):
+    """The check on a module's validated parameters (ARGUMENT_SPEC): returns (failed, result).
+    A daemon that cannot be asked raises LibvirtHostError: not known to be safe."""
+    name = params["host"] or host_label(params["uri"])
+    connect = connect or connector(params)
+    try:
+        conn = connect(params["uri"])
+        try:
+            found = check_host(conn, params["peers"], connect)
+            result = {"changed": False, "guests": found["active"], "autostart_elsewhere": found["autostart_elsewhere"],
+                      "autostart_unknown": found["autostart_unknown"], "autostart_disabled": []}
+            stale = [d["name"] for d in found["autostart_elsewhere"] + found["autostart_unknown"]]
+            if stale and params["autostart_elsewhere"] == "disable":
+                result["autostart_disabled"] = stale if check_mode else disable_autostart(conn, stale)
+                result["changed"] = bool(result["autostart_disabled"])
+                found = dict(found, autostart_elsewhere=[], autostart_unknown=[])
+        finally:
+            _close(conn)
+    except (LibvirtHostError, libvirt.libvirtError) as exc:
+        raise LibvirtHostError("cannot tell whether %s is safe to reboot, so not going on: %s" % (name, exc)) from exc
+    problem = refusal(name, found)
+    result["msg"] = problem or "%s runs no guest and would start none twice: safe to reboot%s" % (
+        name, " (autostart turned off for %s)" % ", ".join(result["autostart_disabled"]) if result["autostart_disabled"] else "")
+    return bool(problem), result

@@ -9,7 +9,7 @@ running it where no action plugin applies. Pure Python, no Ansible import.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 from ansible_collections.virtfleet.cluster.plugins.module_utils.report_rendering import write_report
@@ -34,6 +34,27 @@ def record(directory: str, events: List[Dict[str, Any]], run_id: str = None) -> 
             event.setdefault("run_id", run_id)
         append_event(directory, event)
     return {"changed": bool(events), "recorded": len(events)}
+
+
+def record_task_events(report: Dict[str, Any], events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Records an action's own events (the validated ``report`` option, run_events.TASK_REPORT_SPEC),
+    each carrying the fields of ``report["about"]`` it does not set itself."""
+    about = report.get("about") or {}
+    try:
+        return record(report["directory"], [dict(about, **event) for event in events], report.get("run_id"))
+    except OSError as exc:
+        raise VirtfleetError("cannot write the report in %s: %s" % (report["directory"], exc)) from exc
+
+
+def record_outcome(report: Optional[Dict[str, Any]], events: List[Dict[str, Any]], outcome: Dict[str, Any]) -> Dict[str, Any]:
+    """An action's outcome once its events are recorded (with ``recorded``, their number); a
+    report that cannot be written fails the task, saying that its work was done all the same."""
+    if not report:
+        return outcome
+    try:
+        return dict(outcome, recorded=record_task_events(report, events)["recorded"])
+    except VirtfleetError as failure:
+        return dict(outcome, failed=True, msg="%s; then %s" % (outcome.get("msg") or "done", failure.message))
 
 
 def render(directory: str) -> Dict[str, Any]:

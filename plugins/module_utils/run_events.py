@@ -52,6 +52,14 @@ REPORT_OPTIONS: Dict[str, Any] = dict(
     events=dict(type="list", elements="dict", default=[]),
 )
 
+# The ``report`` option of an action that records the events of its own outcome (host_drain,
+# host_canary): where, and what every one of its events carries (``about``: cluster, host).
+TASK_REPORT_SPEC: Dict[str, Any] = dict(type="dict", options=dict(
+    directory=dict(type="path", required=True),
+    run_id=dict(type="str"),
+    about=dict(type="dict", default={}),
+))
+
 Event = Dict[str, Any]
 
 
@@ -87,4 +95,48 @@ def load_events(directory: str) -> List[Event]:
     except FileNotFoundError:
         pass
     events.sort(key=lambda event: event.get("ts", 0))
+    return events
+
+
+def drain_events(outcome: Dict[str, Any], began: float) -> List[Event]:
+    """A host_drain outcome as events: one migration event per guest it moved (or tried to),
+    one phase event per guest it shut down, and the drain phase's end (or failure).
+    ``began``: when the drain task started (the phase's start)."""
+    events: List[Event] = []
+    moves_began = float(outcome.get("moves_began") or began)  # what started_s/ended_s count from
+    for move in outcome.get("migrations") or []:
+        stats = move.get("result") or {}
+        migrated = move.get("status") == "migrated"
+        events.append({
+            "type": "migration", "purpose": "drain", "guest": move.get("guest"), "source": move.get("source"),
+            "destination": move.get("destination") if migrated else move.get("running_on"),
+            "where": move.get("where") or move.get("running_on"),
+            "started": moves_began + float(move.get("started_s") or 0),
+            "ended": moves_began + float(move.get("ended_s") or 0),
+            "time_ms": stats.get("total_time_ms"), "downtime_ms": stats.get("downtime_ms"),
+            "status": "ok" if migrated else move.get("status"), "message": move.get("error")})
+    for stop in outcome.get("shutdown") or []:
+        events.append({"type": "phase", "phase": "shutdown %s" % stop.get("guest"),
+                       "state": "end" if stop.get("ok") else "failed", "details": stop})
+    events.append({"type": "phase", "phase": "drain", "start": began,
+                   "state": "failed" if outcome.get("failed") else "end",
+                   "details": {"msg": outcome.get("msg") or "", "locations": outcome.get("locations") or {},
+                               "where": outcome.get("where") or {},
+                               "reserved": (outcome.get("plan") or {}).get("reserved") or {}}})
+    return events
+
+
+def canary_events(outcome: Dict[str, Any], began: float) -> List[Event]:
+    """A host_canary outcome as events: the canary phase's start (when it migrated at all), its
+    migrations (already events), and the phase's end (or failure) with what was chosen."""
+    migrations = outcome.get("migrations") or []
+    events: List[Event] = []
+    if migrations:
+        events.append({"type": "phase", "phase": "canary", "state": "start", "ts": began})
+    events.extend(dict(migration) for migration in migrations)
+    events.append({"type": "phase", "phase": "canary", "state": "failed" if outcome.get("failed") else "end",
+                   "start": began,
+                   "details": {"canary": outcome.get("canary"), "owned": outcome.get("owned"), "peer": outcome.get("peer"),
+                               "msg": outcome.get("msg") or "", "leftovers_removed": outcome.get("leftovers_removed") or [],
+                               "passed_over": outcome.get("passed_over") or []}})
     return events

@@ -33,6 +33,9 @@ description:
     once never pick the same canary and no drain plans meanwhile; the turn is given back when the canary
     is over, also when it failed. Without libvirt-python on the controller the module runs on the host,
     in the turn.
+  - With O(report), the canary's events are recorded once it is over - the C(canary) phase's start (when
+    it migrated at all), its migrations (RV(migrations)), and the phase's end or failure with the canary,
+    the peer and the peers passed over.
   - Fails closed - when no canary can be had, or a migration fails, the task fails with
     RV(passed_over) or the migration's message, and the host is not proven.
   - "Runs on the controller (an action plugin) with the hosts' libvirt URIs; needs libvirt-python
@@ -46,6 +49,7 @@ extends_documentation_fragment:
   - virtfleet.cluster.attributes
   - virtfleet.cluster.migration_options
   - virtfleet.cluster.shared_state
+  - virtfleet.cluster.task_report
 attributes:
   check_mode:
     support: full

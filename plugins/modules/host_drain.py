@@ -36,6 +36,9 @@ description:
     says why. In check mode, nothing is written (the plan respects the reservations). Without
     libvirt-python on the controller the module runs on the host without any of this (the caller holds
     the move turn).
+  - With O(report), the drain's events are recorded once it is over - one C(migration) event per planned
+    move (purpose C(drain), its times, downtime and status), one C(phase) event per guest shut down, and
+    the C(drain) phase's end or failure with where the guests are and what was reserved.
   - The action plugin of the same name runs the drain on the controller and prints each
     guest's progress live (C(a1-g1 -> hv-a2 64% of 128 MiB)); this module file holds the
     documentation and runs the same code (plugins/module_utils/host_drain_task.py) without live
@@ -47,6 +50,7 @@ requirements:
 extends_documentation_fragment:
   - virtfleet.cluster.attributes
   - virtfleet.cluster.shared_state
+  - virtfleet.cluster.task_report
 attributes:
   check_mode:
     support: full
@@ -318,7 +322,7 @@ plan:
 migrations:
   description:
     - One entry per planned move - guest, source, destination, status (migrated, failed,
-      not_started), running_on, where, start_index, started_s/ended_s (relative to the drain start),
+      not_started), running_on, where, start_index, started_s/ended_s (seconds from RV(moves_began)),
       result (the job statistics of M(virtfleet.cluster.guest_migrate)) or error.
     - C(running_on) is the host running the guest (null when nobody does); C(where) says where the
       guest is in words - the host running it, V(hv-1 (paused\)) for a guest a failed migration left
@@ -360,6 +364,10 @@ would_migrate:
   description: Number of migrations the drain would run.
   returned: check mode
   type: int
+moves_began:
+  description: When the migrations began (epoch seconds); each migration's C(started_s) and C(ended_s) count from it.
+  returned: when migrations were started
+  type: float
 elapsed_s:
   description: Duration of the drain on the controller.
   returned: when the drain ran to the end

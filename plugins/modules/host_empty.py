@@ -121,49 +121,13 @@ msg:
   type: str
 """
 
-from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
-from ansible_collections.virtfleet.cluster.plugins.module_utils.libvirt_connection import (
-    CONNECTION_ARGUMENT_SPEC, LibvirtHostError, connector, host_label, libvirt)
-
-ARGUMENT_SPEC = dict(
-    CONNECTION_ARGUMENT_SPEC,
-    host=dict(type="str"),
-    peers=dict(type="list", elements="dict", default=[],
-               options=dict(name=dict(type="str", required=True), uri=dict(type="str", required=True))),
-    autostart_elsewhere=dict(type="str", choices=["refuse", "disable"], default="refuse"),
-)
-
-
-def check(params, check_mode, connect=None):
-    """Asks the host (and, for autostart definitions, its peers): returns (failed, result)."""
-    connect = connect or connector(params)
-    name = params["host"] or host_label(params["uri"])
-    conn = connect(params["uri"])
-    try:
-        found = host_empty.check_host(conn, params["peers"], connect)
-        result = {"changed": False, "guests": found["active"], "autostart_elsewhere": found["autostart_elsewhere"],
-                  "autostart_unknown": found["autostart_unknown"], "autostart_disabled": []}
-        stale = [d["name"] for d in found["autostart_elsewhere"] + found["autostart_unknown"]]
-        if stale and params["autostart_elsewhere"] == "disable":
-            result["autostart_disabled"] = stale if check_mode else host_empty.disable_autostart(conn, stale)
-            result["changed"] = bool(result["autostart_disabled"])
-            found = dict(found, autostart_elsewhere=[], autostart_unknown=[])
-    finally:
-        conn.close()
-    problem = host_empty.refusal(name, found)
-    result["msg"] = problem or "%s runs no guest and would start none twice: safe to reboot%s" % (
-        name, " (autostart turned off for %s)" % ", ".join(result["autostart_disabled"]) if result["autostart_disabled"] else "")
-    return bool(problem), result
+from ansible_collections.virtfleet.cluster.plugins.module_utils.host_empty import ARGUMENT_SPEC, safe_to_reboot
 
 
 def work(params, check_mode):
     """The module's work: the result, failed when the host is not safe to reboot."""
-    try:
-        failed, result = check(params, check_mode)
-    except (LibvirtHostError, libvirt.libvirtError) as exc:
-        raise LibvirtHostError("cannot tell whether %s is safe to reboot, so not going on: %s"
-                               % (params["host"] or host_label(params["uri"]), exc)) from exc
+    failed, result = safe_to_reboot(params, check_mode)
     return dict(result, failed=failed)
 
 

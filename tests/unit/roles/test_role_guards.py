@@ -275,7 +275,7 @@ def test_check_updates_keeps_lists_younger_than_the_validity(tmp_path):
 
 
 # --------------------------------------------------------------------------- become for the reboot
-REBOOT_TASK = "Reboot - reboot the host (it runs no guest)"
+REBOOT_TASK = "Reboot - reboot the host, which runs no guest and would start none twice (asked right before)"
 
 
 def _rebootable_local_connection(directory):
@@ -312,7 +312,11 @@ def _run_reboot_task(tmp_path, inventory_become=None):
 
 
 def _run_recorded_reboot(tmp_path, plugins, record, inventory_become):
+    # The host's libvirt, asked first: libvirt's test driver with a node that runs no guest.
+    node = tmp_path / "empty-node.xml"
+    node.write_text(NODE % "")
     host_vars = {"ansible_connection": "rebootable_local",
+                 "virtfleet_libvirt_uri": "test://%s" % node, "__rolling_maintenance_peers": [],
                  "ansible_python_interpreter": "/usr/bin/python3",  # a Python that `nobody` may run
                  "ansible_become_user": "nobody", "ansible_become_method": "su", "ansible_become_flags": "-s /bin/sh",
                  "reboot_command": "sh -c 'id -un > %s'" % record, "boot_time_command": "date +%s%N",
@@ -395,6 +399,8 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         "__rolling_maintenance_run_id": "test-run",
         "__rolling_maintenance_token": CANARY_RUN_TOKEN,
         "__rolling_maintenance_event_base": {"cluster": "fake", "host": "kvm-a"},
+        "__rolling_maintenance_task_report": {"directory": str(tmp_path / "report"), "run_id": "test-run",
+                                              "about": {"cluster": "fake", "host": "kvm-a"}},
         "rolling_maintenance_migration_options": options or {},
     }
     play_vars.update(extra_vars or {})
@@ -404,8 +410,7 @@ def _canary_play(tmp_path, peers, marked_since_drain=(), unreachable=(), options
         "msg": "MIGRATION TRIED: {{ (__rolling_maintenance_canary.migrations | default([]) | length) > 0 }}"}}
     fail = {"name": "Fail as the role would", "ansible.builtin.fail": {"msg": "{{ ansible_failed_result.msg }}"}}
     # What host.yml's block sets for the files it includes.
-    defaults = {"virtfleet.cluster.maintenance_state": {"path": str(shared), "cluster": "fake", "host": "kvm-a", "run_id": "test-run"},
-                "virtfleet.cluster.maintenance_report": {"directory": str(tmp_path / "report"), "run_id": "test-run"}}
+    defaults = {"virtfleet.cluster.maintenance_state": {"path": str(shared), "cluster": "fake", "host": "kvm-a", "run_id": "test-run"}}
     play = {"name": "canary", "hosts": "kvm-a", "gather_facts": False, "vars": play_vars,
             "tasks": marks + [{"name": "Canary turn", "module_defaults": defaults, "block": [canary], "rescue": [tried, fail]}]}
     playbook = tmp_path / "canary.yml"
@@ -485,6 +490,7 @@ def test_the_default_canary_is_owned_and_migrates_with_the_runs_migration_option
     events = [json.loads(line) for line in open(tmp_path / "report" / "events.jsonl")]
     moved = [e for e in events if e.get("type") == "migration"]
     assert [(e["guest"], e["purpose"], e["status"]) for e in moved] == [("virtfleet-canary-kvm-a", "canary", "failed")]
+    assert all(e["cluster"] == "fake" and e["host"] == "kvm-a" and e["run_id"] == "test-run" for e in events), events
 
 
 def test_check_updates_asks_dnf_on_metadata_younger_than_the_validity(tmp_path):

@@ -749,6 +749,9 @@ class _FakeTime:
         self.now += self.step
         return now
 
+    def time(self):  # the wall clock (moves_began), at the same pace
+        return 1.7e9 + self.now
+
     def sleep(self, seconds):
         self.sleeps.append(seconds)
         self.now += seconds

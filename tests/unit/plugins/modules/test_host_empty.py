@@ -7,7 +7,6 @@ a guest is tested on the lab (tests/lab/test_safety.py).
 import pytest
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import host_empty as he
-from ansible_collections.virtfleet.cluster.plugins.modules import host_empty as module
 
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 
@@ -124,7 +123,7 @@ def test_module_disables_stale_autostart_when_asked_and_goes_on():
     stale = FakeDomain("g1", SHUTOFF, autostart=True, uuid="u-1")
     conns = {"test:///hv-1": FakeConn(stale), "test:///hv-2": FakeConn(FakeDomain("g1", uuid="u-1")),
              "test:///hv-3": FakeConn()}
-    failed, result = module.check(_params(autostart_elsewhere="disable"), False, connector(conns))
+    failed, result = he.safe_to_reboot(_params(autostart_elsewhere="disable"), False, connector(conns))
     assert not failed and result["changed"] and result["autostart_disabled"] == ["g1"]
     assert stale.autostart() is False and "autostart turned off for g1" in result["msg"]
 
@@ -133,7 +132,7 @@ def test_module_in_check_mode_reports_without_changing():
     stale = FakeDomain("g1", SHUTOFF, autostart=True, uuid="u-1")
     conns = {"test:///hv-1": FakeConn(stale), "test:///hv-2": FakeConn(FakeDomain("g1", uuid="u-1")),
              "test:///hv-3": FakeConn()}
-    failed, result = module.check(_params(autostart_elsewhere="disable"), True, connector(conns))
+    failed, result = he.safe_to_reboot(_params(autostart_elsewhere="disable"), True, connector(conns))
     assert not failed and result["autostart_disabled"] == ["g1"] and stale.autostart() is True
 
 
@@ -141,7 +140,7 @@ def test_module_refuses_by_default_and_disable_never_hides_an_active_guest():
     stale = FakeDomain("g1", SHUTOFF, autostart=True, uuid="u-1")
     conns = {"test:///hv-1": FakeConn(stale, FakeDomain("g2", PAUSED, 2)),
              "test:///hv-2": FakeConn(FakeDomain("g1", uuid="u-1")), "test:///hv-3": FakeConn()}
-    failed, result = module.check(_params(), False, connector(conns))
+    failed, result = he.safe_to_reboot(_params(), False, connector(conns))
     assert failed and "g2 (paused (migration))" in result["msg"] and "g1 (running on hv-2)" in result["msg"]
-    failed, result = module.check(_params(autostart_elsewhere="disable"), False, connector(conns))
+    failed, result = he.safe_to_reboot(_params(autostart_elsewhere="disable"), False, connector(conns))
     assert failed and "g2" in result["msg"] and "g1" not in result["msg"].split("Not rebooting")[0]
