@@ -193,6 +193,13 @@ host_facts:
   description: Host -> gathered facts.
   returned: when O(return_facts) is true
   type: dict
+unanswered:
+  description:
+    - Host -> why its facts could not be read (its libvirt did not answer, say). Such a host is also an
+      error of attribute C(facts) in RV(errors); the other hosts are compared all the same.
+  returned: always
+  type: dict
+  sample: {hv-a3: "unable to connect to server at 127.0.1.13:16509: Connection refused"}
 """
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
@@ -262,6 +269,7 @@ def compare(params, _check_mode):
         for reading in readings.values():
             reading.close()
     result = dict(changed=False, **report.to_dict())
+    result["unanswered"] = {name: reading.error or "not read" for name, reading in readings.items() if reading.facts is None}
     if params["return_facts"]:
         result["host_facts"] = {h.name: h.facts for h in inputs if h.facts is not None}
     if not report.ok and params["fail_on_mismatch"]:

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, ".collections"))
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils import canary as owned_canary  # noqa: E402
+from ansible_collections.virtfleet.cluster.plugins.module_utils.guest_records import GuestRecords  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import maintenance_state as ms  # noqa: E402
 from ansible_collections.virtfleet.cluster.plugins.module_utils import state_store as store  # noqa: E402
 
@@ -342,6 +343,10 @@ def _failure_and_resume(lab, tmp_path, cluster, state):
     assert state.lock() is None and state.marks() == {}
     assert state.window()["name"] == window and first in state.window()["hosts_done"]
     assert all(lab.where(g) == h for g, h in home.items())
+    # The run's last play recorded where the cluster's guests run now (guest_records: what a later
+    # recovery of a dead host restarts from); run 1 had recorded them where its drain left them.
+    records = GuestRecords(lab.state_dir_of(cluster), cluster).read_all()
+    assert {g: records[g]["host"] for g in home} == home
     moved_back = [m for m in report["migrations"] if m["purpose"] == "move_back"]
     assert all(m["status"] == "ok" for m in moved_back)
     assert sorted(m["guest"] for m in moved_back) == sorted(g for g, h in home.items() if h == first)

@@ -84,3 +84,19 @@ def test_a_drain_leaves_out_a_peer_that_cannot_be_read(monkeypatch):
     assert view.unreachable == {"hv-2": "cannot read test:///hv-2-broken"}
     assert [c.name for c in view.capacities] == ["hv-1"] and list(view.connections) == ["hv-1"]
     view.close()
+
+
+def test_cluster_homogeneity_returns_the_facts_it_read_and_names_each_host_that_did_not_answer(tmp_path):
+    """The rolling maintenance's preflight reads every host once, through this comparison: the
+    facts of the hosts that answered, and for the others why (libvirt's test driver: a node that
+    answers, and a node file that does not exist)."""
+    from ansible_collections.virtfleet.cluster.plugins.modules import cluster_homogeneity
+    params = {"hosts": [{"name": "hv-1", "uri": "test:///default", "hypervisor": None, "storage": None, "facts": None},
+                        {"name": "hv-2", "uri": "test://%s/absent.xml" % tmp_path, "hypervisor": None, "storage": None,
+                         "facts": None}],
+              "username": None, "password": None, "version_skew": {"libvirt": "minor", "qemu": "minor"},
+              "cpu_comparison": "features", "storage_must_match": True, "fail_on_mismatch": False, "return_facts": True}
+    result = cluster_homogeneity.compare(params, False)
+    assert list(result["host_facts"]) == ["hv-1"] and result["host_facts"]["hv-1"]["guests"]
+    assert list(result["unanswered"]) == ["hv-2"] and "absent.xml" in result["unanswered"]["hv-2"]
+    assert [e["hosts"] for e in result["errors"] if e["attribute"] == "facts"] == [["hv-2"]]
