@@ -9,9 +9,10 @@ callback and, with ``shared_state``, the cluster's shared state used over the ta
 other drains' reservations); this drain's reservation recorded and the turn given back once the
 plan is accepted; the state read again before each move (the gate); the reservation removed at
 the end. With ``report``, the drain's events (each migration, each guest shut down, the phase's
-end or failure) are recorded on the controller once it is over. The work lives in module_utils. When libvirt-python is missing on the controller, falls
-back to executing the module on the host (no live progress, no reservation: the move turn is
-held for the whole drain).
+end or failure) are recorded on the controller once it is over. The work lives in
+module_utils. When libvirt-python is missing on the controller, falls back to executing the
+module on the host (no live progress, no reservation: the move turn is held for the whole
+drain).
 """
 
 import os
@@ -91,7 +92,6 @@ class ActionModule(ActionBase):
         outcome = remove_values(outcome, set(validation._no_log_values) | set(uri_secrets_in(params)))
         if not check_mode:
             outcome = report_task.record_outcome(params.get("report"), run_events.drain_events(outcome, began), outcome)
-        if not check_mode:
             for line in _summary(outcome):
                 display.display("%s drain: %s" % (host, line))
         result.update(outcome)
