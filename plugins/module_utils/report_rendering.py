@@ -37,7 +37,6 @@ Report = Dict[str, Any]
 PHASE_COLOURS = {
     "maintenance": "#d9e2ef",
     "drain": "#4e79a7",
-    "verify_empty": "#76b7b2",
     "patch": "#f28e2b",
     "reboot": "#e15759",
     "verify": "#59a14f",

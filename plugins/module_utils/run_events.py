@@ -15,7 +15,7 @@ run_start          ``dry_run``, ``clusters``, ``hosts``, ``options``
 plan               ``waves`` (list of host lists), ``skipped`` (host -> reason),
                    ``clusters`` (name -> {max_unavailable, hosts}), ``drain_plans`` (dry run)
 host_start         a host enters maintenance (marked): ``wave``, ``resumed_phase``
-phase              ``phase`` (drain, verify_empty, patch, reboot, verify, canary),
+phase              ``phase`` (drain, patch, reboot, verify, canary),
                    ``state`` (start/end/failed/skipped), ``details``; an end event may carry
                    ``start`` (then no start event is needed)
 migration          ``guest``, ``source``, ``destination``, ``purpose`` (drain, canary,
