@@ -25,6 +25,7 @@ through ``host_drain_task.run``). Nothing here imports Ansible.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import queue
 import re
@@ -320,6 +321,7 @@ class IncomingRoom:
     migration starts). Besides, whatever else arrives there (an operator's migration) counts as
     the destination's daemon lists it. Without ``lock_dir`` (the module run on a host, which holds
     the cluster's move turn for its whole drain) the drain's own moves and libvirt's list count.
+    With ``lock_dir``, moves take a destination's places in the order they asked (see enter).
     """
 
     def __init__(self, connections, limit, lock_dir=None, timeout=None, poll=None, clock=None, sleep=None):
@@ -338,8 +340,21 @@ class IncomingRoom:
     def enter(self, move):
         """Waits until ``move``'s destination has room, then counts the move there. Returns the
         other guests it waited for (sorted, empty when none); raises MigrationError when the
-        room did not come within ``timeout`` (the guest was not touched)."""
+        room did not come within ``timeout`` (the guest was not touched).
+
+        Moves of several drains into one destination take its places in the order they asked
+        (a ticket each in ``lock_dir``): a drain's next move does not overtake another drain's
+        move that has been waiting while its previous one ran."""
         destination, guest = move["destination"], move["guest"]
+        ticket = self._ticket(destination, guest)
+        try:
+            return self._wait_for_room(move, destination, guest, ticket)
+        finally:
+            if ticket is not None:
+                _remove(ticket[0])
+                os.close(ticket[1])
+
+    def _wait_for_room(self, move, destination, guest, ticket):
         deadline = None
         waited_for = set()
         while True:
@@ -348,15 +363,18 @@ class IncomingRoom:
             except Exception as exc:  # the daemon refused the question: do not guess
                 raise refused_before_start(move, "%s could not say what arrives on it: %s"
                                            % (destination, libvirt_connection.libvirt_message(exc))) from exc
+            ahead = self._waiting_ahead(destination, ticket)
             with self._lock:
                 ours = {sent for (to, sent) in self._held if to == destination}
                 others = arriving - ours - {guest}
                 if len(others) + len(ours) < self.limit:
-                    held = self._claim(destination, guest)
+                    # Moves that asked earlier go first: only a place none of them needs is taken.
+                    held = self._claim(destination, guest, leave_free=len(ahead))
                     if held is not None:
                         self._held[(destination, guest)] = held
                         return sorted(waited_for)
                     others |= set(self._holders(destination)) - ours
+                others |= set(ahead) - {guest}
                 busy = sorted(others | ours)
             waited_for |= others
             deadline = self.clock() + self.timeout if deadline is None else deadline
@@ -364,6 +382,46 @@ class IncomingRoom:
                 raise refused_before_start(move, "%s still receives %s after %d s of waiting (max_incoming_per_destination %d)"
                                            % (destination, ", ".join(busy), self.timeout, self.limit))
             self.sleep(self.poll)
+
+    def _queue(self, destination):
+        return os.path.join(self.lock_dir, "%s.queue" % re.sub(r"[^A-Za-z0-9_.-]", "_", destination))
+
+    def _ticket(self, destination, guest):
+        """(path, descriptor) of this move's place in the destination's queue, its lock held
+        while the move waits (so a ticket left by a crashed drain is seen as such); None without
+        ``lock_dir``. Named by the time it was taken; locked before it shows in the queue."""
+        if not self.lock_dir:
+            return None
+        queue_dir = self._queue(destination)
+        os.makedirs(queue_dir, mode=0o700, exist_ok=True)
+        name = "%020d-%d-%d" % (time.time_ns(), os.getpid(), next(_TICKET_NUMBERS))
+        hidden = os.path.join(queue_dir, "." + name)
+        descriptor = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.write(descriptor, guest.encode())
+        path = os.path.join(queue_dir, name)
+        os.rename(hidden, path)
+        return path, descriptor
+
+    def _waiting_ahead(self, destination, ticket):
+        """The guests of the moves into destination that asked before this one and still wait
+        (tickets whose lock nobody holds any more are removed: their drain is gone)."""
+        if ticket is None:
+            return []
+        queue_dir, own = os.path.split(ticket[0])
+        ahead = []
+        for name in sorted(os.listdir(queue_dir)):
+            if name >= own:
+                break
+            if name.startswith("."):
+                continue
+            path = os.path.join(queue_dir, name)
+            waiting = _name_in_held_file(path)
+            if waiting is None:
+                _remove(path)  # entered meanwhile, or its drain is gone: nobody waits behind it
+            else:
+                ahead.append(waiting or "?")
+        return ahead
 
     def leave(self, move):
         with self._lock:
@@ -375,11 +433,13 @@ class IncomingRoom:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", destination)
         return [os.path.join(self.lock_dir, "%s-%d.lock" % (safe, index)) for index in range(self.limit)]
 
-    def _claim(self, destination, guest):
+    def _claim(self, destination, guest, leave_free=0):
         """A descriptor holding a free place of the destination (its lock file names the guest),
-        None when every place is held; HELD_WITHOUT_LOCK_FILE without ``lock_dir``."""
+        None unless ``leave_free`` places more are free (for the moves waiting ahead);
+        HELD_WITHOUT_LOCK_FILE without ``lock_dir``."""
         if not self.lock_dir:
             return HELD_WITHOUT_LOCK_FILE
+        free = []
         for path in self._paths(destination):
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -387,20 +447,51 @@ class IncomingRoom:
             except BlockingIOError:
                 os.close(descriptor)
                 continue
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, guest.encode())
-            return descriptor
-        return None
+            free.append(descriptor)
+            if len(free) > leave_free:
+                break
+        if len(free) <= leave_free:
+            for descriptor in free:
+                os.close(descriptor)
+            return None
+        descriptor = free.pop()
+        for other in free:
+            os.close(other)  # left for the moves ahead
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, guest.encode())
+        return descriptor
 
     def _holders(self, destination):
-        names = []
-        for path in self._paths(destination):
-            try:
-                with open(path) as handle:
-                    names.append(handle.read().strip())
-            except OSError:
-                continue
+        """The guests holding the destination's places now (a place given back keeps the name
+        of its last guest in its file, but not its lock)."""
+        names = [_name_in_held_file(path) for path in self._paths(destination)]
         return [name for name in names if name]
+
+
+_TICKET_NUMBERS = itertools.count()
+
+
+def _name_in_held_file(path):
+    """The name written in a lock file while somebody holds its lock; None when nobody does
+    (or the file is gone)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(descriptor, 4096).decode(errors="replace").strip()
+    finally:
+        os.close(descriptor)
+    return None
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _serialized(progress):

@@ -1015,3 +1015,59 @@ def test_two_drains_sharing_lock_files_never_both_take_the_last_place(tmp_path):
     assert second.enter(dict(MOVE, guest="g7", source="hv-3")) == []
     # Two places with a limit of 2: the first takes the other one meanwhile.
     assert drain.IncomingRoom({"hv-2": _Destination([])}, 2, lock_dir=str(tmp_path)).enter(MOVE) == []
+
+
+def _queued(tmp_path, destination="hv-2"):
+    queue_dir = tmp_path / ("%s.queue" % destination)
+    return sorted(p.name for p in queue_dir.iterdir() if not p.name.startswith(".")) if queue_dir.exists() else []
+
+
+def test_a_move_of_another_drain_that_waited_takes_the_place_before_the_next_move_of_the_first(tmp_path):
+    """Fairness: the first drain's next move, asking the moment its previous move left, does not
+    overtake the second drain's move that has been waiting for the destination meanwhile."""
+    first = drain.IncomingRoom({"hv-2": _Destination([])}, 1, lock_dir=str(tmp_path), timeout=0)
+    second = drain.IncomingRoom({"hv-2": _Destination([])}, 1, lock_dir=str(tmp_path), timeout=30, poll=0.02)
+    assert first.enter(MOVE) == []
+    waiting = dict(MOVE, guest="g7", source="hv-3")
+    entered = {}
+    waiter = threading.Thread(target=lambda: entered.update(waited_for=second.enter(waiting)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not _queued(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_queued(tmp_path)) == 1  # the second drain's move waits, in line
+    with second._lock:  # noqa: SLF001 - holds the waiter between two polls while the first asks again
+        first.leave(MOVE)
+        with pytest.raises(drain.MigrationError) as refused:
+            first.enter(dict(MOVE, guest="g2"))
+    assert "hv-2 still receives g7" in refused.value.message
+    waiter.join(10)
+    assert entered["waited_for"] == ["g1"]
+    assert _queued(tmp_path) == []  # every ticket removed once its move entered or gave up
+    second.leave(waiting)
+    assert first.enter(dict(MOVE, guest="g2")) == []
+
+
+def test_a_ticket_left_by_a_drain_that_died_is_passed_over_and_removed(tmp_path):
+    queue_dir = tmp_path / "hv-2.queue"
+    queue_dir.mkdir()
+    (queue_dir / ("%020d-1-0" % 1)).write_text("g9")  # nobody holds its lock: its drain is gone
+    room = drain.IncomingRoom({"hv-2": _Destination([])}, 1, lock_dir=str(tmp_path), timeout=0)
+    assert room.enter(MOVE) == []
+    assert _queued(tmp_path) == []
+
+
+def test_moves_waiting_ahead_take_only_the_places_they_need(tmp_path):
+    """With two places and one move waiting ahead (its ticket held), a later move still takes
+    the other place."""
+    queue_dir = tmp_path / "hv-2.queue"
+    queue_dir.mkdir()
+    ahead = queue_dir / ("%020d-1-0" % 1)
+    ahead.write_text("g9")
+    with open(ahead) as held:
+        drain.fcntl.flock(held, drain.fcntl.LOCK_EX)  # a live drain's move, waiting
+        assert drain.IncomingRoom({"hv-2": _Destination([])}, 2, lock_dir=str(tmp_path), timeout=0).enter(MOVE) == []
+        with pytest.raises(drain.MigrationError) as refused:
+            drain.IncomingRoom({"hv-2": _Destination([])}, 2, lock_dir=str(tmp_path),
+                               timeout=0).enter(dict(MOVE, guest="g2"))
+    assert "hv-2 still receives g1, g9" in refused.value.message
