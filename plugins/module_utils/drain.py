@@ -384,7 +384,7 @@ class IncomingRoom:
             self.sleep(self.poll)
 
     def _queue(self, destination):
-        return os.path.join(self.lock_dir, "%s.queue" % re.sub(r"[^A-Za-z0-9_.-]", "_", destination))
+        return os.path.join(self.lock_dir, "%s.queue" % _file_name(destination))
 
     def _ticket(self, destination, guest):
         """(path, descriptor) of this move's place in the destination's queue, its lock held
@@ -430,8 +430,7 @@ class IncomingRoom:
                 os.close(held)  # gives the place back (the lock goes with the descriptor)
 
     def _paths(self, destination):
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", destination)
-        return [os.path.join(self.lock_dir, "%s-%d.lock" % (safe, index)) for index in range(self.limit)]
+        return [os.path.join(self.lock_dir, "%s-%d.lock" % (_file_name(destination), index)) for index in range(self.limit)]
 
     def _claim(self, destination, guest, leave_free=0):
         """A descriptor holding a free place of the destination (its lock file names the guest),
@@ -469,6 +468,10 @@ class IncomingRoom:
 
 
 _TICKET_NUMBERS = itertools.count()
+
+
+def _file_name(host):
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", host)
 
 
 def _name_in_held_file(path):
