@@ -104,7 +104,7 @@ class ActionModule(ActionBase):
         if cluster_state:
             current = cluster_state.take_move_turn("drain")
             holds["turn"] = True
-            in_flight = reservations.in_flight(current.get("reservations") or {}, cluster_state.shared["token"], host)
+            in_flight = reservations.in_flight(current.get("reservations") or {}, host)
             params = dict(params, hosts=_out_of_service_marked(params["hosts"], current))
         if not HAS_LIBVIRT:
             display.warning("libvirt-python is missing on the controller: running host_drain"

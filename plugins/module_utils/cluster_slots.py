@@ -16,8 +16,11 @@ link (atomic, also on NFS) and removed when its holder is through:
   and records its reservation (``reservations``), or by a canary for its round trip, so two
   hosts out at once never plan onto the same free memory or pick the same canary.
 
-Slots of an earlier run are removed by the next run once it holds the cluster's lock (nobody
-else can hold one then).
+Runs that share the cluster's lock (``maintenance_state``: two operators, AWX job slices)
+share its slots: max_unavailable and the move turn hold across them. Each run keeps its own
+order (its rounds); a host another run holds a slot for (or marked) waits, and a host another
+run recorded done in the window meanwhile is not maintained twice (``done``). Slots of a run
+that no longer holds the lock are removed by the next run once it holds it (``clear_others``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     StateError, StateStore, create_json_exclusive, iso, make_state_dirs, now, read_json, unlink_quietly, write_json_atomic)
@@ -38,7 +41,8 @@ Record = Dict[str, Any]
 @dataclass(frozen=True)
 class Decision:
     """What a host may do now: ``take`` slot ``slot``, it already ``holds`` it, ``wait``
-    (``reason`` says for what) or stop, because the cluster ``stopped`` (``reason`` says why)."""
+    (``reason`` says for what), nothing because another run maintained it meanwhile (``done``,
+    ``reason`` says which) or stop, because the cluster ``stopped`` (``reason`` says why)."""
     action: str
     reason: str = ""
     slot: Optional[str] = None
@@ -56,22 +60,33 @@ def hosts_out_of_service(slots: Dict[str, Record], marked: Iterable[str] = (), u
 
 
 def decide(host: str, pool: str, limit: int, slots: Dict[str, Record], rounds: Sequence[Sequence[str]] = (),
-           done: Iterable[str] = (), out_of_service: Iterable[str] = ()) -> Decision:
+           done: Union[Mapping[str, Record], Iterable[str]] = (), out_of_service: Iterable[str] = (),
+           token: Optional[str] = None, busy: Optional[Mapping[str, str]] = None) -> Decision:
     """Pure admission rule (see the module docstring). ``slots``: slot file name to record, of
     both pools; ``rounds``: the run's planned order of the host's cluster (lists of hosts that
-    may be out together); ``done``: hosts recorded done in the window; ``out_of_service``:
-    marked hosts and hosts that did not answer at preflight."""
+    may be out together); ``done``: hosts recorded done in the window (host -> its record);
+    ``out_of_service``: marked hosts and hosts that did not answer at preflight; ``token``: the
+    asking run's (slots of other tokens are other runs'); ``busy``: hosts marked by another run
+    that holds the lock -> that run."""
     failed = sorted("%s (%s)" % (r.get("host"), r.get("failed")) for r in slots.values() if r.get("failed"))
     # A failed host stops its cluster: no host starts after it. A host already out goes on (its
     # drain or canary still needs the move turn).
     if failed and pool == "host":
         return Decision("stopped", "the cluster stopped after %s failed" % ", ".join(failed))
-    mine = [name for name, r in sorted(slots.items()) if name.startswith(pool + "-") and r.get("host") == host]
+    pool_slots = {name: r for name, r in slots.items() if name.startswith(pool + "-")}
+    of_host = [(name, r) for name, r in sorted(pool_slots.items()) if r.get("host") == host]
+    mine = [name for name, r in of_host if token is None or r.get("token") == token]
     if mine:
         return Decision("holds", slot=mine[0])
-    pool_slots = {name: r for name, r in slots.items() if name.startswith(pool + "-")}
     if pool == "host":
-        done = set(done)
+        done = done if isinstance(done, Mapping) else {name: {} for name in done}
+        if host in done:
+            # Planned by this run, maintained by another since (a run's own done hosts are not planned).
+            return Decision("done", "recorded done in the window by run %s" % (done[host] or {}).get("run_id", "?"))
+        busy = dict(busy or {})
+        busy.update((host, r.get("run_id") or "?") for _name, r in of_host)
+        if host in busy:
+            return Decision("wait", "%s: in maintenance by run %s" % (host, busy[host]))
         for index, members in enumerate(rounds):
             if host in members:
                 earlier = [h for r in rounds[:index] for h in r if h not in done]
@@ -106,28 +121,33 @@ class ClusterSlots:
         return {name: record for name, record in slots.items() if isinstance(record, dict)}
 
     def _situation(self, host: str, pool: str, limit: int, rounds: Sequence[Sequence[str]],
-                   unreachable: Iterable[str], leaving_out: Optional[str] = None) -> Decision:
+                   unreachable: Iterable[str], token: Optional[str], leaving_out: Optional[str] = None) -> Decision:
         slots = self.read()
         slots.pop(leaving_out, None)
         if pool == "move":
-            return decide(host, pool, 1, slots)
+            return decide(host, pool, 1, slots, token=token)
         window = self.store.window() or {}
         done = (window.get("hosts_done") or {}) if not window.get("closed") else {}
-        return decide(host, pool, limit, slots, rounds, done, set(self.store.marks()) | set(unreachable))
+        marks = self.store.marks()
+        live = self.store.live_tokens() - {token}
+        busy = {name: (mark.get("owner") or {}).get("run_id") or "?" for name, mark in marks.items()
+                if (mark.get("owner") or {}).get("token") in live}
+        return decide(host, pool, limit, slots, rounds, done, set(marks) | set(unreachable), token, busy)
 
     def take(self, host: str, pool: str, limit: int, holder: Record, rounds: Sequence[Sequence[str]] = (),
              unreachable: Iterable[str] = (), wait: float = 0.0, poll: float = 1.0,
              before_claim: Callable[[], None] = lambda: None) -> Record:
         """Take a slot for host, waiting up to ``wait`` seconds. Returns ``admitted`` (bool),
-        ``slot``, ``stopped`` (why the cluster stopped, or None), ``waiting_for`` and
-        ``changed``. ``before_claim`` runs before each attempt to make a slot and may refuse it
-        (raise): the run must still hold the cluster's lock then. A stopped cluster is said
+        ``slot``, ``stopped`` (why the cluster stopped, or None), ``waiting_for``, ``changed``
+        and, when another run maintained the host meanwhile, ``done_elsewhere`` (which run).
+        ``before_claim`` runs before each attempt to make a slot and may refuse it (raise): the
+        run must still hold the cluster's lock then. A stopped cluster is said
         without it (the failed host's rescue may have released the lock already)."""
         if pool not in POOLS:
             raise StateError("unknown slot pool %r (one of %s)" % (pool, ", ".join(POOLS)))
         deadline = time.monotonic() + max(0.0, wait)
         while True:
-            decision = self._situation(host, pool, limit, rounds, unreachable)
+            decision = self._situation(host, pool, limit, rounds, unreachable, holder.get("token"))
             if decision.action == "take":
                 if self.store.check_mode:
                     return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": True}
@@ -139,6 +159,9 @@ class ClusterSlots:
                 return {"admitted": False, "slot": None, "stopped": decision.reason, "waiting_for": None, "changed": False}
             if decision.action == "holds":
                 return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": False}
+            if decision.action == "done":
+                return {"admitted": False, "slot": None, "stopped": None, "waiting_for": None, "changed": False,
+                        "done_elsewhere": decision.reason}
             if time.monotonic() >= deadline:
                 return {"admitted": False, "slot": None, "stopped": None, "waiting_for": decision.reason, "changed": False}
             time.sleep(poll)
@@ -154,7 +177,7 @@ class ClusterSlots:
         # A mark (an operator's, another tool's) or another host's slot may have appeared between
         # the decision and the link: decide again as if this slot were not there yet (with it,
         # the rule only says the host holds it) and give it back unless the host may still take one.
-        again = self._situation(host, pool, limit, rounds, unreachable, leaving_out=name)
+        again = self._situation(host, pool, limit, rounds, unreachable, holder.get("token"), leaving_out=name)
         if again.action == "take":
             return Decision("take", slot=name)
         unlink_quietly(os.path.join(self.directory, name))
@@ -186,10 +209,11 @@ class ClusterSlots:
                         and (not token or r.get("token") == token))
         return {"others_active": others}
 
-    def clear_others(self, token: str) -> List[str]:
-        """Remove every slot not of ``token``: called under the cluster's lock, when no other run
-        can hold one (they are left by a run that stopped)."""
-        names = [name for name, r in self.read().items() if r.get("token") != token]
+    def clear_others(self, live_tokens: Iterable[str]) -> List[str]:
+        """Remove every slot of a run that holds the cluster's lock no more (``live_tokens``: the
+        runs that do): called under the lock; such slots are left by a run that stopped."""
+        live = set(live_tokens)
+        names = [name for name, r in self.read().items() if r.get("token") not in live]
         if not self.store.check_mode:
             for name in names:
                 unlink_quietly(os.path.join(self.directory, name))

@@ -27,7 +27,10 @@ and not maintained by this run (by somebody else, or left marked by this window 
 run) and hosts whose libvirt or SSH did not answer at preflight, in or outside the run's hosts.
 The waves take that many fewer hosts at once, and a cluster whose limit is used up by them is
 not maintained at all (its hosts are skipped, saying which hosts are out of service and why).
-None of them is a destination in the capacity proof.
+None of them is a destination in the capacity proof. A host marked by another run that shares
+the cluster's lock (``owner_live`` in its mark) is out only until that run brings it back: it
+takes none of this run's room (the shared slots keep the cluster under ``max_unavailable``) and
+is no destination in the proof (``out_for_now``).
 
 The capacity proof follows the waves: in wave k, every host of the wave is out of service at
 once (so with ``max_unavailable`` 2 two hosts drain while neither can take the other's guests),
@@ -57,9 +60,11 @@ def mark_owner_text(mark):
 
 
 def mark_is_ours(mark, run_id, window):
-    """True when mark was made by this run or by an earlier run of this maintenance window."""
-    return bool(mark) and ((mark.get("owner") or {}).get("run_id") == run_id
-                           or (bool(window) and mark.get("window") == window))
+    """True when mark was made by this run or by an earlier run of this maintenance window, not
+    by another run that still holds the cluster's lock (``owner_live``: it shares the cluster
+    and the window, and goes on with its host; at preflight this run has no mark yet)."""
+    return bool(mark) and not mark.get("owner_live") and ((mark.get("owner") or {}).get("run_id") == run_id
+                                                          or (bool(window) and mark.get("window") == window))
 
 
 def classify_hosts(hosts, run_id, window_name, force=False, unreachable=None):
@@ -334,9 +339,17 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
         entry = out_of_service.setdefault(cluster, {})
         entry[name] = "%s; %s" % (entry[name], why) if name in entry else why
 
+    # A host marked by another run that shares the cluster (``owner_live``) is out only for
+    # now: that run brings it back, and the slots (shared by both runs) keep the cluster under
+    # max_unavailable at every moment. It takes no room for the whole run, but it is no
+    # destination in the proof.
+    out_for_now = set()
     for name in sorted(marked_hosts):
         if name not in maintained and name not in stale:
             mark = marks.get(name)
+            if (mark or {}).get("owner_live"):
+                out_for_now.add(name)
+                continue
             count_down(name, _mark_text(mark, mark_is_ours(mark, run_id, window_of.get(name, window_name))))
     for name, why in sorted(unreachable.items()):
         count_down(name, why)
@@ -364,7 +377,7 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
     violations = wave_violations(waves, cluster_of, limits)
     if violations:  # the wave planner's own invariant: never more than the limit at once
         raise ValueError("; ".join(violations))
-    not_destinations = sorted(set(foreign) | {n for names in out_of_service.values() for n in names})
+    not_destinations = sorted(set(foreign) | out_for_now | {n for names in out_of_service.values() for n in names})
     proof = (prove_capacity_by_wave(waves, capacity, not_destinations, policy, in_service=stale)
              if capacity is not None else None)
     clusters = {}
@@ -378,6 +391,7 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
             "out_of_service": sorted(down),
             "out_of_service_reasons": dict(sorted(down.items())),
             "stale_marks": [n for n in stale if member_of.get(n) == cluster],
+            "out_for_now": sorted(n for n in out_for_now if member_of.get(n) == cluster),
             "hosts": [], "maintained": []})
         entry["hosts"].append(host["name"])
         if host["name"] in maintained_now:

@@ -9,10 +9,16 @@ cluster's shared one) are in ``state_store.py``; here are the rules every change
   is one run: a random token made once per run (never set by a user), with the run id, the
   controller, its pid and the start time. Only the same token re-enters the lock; a second run
   started with the same run id is refused like any other run.
+* A lock is exclusive (``lock.json``: rebalance, an operator) or shared (``runs/<token>.json``:
+  rolling maintenance runs, which cooperate through the slots, ``cluster_slots.py``). Shared
+  runs exclude an exclusive holder and a run with the same run id; an exclusive holder
+  excludes every other. Each is taken by announcing first (an exclusive link), then checking
+  for the other kind: two that race both see each other and the later one withdraws.
 * Removing a lock renames it to a unique name first and checks the renamed file is the lock
   meant; a lock another run took in between is put back.
 * A mark is created atomically too; a mark whose owner is neither this run nor this
-  maintenance window belongs to somebody else and is never touched.
+  maintenance window belongs to somebody else and is never touched, nor is a mark of this
+  window whose run still holds its shared lock (a cooperating run's).
 * Every change of the window or of a run's mark needs the lock (and its token, when given).
 
 Pure Python (no Ansible import) so the unit tests use it directly.
@@ -24,13 +30,13 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Union
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
-    LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, iso, link_exclusive, new_token,
-    now, read_bytes, read_json, unlink_quietly, write_json_atomic)
+    LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, iso, link_exclusive, make_state_dirs,
+    new_token, now, read_bytes, read_json, unlink_quietly, write_json_atomic)
 
 # Phases a host goes through while marked, in order. A resumed run uses the phase reached to
 # avoid repeating a reboot that already happened.
@@ -62,6 +68,11 @@ def _holder_of(record: Any) -> Record:
     return holder if isinstance(holder, dict) else {}
 
 
+def _owner_of(mark: Any) -> Record:
+    owner = mark.get("owner") if isinstance(mark, dict) else None
+    return owner if isinstance(owner, dict) else {}
+
+
 def describe_holder(holder: Any) -> str:
     holder = holder if isinstance(holder, dict) else {}
     text = "run %s" % holder.get("run_id", "?")
@@ -82,12 +93,24 @@ class ClusterState(StateStore):
     files with the rules of who may change them."""
 
     def snapshot(self) -> Record:
-        """The store's records, the slots (``cluster_slots``) and the drains' reservations
-        (``reservations``) included: what a plan made now must respect."""
-        return dict(super().snapshot(), slots=ClusterSlots(self).read(),
+        """The store's records, the runs holding the shared lock (``runs``), the slots
+        (``cluster_slots``) and the drains' reservations (``reservations``): what a plan made now
+        must respect. A mark whose run still holds the lock says so (``owner_live``)."""
+        base = super().snapshot()
+        runs = self.runs()
+        live = self.live_tokens(base["lock"], runs)
+        marks = {host: dict(mark, owner_live=True) if _owner_of(mark).get("token") in live else mark
+                 for host, mark in base["marks"].items()}
+        return dict(base, marks=marks, runs=runs, slots=ClusterSlots(self).read(),
                     reservations=ClusterReservations(self).read())
 
     # ----------------------------------------------------------------- lock
+    def _conflicting_runs(self, runs: Dict[str, Record], token: str, run_id: Optional[str], shared: bool) -> Dict[str, Record]:
+        """The registered runs that exclude a lock for (token, run_id): every other one for an
+        exclusive lock, another run with the same run id for a shared one."""
+        return {other: record for other, record in sorted(runs.items())
+                if other != token and (not shared or _holder_of(record).get("run_id") == run_id)}
+
     def _tombstone(self, tag: str) -> str:
         return os.path.join(self.path, ".%s.%s-%s" % (LOCK_FILE, tag, uuid.uuid4().hex))
 
@@ -134,12 +157,14 @@ class ClusterState(StateStore):
         self._history({"event": "lock_broken", "by": by, "corrupt": True, "corrupt_copy": kept, "error": str(exc)})
         return {"corrupt": True, "corrupt_copy": kept, "error": str(exc)}
 
-    def acquire_lock(self, holder: Record, force: bool = False) -> Tuple[bool, Record, Optional[Record]]:
-        """Take the cluster lock for holder (its run_id and token). Returns (changed, lock, broken_lock).
+    def acquire_lock(self, holder: Record, force: bool = False, shared: bool = False) -> Tuple[bool, Record, Optional[Record]]:
+        """Take the cluster lock for holder (its run_id and token), exclusive or ``shared``.
+        Returns (changed, lock, broken_lock).
 
         Re-entrant for the same token only: a second run with the same run id is another run and
-        is refused (LockHeld) like any other, unless force is set, in which case the lock (even
-        a corrupt one) is broken and the broken holder is returned and logged.
+        is refused (LockHeld) like any other, unless force is set, in which case every lock
+        that excludes this one (even a corrupt one) is broken and the broken holder is returned
+        and logged.
         """
         run_id, token = holder.get("run_id"), holder.get("token")
         if not token:
@@ -149,14 +174,20 @@ class ClusterState(StateStore):
             current = self.lock()
         except CorruptState as exc:
             current, corrupt = None, exc
-        if current and _holder_of(current).get("token") == token:
+        runs = self.runs()
+        if shared and token in runs:
+            return False, runs[token], None
+        if not shared and current and _holder_of(current).get("token") == token:
             return False, current, None
-        if (current or corrupt) and not force:
+        others = self._conflicting_runs(runs, token, run_id, shared)
+        if (current or corrupt or others) and not force:
             if corrupt:
                 raise corrupt
-            raise self._refusal(current, holder)
+            raise self._refusal(current or next(iter(others.values())), holder, shared)
         lock = {"cluster": self.cluster, "holder": holder, "acquired": now()}
-        broken = current
+        if shared:
+            lock["shared"] = True
+        broken = current or (next(iter(others.values())) if others else None)
         if self.check_mode:
             return True, lock, ({"corrupt": True, "error": str(corrupt)} if corrupt else broken)
         self.ensure_dirs()
@@ -165,14 +196,49 @@ class ClusterState(StateStore):
         elif current:
             self._take_lock_away(current, keep_as=None)
             self._history({"event": "lock_broken", "by": run_id, "holder": _holder_of(current)})
+        for other, record in others.items():
+            unlink_quietly(self._run_path(other))
+            self._history({"event": "lock_broken", "by": run_id, "holder": _holder_of(record), "shared": True})
+        if shared:
+            self._register(lock)
+        else:
+            self._lock_exclusively(lock)
+        self._history(dict({"event": "locked", "holder": holder}, **({"shared": True} if shared else {})))
+        return True, lock, broken
+
+    def _register(self, lock: Record) -> None:
+        """Announce a shared lock, then check: an exclusive lock or a run with the same run id
+        that came in meanwhile wins, and this registration is withdrawn."""
+        holder = lock["holder"]
+        path = self._run_path(holder["token"])
+        make_state_dirs(os.path.dirname(path))
+        if not create_json_exclusive(path, lock):
+            raise StateError("cluster %s: run token %s is registered already" % (self.cluster, holder["token"][:12]))
+        try:
+            exclusive = self.lock()
+        except CorruptState as exc:
+            unlink_quietly(path)
+            raise exc
+        clash = exclusive or next(iter(self._conflicting_runs(self.runs(), holder["token"], holder.get("run_id"), True).values()), None)
+        if clash:
+            unlink_quietly(path)
+            other = _holder_of(clash)
+            raise LockHeld("cluster %s was just locked by %s" % (self.cluster, describe_holder(other)), other)
+
+    def _lock_exclusively(self, lock: Record) -> None:
+        """Take lock.json, then check: a shared run that registered meanwhile wins, and the lock
+        is given back."""
         if not create_json_exclusive(self._lock_path(), lock):
             # Somebody took it between our read and our link: report them, never overwrite.
             other = _holder_of(self.lock())
             raise LockHeld("cluster %s was just locked by %s" % (self.cluster, describe_holder(other)), other)
-        self._history({"event": "locked", "holder": holder})
-        return True, lock, broken
+        others = self._conflicting_runs(self.runs(), lock["holder"]["token"], None, False)
+        if others:
+            self._take_lock_away(lock)
+            other = _holder_of(next(iter(others.values())))
+            raise LockHeld("cluster %s was just joined by %s" % (self.cluster, describe_holder(other)), other)
 
-    def _refusal(self, current: Record, holder: Record) -> LockHeld:
+    def _refusal(self, current: Record, holder: Record, shared: bool = False) -> LockHeld:
         """Why ``holder`` cannot take the lock ``current`` holds (another run's)."""
         run_id, token = holder.get("run_id"), holder.get("token") or ""
         other = _holder_of(current)
@@ -180,31 +246,60 @@ class ClusterState(StateStore):
             return LockHeld(
                 "cluster %s is locked by %s, another run with the same run id %s (this run is token %s): two runs "
                 "were started with the same rolling_maintenance_run_id and the first still holds the lock. Two runs "
-                "never maintain one cluster at once. To resume a run that died while holding the lock, make sure "
-                "it is gone (pid %s on %s), then release it with rolling_maintenance_force_unlock: [%s] "
+                "with one run id never maintain one cluster at once. To resume a run that died while holding the lock, "
+                "make sure it is gone (pid %s on %s), then release it with rolling_maintenance_force_unlock: [%s] "
                 "(lock file %s)." % (self.cluster, describe_holder(other), run_id, token[:12], other.get("pid", "?"),
-                                     other.get("controller", "?"), self.cluster, self._lock_path()), other)
-        return LockHeld(
-            "cluster %s is locked by %s. Two runs never maintain one cluster at once. "
-            "If that run is dead, an operator releases the lock with "
-            "rolling_maintenance_force_unlock: [%s] (lock file %s)."
-            % (self.cluster, describe_holder(other), self.cluster, self._lock_path()), other)
+                                     other.get("controller", "?"), self.cluster, self._lock_file_of(current)), other)
+        if current.get("shared"):
+            text = ("cluster %s is locked by %s, a rolling maintenance run: it shares the cluster only with other "
+                    "rolling maintenance runs. If that run is dead, an operator releases the lock with "
+                    "rolling_maintenance_force_unlock: [%s] (lock file %s).")
+        elif shared:
+            text = ("cluster %s is locked by %s, which holds the cluster to itself: rolling maintenance runs share a "
+                    "cluster only with each other. If that run is dead, an operator releases the lock with "
+                    "rolling_maintenance_force_unlock: [%s] (lock file %s).")
+        else:
+            text = ("cluster %s is locked by %s. Two runs never maintain one cluster at once. If that run is dead, an "
+                    "operator releases the lock with rolling_maintenance_force_unlock: [%s] (lock file %s).")
+        return LockHeld(text % (self.cluster, describe_holder(other), self.cluster, self._lock_file_of(current)), other)
 
-    def held_by_another(self, holder: Record) -> Optional[LockHeld]:
+    def _lock_file_of(self, lock: Record) -> str:
+        token = _holder_of(lock).get("token")
+        return self._run_path(token) if lock.get("shared") and token else self._lock_path()
+
+    def held_by_another(self, holder: Record, shared: bool = False) -> Optional[LockHeld]:
         """What taking the lock for ``holder`` now would be refused with - the lock of another run -
-        or None (free, or this run's). Reads only. A corrupt lock is left to acquire_lock, which
-        says what to do with it."""
+        or None (free, shared with cooperating runs, or this run's). Reads only. A corrupt lock is
+        left to acquire_lock, which says what to do with it."""
         try:
             current = self.lock()
         except CorruptState:
             return None
-        if not current or _holder_of(current).get("token") == holder.get("token"):
-            return None
-        return self._refusal(current, holder)
+        token = holder.get("token")
+        if current and _holder_of(current).get("token") != token:
+            return self._refusal(current, holder, shared)
+        others = self._conflicting_runs(self.runs(), token, holder.get("run_id"), shared)
+        return self._refusal(next(iter(others.values())), holder, shared) if others else None
 
     def release_lock(self, run_id: Optional[str], force: bool = False, token: Optional[str] = None) -> bool:
-        """Release the lock held by this run (token, or run_id when no token is given) or any
-        lock with force (a corrupt one is kept as lock.json.corrupt-<time>). Returns changed."""
+        """Release the lock held by this run (token, or run_id when no token is given): its
+        shared registration or the exclusive lock. With force, any exclusive lock (a corrupt one
+        is kept as lock.json.corrupt-<time>) and every registration. Returns changed."""
+        if token:
+            registered = self.runs().get(token)
+            if registered:
+                if not self.check_mode:
+                    unlink_quietly(self._run_path(token))
+                    self._history({"event": "unlocked", "by": run_id, "holder": _holder_of(registered), "shared": True})
+                return True
+        released = False
+        if force:
+            for other, record in self.runs().items():
+                if not self.check_mode:
+                    unlink_quietly(self._run_path(other))
+                    self._history({"event": "unlocked", "by": run_id, "holder": _holder_of(record), "shared": True,
+                                   "forced": True})
+                released = True
         try:
             current = self.lock()
         except CorruptState as exc:
@@ -214,7 +309,7 @@ class ClusterState(StateStore):
                 self._set_aside_corrupt(exc, run_id)
             return True
         if not current:
-            return False
+            return released
         other = _holder_of(current)
         ours = other.get("token") == token if token else other.get("run_id") == run_id
         if not ours and not force:
@@ -226,13 +321,15 @@ class ClusterState(StateStore):
         removed, _kept = self._take_lock_away(current)
         if removed:
             self._history({"event": "unlocked", "by": run_id, "holder": other, "forced": not ours})
-        return removed
+        return removed or released
 
     def require_lock(self, run_id: str, token: Optional[str] = None) -> None:
         """Refuse (StateError) unless run_id, with token when given, holds the cluster's lock."""
         self._require_lock(run_id, token)
 
     def _require_lock(self, run_id: str, token: Optional[str] = None) -> None:
+        if token and _holder_of(self.runs().get(token)).get("run_id") == run_id:
+            return
         current = self.lock()
         other = _holder_of(current)
         if not current or other.get("run_id") != run_id or (token and other.get("token") != token):
@@ -252,6 +349,13 @@ class ClusterState(StateStore):
         """
         self._require_lock(run_id, token)
         current = self.window()
+        others = sorted(_holder_of(r).get("run_id") or "?" for t, r in self.runs().items() if t != token)
+        if current and not current.get("closed") and others and (new or (name and current.get("name") != name)):
+            # Runs that share the cluster work in one window: a new one would hide the hosts
+            # they recorded done (their turns) and is not opened while they hold the lock.
+            self._history({"event": "window_joined", "name": current.get("name"), "by": run_id, "instead_of_new": True,
+                           "runs": others})
+            new, name = False, None
         if current and not current.get("closed") and not new and (not name or current.get("name") == name):
             if run_id not in current.get("runs", []):
                 current = dict(current, runs=current.get("runs", []) + [run_id])
@@ -305,6 +409,10 @@ class ClusterState(StateStore):
         ``left``: with ``members`` given, the window stays open while a member is neither
         recorded done in it nor in ``not_needed`` (nothing to patch), and ``left`` names them."""
         current = self.window() or {}
+        if current.get("closed"):
+            # A run that shared the cluster finished it first and closed the window.
+            self._require_lock(run_id, token)
+            return False, dict(current, left=[])
         left = [m for m in (members or ()) if m not in (current.get("hosts_done") or {}) and m not in set(not_needed)]
         if left:
             self._require_lock(run_id, token)
@@ -321,14 +429,19 @@ class ClusterState(StateStore):
 
     # ----------------------------------------------------------------- marks
     @staticmethod
-    def mark_belongs_to(mark: Optional[Record], run_id: Optional[str], window_name: Optional[str]) -> bool:
+    def mark_belongs_to(mark: Optional[Record], run_id: Optional[str], window_name: Optional[str],
+                        token: Optional[str] = None, live_tokens: Iterable[str] = ()) -> bool:
         """True if mark is this run's or was left by an earlier run of the same window.
 
-        Marks name the run id and the window, not the lock token: a second run with the same
-        run id acts on no mark while the first holds the lock, because every change of a mark
-        by a run needs the lock (and its token, when the run passes it).
+        Marks name the run id and the window: a second run with the same run id acts on no mark
+        while the first holds the lock, because every change of a mark by a run needs the lock
+        (and its token, when the run passes it). A mark of the window made by another run that
+        still holds the shared lock (its token among ``live_tokens``) is that run's.
         """
         if not mark:
+            return False
+        owner_token = _owner_of(mark).get("token")
+        if token and owner_token and owner_token != token and owner_token in set(live_tokens):
             return False
         if mark.get("owner", {}).get("run_id") == run_id:
             return True
@@ -345,7 +458,7 @@ class ClusterState(StateStore):
             raise StateError("unknown phase %r (one of %s)" % (phase, ", ".join(PHASES)))
         path = self._mark_path(host)
         current = self._read_mark(host, path)
-        if current and not self.mark_belongs_to(current, run_id, window_name):
+        if current and not self.mark_belongs_to(current, run_id, window_name, token, self._live_if(token)):
             raise StateError("host %s is marked in maintenance by %s (%s): leaving it as found"
                              % (host, describe_holder(current.get("owner")),
                                 current.get("reason") or "no reason given"))
@@ -380,12 +493,15 @@ class ClusterState(StateStore):
         current = self._read_mark(host, path)
         if not current:
             return False
-        if not force and not self.mark_belongs_to(current, run_id, window_name):
-            raise StateError("host %s is marked by %s, not by this run: leaving the mark"
-                             % (host, describe_holder(current.get("owner"))))
         if token and run_id != "operator":
             self._require_lock(run_id, token)
+        if not force and not self.mark_belongs_to(current, run_id, window_name, token, self._live_if(token)):
+            raise StateError("host %s is marked by %s, not by this run: leaving the mark"
+                             % (host, describe_holder(current.get("owner"))))
         if not self.check_mode:
             unlink_quietly(path)
             self._history({"event": "unmarked", "host": host, "by": run_id})
         return True
+
+    def _live_if(self, token: Optional[str]) -> Set[str]:
+        return self.live_tokens() if token else set()

@@ -8,9 +8,9 @@ side by side: only their plans are made one at a time, in the cluster's move tur
 ``<state dir>/reservations/<host>.json``, one per draining host: ``host``, ``token`` and
 ``run_id`` of the run, ``since`` and ``moves`` (``guest``, ``destination``, ``memory_mib``,
 ``vcpus``). Written once the drain has planned (still in the move turn, so the next plan reads
-it), removed when its migrations are over. A drain counts the reservations made under the lock
-it holds (its run's token); those of a run that stopped are removed by the next run once it
-holds the lock (``open_window``), like its slots.
+it), removed when its migrations are over. A drain counts every other host's reservation, also
+those of another run sharing the cluster's lock; those of a run that stopped are removed by the
+next run once it holds the lock (``open_window``), like its slots.
 
 Pure Python, no Ansible import.
 """
@@ -71,20 +71,23 @@ class ClusterReservations:
             unlink_quietly(self._path(host))
         return True
 
-    def clear_others(self, token: str) -> List[str]:
-        """Remove every reservation not of ``token``: called under the cluster's lock, when no
-        other run drains (they are left by a run that stopped)."""
-        hosts = sorted(host for host, record in self.read().items() if record.get("token") != token)
+    def clear_others(self, live_tokens: Iterable[str]) -> List[str]:
+        """Remove every reservation of a run that holds the cluster's lock no more
+        (``live_tokens``: the runs that do): called under the lock; they are left by a run that
+        stopped."""
+        live = set(live_tokens)
+        hosts = sorted(host for host, record in self.read().items() if record.get("token") not in live)
         if not self.store.check_mode:
             for host in hosts:
                 unlink_quietly(self._path(host))
         return hosts
 
 
-def in_flight(reservations: Mapping[str, Record], token: Optional[str], host: str) -> List[Record]:
-    """The moves promised by the other drains of the run holding ``token`` (not ``host``'s own)."""
+def in_flight(reservations: Mapping[str, Record], host: str) -> List[Record]:
+    """The moves promised by the other drains of the cluster (not ``host``'s own), of every run
+    that shares it; one left by a run that stopped counts too until the next run removes it."""
     return [dict(move, source=other) for other, record in sorted((reservations or {}).items())
-            if other != host and record.get("token") == token
+            if other != host
             for move in record.get("moves") or ()]
 
 

@@ -39,7 +39,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.errors import VirtfleetError
 
@@ -48,6 +48,8 @@ IDENTITY_FILE = "cluster-id.json"
 LOCK_FILE = "lock.json"
 WINDOW_FILE = "window.json"
 MARKS_DIR = "marks"
+# Where the runs holding the cluster's shared lock register, one file per run (its token).
+RUNS_DIR = "runs"
 HISTORY_FILE = "history.jsonl"
 
 
@@ -240,6 +242,11 @@ def create_json_exclusive(path: str, data: Any) -> bool:
         unlink_quietly(tmp)
 
 
+def _lock_holder(lock: Any) -> Dict[str, Any]:
+    holder = lock.get("holder") if isinstance(lock, dict) else None
+    return holder if isinstance(holder, dict) else {}
+
+
 def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -341,6 +348,44 @@ class StateStore:
             raise self._corrupt_lock(CorruptState("not a lock record: %.80r" % (lock,), self._lock_path(),
                                                   read_bytes(self._lock_path())))
         return lock
+
+    def _run_path(self, token: str) -> str:
+        if not token or not all(c.isalnum() or c in "-_" for c in token):
+            raise StateError("invalid run token %r" % (token,))
+        return os.path.join(self.path, RUNS_DIR, token + ".json")
+
+    def runs(self) -> Dict[str, Dict[str, Any]]:
+        """token -> registration of every run holding the cluster's shared lock. A file that
+        cannot be read counts as a run nobody can name (it excludes an exclusive lock)."""
+        directory = os.path.join(self.path, RUNS_DIR)
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return {}
+        runs: Dict[str, Dict[str, Any]] = {}
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                record = read_json(os.path.join(directory, name))
+            except CorruptState as exc:
+                record = {"holder": {"run_id": "?", "token": name[:-5]}, "corrupt": str(exc)}
+            if isinstance(record, dict):  # None: released between listdir and read
+                runs[name[:-5]] = record
+        return runs
+
+    def live_tokens(self, lock: Optional[Dict[str, Any]] = None, runs: Optional[Dict[str, Dict[str, Any]]] = None) -> Set[str]:
+        """The tokens of the runs holding the cluster's lock now (exclusive or shared)."""
+        if runs is None:
+            runs = self.runs()
+            try:
+                lock = self.lock()
+            except CorruptState:
+                lock = None
+        tokens = set(runs)
+        if _lock_holder(lock).get("token"):
+            tokens.add(_lock_holder(lock)["token"])
+        return tokens
 
     def window(self) -> Optional[Dict[str, Any]]:
         try:

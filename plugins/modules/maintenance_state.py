@@ -57,11 +57,13 @@ options:
         O(identity) when given); the message names the path and its mount. With O(run_id) and
         O(token) it also says whether another run holds the cluster's lock (RV(lock_held),
         RV(lock_message)), taking nothing.
-      - C(lock) takes the cluster lock for O(run_id) and O(token) (re-entrant for the same token);
-        refused with the holder's name when another run holds it, unless O(force=true) breaks it.
+      - C(lock) takes the cluster lock for O(run_id) and O(token) (re-entrant for the same token),
+        exclusive or, with O(shared=true), shared with other runs that take it shared (C(runs/<token>.json));
+        refused with the holder's name when a run holds it that excludes this one, unless O(force=true) breaks it.
       - C(unlock) releases the lock held by O(token) (by O(run_id) when no token is given);
-        O(force=true) releases anybody's, a corrupt one too.
-      - C(open_window) joins the open maintenance window or opens one (needs the lock).
+        O(force=true) releases anybody's, a corrupt one too, and every shared one.
+      - C(open_window) joins the open maintenance window or opens one (needs the lock). While other runs share
+        the lock, the open window is joined even with O(new_window=true) or another O(window) name.
       - C(record_origins) remembers the host of every guest in O(guests) (first record wins).
       - C(mark) marks O(host) in maintenance or advances its O(phase).
       - C(unmark) removes this window's mark of O(host).
@@ -75,7 +77,9 @@ options:
         has come (every host of the earlier rounds is recorded done in the window) and fewer than O(limit)
         hosts of the cluster hold a slot, are marked or are listed in O(unreachable); pool C(move) (one per
         cluster) for a drain or a canary. RV(admitted) says whether it holds the slot, RV(stopped) why the
-        cluster stopped (a holder failed) and RV(waiting_for) what it still waits for. Needs the lock.
+        cluster stopped (a holder failed) and RV(waiting_for) what it still waits for. Runs sharing the lock share the
+        slots (a host another run holds a slot for or marked waits), and RV(done_elsewhere) says that another run
+        recorded O(host) done in the window meanwhile (it is not maintained again). Needs the lock.
       - C(release_slot) gives back O(host)'s slots of O(pool) (both pools when O(pool) is omitted).
       - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
         told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
@@ -83,8 +87,8 @@ options:
         a drain of another host of the cluster planning meanwhile subtracts it, and gives back O(host)'s move turn
         (its plan is made). Needs the lock.
       - C(unreserve) removes O(host)'s reservation (its drain's migrations are over).
-      - C(open_window) also removes the slots and reservations left by earlier runs (under the lock, no other run
-        holds one); C(stop_slot) and C(host_done) also remove the host's reservation.
+      - C(open_window) also removes the slots and reservations left by runs that hold the lock no more (they
+        stopped); C(stop_slot) and C(host_done) also remove the host's reservation.
       - Every answer carries RV(state), with the slots and reservations.
     type: str
     required: true
@@ -151,6 +155,13 @@ options:
     type: str
   force:
     description: Break a lock held by another run, or remove another owner's mark. Operator use.
+    type: bool
+    default: false
+  shared:
+    description:
+      - With O(state=lock) (and O(state=verify_shared)), take the lock shared with other runs that take it shared
+        (rolling maintenance runs, which then share the cluster's slots, window and reservations). A shared lock
+        excludes an exclusive one and another run with the same O(run_id); an exclusive one excludes every other.
     type: bool
     default: false
   pool:
@@ -333,6 +344,15 @@ waiting_for:
   description: With O(state=take_slot), what the host still waits for when not admitted (its turn, room), else null.
   returned: when O(state=take_slot)
   type: str
+shared_with:
+  description: With O(state=lock) and O(shared=true), the run ids of the other runs that share the cluster's lock now.
+  returned: when O(state=lock) and O(shared=true)
+  type: list
+  elements: str
+done_elsewhere:
+  description: With O(state=take_slot), which run recorded the host done in the window meanwhile (not admitted).
+  returned: when O(state=take_slot) and another run maintained the host
+  type: str
 released:
   description: With O(state=release_slot), O(state=host_done) and O(state=reserve), the slot files given back.
   returned: when O(state) is release_slot, host_done or reserve
@@ -384,6 +404,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     details=dict(type="dict", default={}),
     reason=dict(type="str"),
     force=dict(type="bool", default=False),
+    shared=dict(type="bool", default=False),
     pool=dict(type="str", choices=["host", "move"]),
     limit=dict(type="int", default=1),
     rounds=dict(type="list", elements="list", default=[]),
@@ -441,13 +462,16 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         result["changed"], result["identity"] = state.init_identity()
     elif requested == "verify_shared":
         result["identity"] = state.verify_shared(params["identity"])
-        refusal = state.held_by_another(holder) if holder and token else None
+        refusal = state.held_by_another(holder, shared=params["shared"]) if holder and token else None
         if refusal:  # read only: whether this run could take the lock now
             result.update(lock_held=True, holder=refusal.result["holder"], lock_message=refusal.message)
     elif requested == "lock":
-        changed, lock, broken = state.acquire_lock(holder, force=params["force"])
+        changed, lock, broken = state.acquire_lock(holder, force=params["force"], shared=params["shared"])
         result["changed"] = changed
         result["token"] = lock["holder"]["token"]
+        if params["shared"]:
+            result["shared_with"] = sorted((r.get("holder") or {}).get("run_id") or "?"
+                                           for t, r in state.runs().items() if t != result["token"])
         if broken:
             result["broken_lock"] = broken
     elif requested == "unlock":
@@ -455,8 +479,11 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
     elif requested == "open_window":
         result["changed"], result["window"] = state.open_window(run_id, name=params["window"],
                                                                 new=params["new_window"], token=token)
-        if token and (ClusterSlots(state).clear_others(token) or ClusterReservations(state).clear_others(token)):
-            result["changed"] = True
+        if token:
+            # Slots and reservations of runs that hold the lock no more (stopped) are void.
+            live = state.live_tokens()
+            if ClusterSlots(state).clear_others(live) or ClusterReservations(state).clear_others(live):
+                result["changed"] = True
     elif requested == "record_origins":
         result["changed"], result["window"] = state.record_guest_origins(run_id, params["guests"], token=token)
     elif requested == "mark":

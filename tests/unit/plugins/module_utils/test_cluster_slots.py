@@ -386,15 +386,18 @@ def test_stop_in_check_mode_writes_nothing(state):
                             "move-0.json": {"host": "a1", "pool": "move", "token": TOKEN}}
 
 
-def test_clear_others_removes_every_slot_not_of_this_token(state):
+def test_clear_others_removes_the_slots_of_runs_that_hold_the_lock_no_more(state):
     slots = cs.ClusterSlots(state)
     put_slot(slots, "host-0.json", host="a1", token=TOKEN)
     put_slot(slots, "host-1.json", host="a2", token=OTHER_TOKEN)
-    put_slot(slots, "move-0.json", host="a2")
+    put_slot(slots, "host-2.json", host="a3", token="stopped-run")
+    put_slot(slots, "move-0.json", host="a3")
     dry = cs.ClusterSlots(ms.ClusterState(state.path, "lab-a", check_mode=True))
-    assert dry.clear_others(TOKEN) == ["host-1.json", "move-0.json"] and len(slots.read()) == 3
-    assert slots.clear_others(TOKEN) == ["host-1.json", "move-0.json"]
-    assert sorted(slots.read()) == ["host-0.json"]
+    # A run sharing the lock (OTHER_TOKEN) keeps its slot; a stopped run's and a tokenless one go.
+    assert dry.clear_others({TOKEN, OTHER_TOKEN}) == ["host-2.json", "move-0.json"] and len(slots.read()) == 4
+    assert slots.clear_others({TOKEN, OTHER_TOKEN}) == ["host-2.json", "move-0.json"]
+    assert sorted(slots.read()) == ["host-0.json", "host-1.json"]
+    assert slots.clear_others({TOKEN}) == ["host-1.json"]
 
 
 def test_a_resumed_host_is_not_kept_out_by_its_own_mark(state):
@@ -409,3 +412,40 @@ def test_the_move_turn_asked_again_is_held(state):
     assert slots.take("a1", "move", 1, holder())["changed"]
     assert slots.take("a1", "move", 1, holder()) == {
         "admitted": True, "slot": "move-0.json", "stopped": None, "waiting_for": None, "changed": False}
+
+
+# --------------------------------------------------------------------------- runs sharing the cluster
+OTHER = "o" * 32
+
+
+def test_decide_a_host_another_run_holds_or_marked_waits_and_one_it_did_is_done():
+    theirs = {"host-0.json": {"host": "a1", "pool": "host", "token": OTHER, "run_id": "run-2"}}
+    waiting = cs.decide("a1", "host", 2, theirs, [["a1"]], token=TOKEN)
+    assert waiting.action == "wait" and "in maintenance by run run-2" in waiting.reason
+    # Without tokens (one run), the host's slot is its own.
+    assert cs.decide("a1", "host", 2, theirs, [["a1"]]).action == "holds"
+    busy = cs.decide("a2", "host", 2, {}, [["a2"]], out_of_service=["a2"], token=TOKEN, busy={"a2": "run-2"})
+    assert busy.action == "wait" and "run-2" in busy.reason
+    done = cs.decide("a2", "host", 2, {}, [["a2"]], done={"a2": {"run_id": "run-2"}}, token=TOKEN)
+    assert done == cs.Decision("done", "recorded done in the window by run run-2")
+
+
+def test_two_runs_share_max_unavailable_and_a_host_is_maintained_once(state):
+    # run-1 holds the lock exclusively in the fixture; a second rolling run shares the cluster
+    # when both take it shared.
+    state.release_lock("run-1", token=TOKEN)
+    state.acquire_lock(ms.default_holder("run-1", {"token": TOKEN}), shared=True)
+    state.acquire_lock(ms.default_holder("run-2", {"token": OTHER}), shared=True)
+    slots = cs.ClusterSlots(state)
+    one, two = holder(), {"run_id": "run-2", "token": OTHER}
+    assert slots.take("a1", "host", 1, one, [["a1"], ["a2"]])["admitted"]
+    # run-2's own order starts with a3, but the cluster's one place is taken by run-1.
+    waiting = slots.take("a3", "host", 1, two, [["a3"], ["a1"]])
+    assert not waiting["admitted"] and "a1 out of service" in waiting["waiting_for"]
+    # run-2 planned a1 too: it waits while run-1 maintains it, and does not do it again after.
+    assert "in maintenance by run run-1" in slots.take("a1", "host", 1, two, [["a1"]])["waiting_for"]
+    state.host_done("run-1", "a1", token=TOKEN)
+    slots.release("a1", TOKEN)
+    assert slots.take("a1", "host", 1, two, [["a1"]])["done_elsewhere"] == "recorded done in the window by run run-1"
+    assert slots.take("a3", "host", 1, two, [["a3"], ["a1"]])["admitted"]
+    assert not slots.take("a2", "host", 1, one, [["a1"], ["a2"]])["admitted"]

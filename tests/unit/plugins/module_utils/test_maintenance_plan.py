@@ -158,6 +158,26 @@ def test_hosts_already_out_of_service_count_against_max_unavailable():
     assert "already has 1 host(s) out of service (a3)" in one["skipped"]["a1"]
 
 
+def test_a_host_another_live_run_has_out_takes_no_room_but_is_no_destination():
+    """Two runs share the cluster (issue 11): run-2's host a1 is out now; run-1's hosts still
+    get their rounds (the shared slots wait for a1 at run time), a1 is neither maintained
+    again nor a destination in the proof, and a mark of the window whose run is gone is
+    resumed as before."""
+    live = {"owner": {"run_id": "run-2", "token": "b" * 32}, "window": "w", "owner_live": True}
+    plan = plan_maintenance([host("a1", mark=live, window="w"), host("a2", window="w"), host("a3", window="w")],
+                            "run-1", window_name="w", members={"a": ["a1", "a2", "a3"]},
+                            capacity={"a": cap(["a1", "a2", "a3"], [("g2", 512, "a2"), ("g3", 512, "a3")], mem=600)})
+    assert plan["maintained"] == ["a2", "a3"] and "run-2" in plan["skipped"]["a1"]
+    assert plan["slot_order"]["a"] == [["a2"], ["a3"]]
+    assert plan["clusters"]["a"]["max_unavailable_now"] == 1 and plan["clusters"]["a"]["out_for_now"] == ["a1"]
+    # a2's guest would fit only on the empty a1 (600 MiB hosts): a1 is out now, so the proof fails.
+    assert not plan["ok"] and "g2" in " ".join(plan["capacity"]["problems"])
+    gone = dict(live, owner_live=False)
+    resumed = plan_maintenance([host("a1", mark=gone, window="w"), host("a2", window="w")], "run-1", window_name="w",
+                               members={"a": ["a1", "a2"]})
+    assert resumed["resumed"] == {"a1": "marked"} and resumed["maintained"][0] == "a1"
+
+
 def test_plan_reports_configured_and_current_limits():
     operator = {"owner": {"run_id": "operator"}, "reason": "repair"}
     plan = plan_maintenance([host(n, max_unavailable=2, mark=operator if n == "a3" else None)

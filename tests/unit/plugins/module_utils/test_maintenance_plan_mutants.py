@@ -97,7 +97,7 @@ def test_the_cluster_entry_of_the_report_exactly():
     assert plan["clusters"] == {"a": {
         "max_unavailable": 2, "max_unavailable_now": 1, "out_of_service": ["a2"],
         "out_of_service_reasons": {"a2": "marked in maintenance by run operator (ops@?): RAM swap"},
-        "stale_marks": [], "hosts": ["a1", "a2", "a3"], "maintained": ["a1"]}}
+        "stale_marks": [], "out_for_now": [], "hosts": ["a1", "a2", "a3"], "maintained": ["a1"]}}
     assert plan["out_of_service"] == {"a2": "marked in maintenance by run operator (ops@?): RAM swap"}
 
 

@@ -515,3 +515,103 @@ def test_unlock_with_the_identity_fails_on_a_host_that_does_not_see_the_state(tm
     code, result = run_state_module({"path": str(private), "cluster": "lab-a", "state": "unlock", "run_id": "run-1",
                                      "identity": ident})
     assert code == 1 and store.state_dir(str(private)) in result["msg"] and result["shared"] is False
+
+
+# --------------------------------------------------------------------------- the shared lock
+def shared_holder(run_id, token):
+    return ms.default_holder(run_id, {"token": token})
+
+
+def test_rolling_runs_share_the_lock_and_exclude_an_exclusive_holder(state):
+    first, second = shared_holder("run-1", "a" * 32), shared_holder("run-2", "b" * 32)
+    assert state.acquire_lock(first, shared=True)[0]
+    assert state.acquire_lock(second, shared=True)[0]
+    assert not state.acquire_lock(dict(second), shared=True)[0]                # re-entrant
+    assert sorted(state.runs()) == ["a" * 32, "b" * 32] and state.lock() is None
+    assert state.live_tokens() == {"a" * 32, "b" * 32}
+    state.require_lock("run-2", "b" * 32)
+    with pytest.raises(store.StateError, match="does not hold the lock"):
+        state.require_lock("run-2", "a" * 32)                                  # another run's token
+    # A run that needs the cluster to itself (rebalance) is refused while rolling runs share it...
+    with pytest.raises(store.LockHeld, match="shares the cluster only with other rolling maintenance runs"):
+        state.acquire_lock(holder("rebalance-1"))
+    assert state.held_by_another(holder("rebalance-1")) is not None
+    assert state.lock() is None
+    # ... and each rolling run releases only its own registration.
+    assert state.release_lock("run-1", token="a" * 32)
+    assert sorted(state.runs()) == ["b" * 32]
+    assert state.release_lock("run-2", token="b" * 32) and state.runs() == {}
+    state.acquire_lock(holder("rebalance-1"))
+    with pytest.raises(store.LockHeld, match="holds the cluster to itself"):
+        state.acquire_lock(first, shared=True)
+    assert state.held_by_another(first, shared=True) is not None and state.runs() == {}
+
+
+def test_a_shared_run_with_the_same_run_id_is_refused_and_force_breaks_every_other(state):
+    state.acquire_lock(shared_holder("run-1", "a" * 32), shared=True)
+    with pytest.raises(store.LockHeld, match="same run id run-1"):
+        state.acquire_lock(shared_holder("run-1", "c" * 32), shared=True)
+    assert state.held_by_another(shared_holder("run-2", "b" * 32), shared=True) is None
+    state.acquire_lock(shared_holder("run-2", "b" * 32), shared=True)
+    _changed, _lock, broken = state.acquire_lock(holder("operator-fix"), force=True)
+    assert broken["holder"]["run_id"] in ("run-1", "run-2") and state.runs() == {}
+    assert state.lock()["holder"]["run_id"] == "operator-fix"
+
+
+def test_a_registration_and_an_exclusive_lock_that_race_do_not_both_stand(state, monkeypatch):
+    """Announce, then check: whichever looks second sees the other and withdraws."""
+    state.ensure_dirs()
+    real_runs = ms.ClusterState.runs
+    rival = shared_holder("run-9", "d" * 32)
+
+    def runs_with_a_rival_arriving(self):
+        # The rolling run registers right after the exclusive lock was linked.
+        path = self._run_path(rival["token"])
+        store.make_state_dirs(os.path.dirname(path))
+        store.create_json_exclusive(path, {"cluster": "lab-a", "holder": rival, "shared": True})
+        return real_runs(self)
+    monkeypatch.setattr(ms.ClusterState, "runs", lambda self: {} if not os.path.exists(self._lock_path())
+                        else runs_with_a_rival_arriving(self))
+    with pytest.raises(store.LockHeld, match="just joined by run run-9"):
+        state.acquire_lock(holder("rebalance-1"))
+    monkeypatch.setattr(ms.ClusterState, "runs", real_runs)
+    assert state.lock() is None and list(state.runs()) == ["d" * 32]
+    # The other way round: an exclusive lock linked right after a registration.
+    state.release_lock("run-9", token="d" * 32)
+    real_lock = ms.ClusterState.lock
+    calls = []
+
+    def lock_appearing(self):
+        calls.append(1)
+        if len(calls) == 2:  # the check after the registration
+            store.create_json_exclusive(self._lock_path(), {"cluster": "lab-a", "holder": holder("rebalance-2")})
+        return real_lock(self)
+    monkeypatch.setattr(ms.ClusterState, "lock", lock_appearing)
+    with pytest.raises(store.LockHeld, match="just locked by run rebalance-2"):
+        state.acquire_lock(shared_holder("run-3", "e" * 32), shared=True)
+    monkeypatch.setattr(ms.ClusterState, "lock", real_lock)
+    assert state.runs() == {} and state.lock()["holder"]["run_id"] == "rebalance-2"
+
+
+def test_runs_that_share_the_lock_share_the_window_and_keep_their_marks_apart(state):
+    one, two = shared_holder("run-1", "a" * 32), shared_holder("run-2", "b" * 32)
+    state.acquire_lock(one, shared=True)
+    state.open_window("run-1", name="w1", token="a" * 32)
+    state.acquire_lock(two, shared=True)
+    # A new window would hide what run-1 recorded done: the open one is joined instead.
+    _changed, window = state.open_window("run-2", name="w2", new=True, token="b" * 32)
+    assert window["name"] == "w1" and window["runs"] == ["run-1", "run-2"]
+    state.mark("run-1", "h1", one, window_name="w1", token="a" * 32)
+    assert state.snapshot()["marks"]["h1"]["owner_live"] is True
+    # run-1 is live: its mark of the shared window is not run-2's to change or remove.
+    with pytest.raises(store.StateError, match="marked in maintenance by run run-1"):
+        state.mark("run-2", "h1", two, phase="drained", window_name="w1", token="b" * 32)
+    with pytest.raises(store.StateError, match="not by this run"):
+        state.unmark("run-2", "h1", window_name="w1", token="b" * 32)
+    # Once run-1 holds the lock no more (it stopped), a run of the window resumes its mark.
+    state.release_lock("run-1", token="a" * 32)
+    assert "owner_live" not in state.snapshot()["marks"]["h1"]
+    assert state.mark("run-2", "h1", two, phase="drained", window_name="w1", token="b" * 32)[1]["phase"] == "drained"
+    # Without other runs, new_window opens a new window as before.
+    _changed, window = state.open_window("run-2", name="w2", new=True, token="b" * 32)
+    assert window["name"] == "w2"

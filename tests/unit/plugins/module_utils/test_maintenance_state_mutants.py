@@ -150,7 +150,7 @@ def test_the_same_run_id_with_another_token_is_refused_word_for_word(state):
     assert str(refused.value) == (
         "cluster lab-a is locked by %s, another run with the same run id run-1 (this run is token bbbbbbbbbbbb): two "
         "runs were started with the same rolling_maintenance_run_id and the first still holds the lock. Two runs "
-        "never maintain one cluster at once. To resume a run that died while holding the lock, make sure it is gone "
+        "with one run id never maintain one cluster at once. To resume a run that died while holding the lock, make sure it is gone "
         "(pid 4711 on ctl-1), then release it with rolling_maintenance_force_unlock: [lab-a] (lock file %s)."
         % (ms.describe_holder(first), lock_file(state)))
     assert refused.value.holder == first
@@ -482,8 +482,11 @@ def test_close_window_records_who_and_when_and_logs_it(state):
     assert before <= window["closed"] <= time.time()
     assert on_disk(window_file(state)) == {k: v for k, v in window.items() if k != "left"}
     assert history_of(state)[-1] == {"event": "window_closed", "name": "w", "by": "run-1"}
-    with pytest.raises(store.StateError, match="no open maintenance window"):
-        state.close_window("run-1")
+    # Closed already (by a run that shared the cluster): nothing changes, still under the lock.
+    assert state.close_window("run-1") == (False, dict(on_disk(window_file(state)), left=[]))
+    state.release_lock("run-1", token=TOKEN)
+    with pytest.raises(store.StateError, match="does not hold the lock"):
+        state.close_window("run-1", token=TOKEN)
 
 
 def test_a_window_kept_open_still_needs_the_lock(state):

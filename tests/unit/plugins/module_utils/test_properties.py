@@ -606,7 +606,7 @@ def role_move_back(facts, origins, marks, policy):
     block = yaml.safe_load(open(MOVE_BACK_TASKS))[0]["block"]
     members = sorted(facts)
     variables = {
-        "virtfleet_cluster": "c", "__rolling_maintenance_cluster_failed": False,
+        "virtfleet_cluster": "c", "__rolling_maintenance_left_as_is": False,
         "__rolling_maintenance_cluster": {"name": "c", "members": members, "state_path": "/shared/c"},
         "__rolling_maintenance_state_back": {"state": {"marks": {name: {"reason": "repair"} for name in marks},
                                                        "window": {"guest_origins": origins}}},
@@ -617,6 +617,7 @@ def role_move_back(facts, origins, marks, policy):
         "rolling_maintenance_cpu_overcommit": policy["cpu_overcommit"],
         "rolling_maintenance_memory_reserve_mib": policy["memory_reserve_mib"],
         "__rolling_maintenance_report_dir": "/reports", "__rolling_maintenance_run_id": "run-1",
+        "__rolling_maintenance_token": "t" * 32,
         "hostvars": {name: {"virtfleet_libvirt_uri": "qemu+tcp://%s/system" % name} for name in members},
     }
     moves, events = None, []

@@ -40,12 +40,13 @@ def test_reserved_vcpus_count_against_the_cpu_overcommit():
     assert not plan.ok and "vCPUs: needs 1, 0 left" in plan.unplaced[0].per_host["hv-3"]
 
 
-def test_in_flight_takes_the_other_drains_of_this_run_only():
+def test_in_flight_takes_every_other_drain_of_the_cluster_also_another_runs():
     reservations = {"hv-1": {"token": TOKEN, "moves": [move("a", "hv-3")]},
                     "hv-2": {"token": TOKEN, "moves": [move("b", "hv-3")]},
                     "hv-9": {"token": "other-run", "moves": [move("c", "hv-3")]}}
-    assert rs.in_flight(reservations, TOKEN, "hv-2") == [dict(move("a", "hv-3"), source="hv-1")]
-    assert rs.in_flight({}, TOKEN, "hv-2") == []
+    assert rs.in_flight(reservations, "hv-2") == [dict(move("a", "hv-3"), source="hv-1"),
+                                                  dict(move("c", "hv-3"), source="hv-9")]
+    assert rs.in_flight({}, "hv-2") == []
 
 
 def test_subtract_counts_a_guest_once_whether_it_has_not_left_is_in_transit_or_has_arrived():
@@ -78,7 +79,7 @@ def test_two_drains_side_by_side_never_plan_onto_the_same_free_memory():
     guests = [Guest("a", 1024, 1, "hv-1"), Guest("b", 1024, 1, "hv-2")]
     first = drain.plan_host_drain(_view(hosts, guests, "hv-1"), DrainOptions())
     assert [(m["guest"], m["destination"]) for m in first["moves"]] == [("a", "hv-3")] and first["reserved"] == {}
-    in_flight = rs.in_flight({"hv-1": {"token": TOKEN, "moves": first["moves"]}}, TOKEN, "hv-2")
+    in_flight = rs.in_flight({"hv-1": {"token": TOKEN, "moves": first["moves"]}}, "hv-2")
     second = drain.plan_host_drain(_view(hosts, guests, "hv-2"), DrainOptions(), in_flight)
     assert [(m["guest"], m["destination"]) for m in second["moves"]] == [("b", "hv-4")]
     assert second["reserved"] == {"hv-3": {"memory_mib": 1024, "vcpus": 1, "guests": ["a"]}}
@@ -120,7 +121,8 @@ def test_reserve_replaces_remove_takes_only_this_runs_and_clear_others_the_rest(
     assert read["hv-1"]["moves"] == [move("b", "hv-3")] and read["hv-1"]["host"] == "hv-1"
     assert read["hv-1"]["run_id"] == "run-1" and read["hv-1"]["since"] > 0
     assert not reservations.remove("hv-2", TOKEN)                   # another run's: kept
-    assert reservations.clear_others(TOKEN) == ["hv-2"]
+    assert reservations.clear_others({TOKEN, "old-token"}) == []       # both runs hold the lock
+    assert reservations.clear_others({TOKEN}) == ["hv-2"]
     assert reservations.remove("hv-1", TOKEN) and reservations.read() == {}
     with pytest.raises(store.StateError, match="invalid host name"):
         reservations.reserve("../x", [], {})
