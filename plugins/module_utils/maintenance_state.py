@@ -25,18 +25,24 @@ Pure Python (no Ansible import) so the unit tests use it directly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, iso, link_exclusive, make_state_dirs,
     new_token, now, read_bytes, read_json, unlink_quietly, write_json_atomic)
+
+# window.json is read, changed and rewritten under this mutex: runs sharing a cluster change it
+# side by side. Held for milliseconds; one older than this was left by a writer that died.
+WINDOW_MUTEX = ".window.lock"
+WINDOW_MUTEX_STALE_S = 30.0
 
 # Phases a host goes through while marked, in order. A resumed run uses the phase reached to
 # avoid repeating a reboot that already happened.
@@ -71,6 +77,14 @@ def _holder_of(record: Any) -> Record:
 def _owner_of(mark: Any) -> Record:
     owner = mark.get("owner") if isinstance(mark, dict) else None
     return owner if isinstance(owner, dict) else {}
+
+
+def _since(raw: bytes) -> float:
+    """When the window mutex ``raw`` was taken (0, long ago, when it cannot be read)."""
+    try:
+        return float(json.loads(raw.decode("utf-8")).get("since") or 0)
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return 0.0
 
 
 def describe_holder(holder: Any) -> str:
@@ -339,6 +353,41 @@ class ClusterState(StateStore):
                                 describe_holder(other) if current else "nobody"))
 
     # ----------------------------------------------------------------- window
+    @contextlib.contextmanager
+    def _window_changing(self) -> Iterator[None]:
+        """Hold the window's mutex while it is read, changed and rewritten (nothing in check mode)."""
+        if self.check_mode:
+            yield
+            return
+        self.ensure_dirs()
+        path = os.path.join(self.path, WINDOW_MUTEX)
+        deadline = time.monotonic() + 2 * WINDOW_MUTEX_STALE_S
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": now(), "id": uuid.uuid4().hex}
+        while not create_json_exclusive(path, me):
+            held = read_bytes(path)
+            if held is None:
+                continue  # given back since
+            if now() - _since(held) > WINDOW_MUTEX_STALE_S:
+                # Its writer died mid-change: take it away, provided it is still the one read.
+                tomb = self._tombstone("window-mutex")
+                try:
+                    os.rename(path, tomb)
+                except FileNotFoundError:
+                    continue
+                if read_bytes(tomb) != held:
+                    link_exclusive(tomb, path)  # another writer's, taken in between: put back
+                unlink_quietly(tomb)
+                continue
+            if time.monotonic() > deadline:
+                raise StateError("the maintenance window of cluster %s is being changed by %s for more than %d s (%s): "
+                                 "try again; if no run is active, remove that file"
+                                 % (self.cluster, held, 2 * WINDOW_MUTEX_STALE_S, path))
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            unlink_quietly(path)
+
     def open_window(self, run_id: str, name: Optional[str] = None, new: bool = False,
                     token: Optional[str] = None) -> Tuple[bool, Record]:
         """Join the open maintenance window or open a new one. Returns (changed, window).
@@ -348,6 +397,10 @@ class ClusterState(StateStore):
         (close_window). name pins the window explicitly: a different name opens a new window.
         """
         self._require_lock(run_id, token)
+        with self._window_changing():
+            return self._open_window(run_id, name, new, token)
+
+    def _open_window(self, run_id: str, name: Optional[str], new: bool, token: Optional[str]) -> Tuple[bool, Record]:
         current = self.window()
         others = sorted(_holder_of(r).get("run_id") or "?" for t, r in self.runs().items() if t != token)
         if current and not current.get("closed") and others and (new or (name and current.get("name") != name)):
@@ -377,15 +430,16 @@ class ClusterState(StateStore):
     def _update_window(self, run_id: str, update: Callable[[Record], Record],
                        token: Optional[str] = None) -> Tuple[bool, Record]:
         self._require_lock(run_id, token)
-        window = self.window()
-        if not window or window.get("closed"):
-            raise StateError("cluster %s has no open maintenance window" % self.cluster)
-        new = update(json.loads(json.dumps(window)))
-        if new == window:
-            return False, window
-        if not self.check_mode:
-            write_json_atomic(self._window_path(), new)
-        return True, new
+        with self._window_changing():
+            window = self.window()
+            if not window or window.get("closed"):
+                raise StateError("cluster %s has no open maintenance window" % self.cluster)
+            new = update(json.loads(json.dumps(window)))
+            if new == window:
+                return False, window
+            if not self.check_mode:
+                write_json_atomic(self._window_path(), new)
+            return True, new
 
     def record_guest_origins(self, run_id: str, origins: Optional[Dict[str, str]],
                              token: Optional[str] = None) -> Tuple[bool, Record]:

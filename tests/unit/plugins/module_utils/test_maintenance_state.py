@@ -2,6 +2,7 @@
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -615,3 +616,43 @@ def test_runs_that_share_the_lock_share_the_window_and_keep_their_marks_apart(st
     # Without other runs, new_window opens a new window as before.
     _changed, window = state.open_window("run-2", name="w2", new=True, token="b" * 32)
     assert window["name"] == "w2"
+
+
+def test_two_runs_recording_hosts_done_at_once_lose_none(state):
+    """Runs sharing a cluster change window.json side by side (one records a host done while the
+    other records its guests' origins): a read-modify-write of one must never drop the other's."""
+    tokens = {"run-1": "a" * 32, "run-2": "b" * 32}
+    for run_id, token in tokens.items():
+        state.acquire_lock(shared_holder(run_id, token), shared=True)
+        state.open_window(run_id, token=token)
+    hosts = {"run-1": ["h%02d" % i for i in range(0, 40, 2)], "run-2": ["h%02d" % i for i in range(1, 40, 2)]}
+
+    def record(run_id):
+        for host in hosts[run_id]:
+            ms.ClusterState(state.path, "lab-a").host_done(run_id, host, token=tokens[run_id])
+            ms.ClusterState(state.path, "lab-a").record_guest_origins(run_id, {"g-" + host: host}, token=tokens[run_id])
+    workers = [threading.Thread(target=record, args=(run_id,)) for run_id in tokens]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    window = state.window()
+    assert sorted(window["hosts_done"]) == ["h%02d" % i for i in range(40)]
+    assert len(window["guest_origins"]) == 40
+    assert not [name for name in os.listdir(state.path) if name.startswith(".window")]
+
+
+def test_a_window_mutex_left_by_a_dead_writer_is_taken_away_once_stale(state, monkeypatch):
+    locked = holder("run-1")
+    state.acquire_lock(locked)
+    state.open_window("run-1")
+    mutex = os.path.join(state.path, ms.WINDOW_MUTEX)
+    store.create_json_exclusive(mutex, {"host": "gone", "pid": 1, "since": store.now()})
+    monkeypatch.setattr(ms, "WINDOW_MUTEX_STALE_S", 0.3)
+    began = time.monotonic()
+    assert state.host_done("run-1", "h1")[0]
+    assert 0.3 <= time.monotonic() - began < 5            # waited for the holder, then took it away
+    assert "h1" in state.window()["hosts_done"] and not os.path.exists(mutex)
+    with open(mutex, "w") as torn:                         # unreadable: taken away at once
+        torn.write("{")
+    assert state.host_done("run-1", "h2")[0] and not os.path.exists(mutex)
