@@ -18,8 +18,9 @@ link (atomic, also on NFS) and removed when its holder is through:
 
 Runs that share the cluster's lock (``maintenance_state``: two operators, AWX job slices)
 share its slots: max_unavailable and the move turn hold across them. Each run keeps its own
-order (its rounds); a host another run holds a slot for (or marked) waits, and a host another
-run recorded done in the window meanwhile is not maintained twice (``done``). Slots of a run
+order (its rounds); a host another run holds a slot for (or marked), or recorded done in the
+window meanwhile, is left to it (``elsewhere``): never maintained twice, and not asked
+anything more while that run may be rebooting it. Slots of a run
 that no longer holds the lock are removed by the next run once it holds it (``clear_others``).
 """
 
@@ -41,8 +42,9 @@ Record = Dict[str, Any]
 @dataclass(frozen=True)
 class Decision:
     """What a host may do now: ``take`` slot ``slot``, it already ``holds`` it, ``wait``
-    (``reason`` says for what), nothing because another run maintained it meanwhile (``done``,
-    ``reason`` says which) or stop, because the cluster ``stopped`` (``reason`` says why)."""
+    (``reason`` says for what), nothing because another run maintains it or did meanwhile
+    (``elsewhere``, ``reason`` says which) or stop, because the cluster ``stopped`` (``reason``
+    says why)."""
     action: str
     reason: str = ""
     slot: Optional[str] = None
@@ -82,11 +84,12 @@ def decide(host: str, pool: str, limit: int, slots: Dict[str, Record], rounds: S
         done = done if isinstance(done, Mapping) else {name: {} for name in done}
         if host in done:
             # Planned by this run, maintained by another since (a run's own done hosts are not planned).
-            return Decision("done", "recorded done in the window by run %s" % (done[host] or {}).get("run_id", "?"))
+            return Decision("elsewhere", "recorded done in the window by run %s" % (done[host] or {}).get("run_id", "?"))
         busy = dict(busy or {})
         busy.update((host, r.get("run_id") or "?") for _name, r in of_host)
         if host in busy:
-            return Decision("wait", "%s: in maintenance by run %s" % (host, busy[host]))
+            # That run has it now (drains, reboots it): this run leaves it, and asks it nothing more.
+            return Decision("elsewhere", "in maintenance by run %s" % busy[host])
         for index, members in enumerate(rounds):
             if host in members:
                 earlier = [h for r in rounds[:index] for h in r if h not in done]
@@ -139,7 +142,7 @@ class ClusterSlots:
              before_claim: Callable[[], None] = lambda: None) -> Record:
         """Take a slot for host, waiting up to ``wait`` seconds. Returns ``admitted`` (bool),
         ``slot``, ``stopped`` (why the cluster stopped, or None), ``waiting_for``, ``changed``
-        and, when another run maintained the host meanwhile, ``done_elsewhere`` (which run).
+        and, when another run maintains the host or did meanwhile, ``elsewhere`` (which run).
         ``before_claim`` runs before each attempt to make a slot and may refuse it (raise): the
         run must still hold the cluster's lock then. A stopped cluster is said
         without it (the failed host's rescue may have released the lock already)."""
@@ -159,9 +162,9 @@ class ClusterSlots:
                 return {"admitted": False, "slot": None, "stopped": decision.reason, "waiting_for": None, "changed": False}
             if decision.action == "holds":
                 return {"admitted": True, "slot": decision.slot, "stopped": None, "waiting_for": None, "changed": False}
-            if decision.action == "done":
+            if decision.action == "elsewhere":
                 return {"admitted": False, "slot": None, "stopped": None, "waiting_for": None, "changed": False,
-                        "done_elsewhere": decision.reason}
+                        "elsewhere": decision.reason}
             if time.monotonic() >= deadline:
                 return {"admitted": False, "slot": None, "stopped": None, "waiting_for": decision.reason, "changed": False}
             time.sleep(poll)

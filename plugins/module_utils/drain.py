@@ -537,13 +537,17 @@ def running_guest_names(conn):
 
 def move_refusal(move, state, token):
     """Why ``move`` must not start now, from the cluster's shared state read just before it
-    (``maintenance_state`` read: ``lock``, ``marks``), or None: the run (``token``) no longer
-    holds the cluster's lock, or the destination was marked in maintenance since the plan."""
+    (``maintenance_state`` read: ``lock``, ``runs``, ``marks``), or None: the run (``token``) no
+    longer holds the cluster's lock (exclusive, or shared: registered in ``runs``), or the
+    destination was marked in maintenance since the plan."""
     lock = (state or {}).get("lock") or {}
     holder = lock.get("holder") or {}
-    if holder.get("token") != token:
+    runs = (state or {}).get("runs") or {}
+    if holder.get("token") != token and token not in runs:
+        holders = ([holder] if lock else []) + [r.get("holder") or {} for r in runs.values()]
         return ("this run no longer holds the lock of the cluster (%s): no further guest moves"
-                % (("held by run %s" % holder.get("run_id", "?")) if lock else "nobody holds it"))
+                % (("held by run %s" % ", run ".join(h.get("run_id", "?") for h in holders)) if holders
+                   else "nobody holds it"))
     mark = ((state or {}).get("marks") or {}).get(move["destination"])
     if mark:
         return ("%s was marked in maintenance since the plan (by %s: %s)"

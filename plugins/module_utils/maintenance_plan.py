@@ -352,6 +352,8 @@ def plan_maintenance(hosts, run_id, window_name=None, force=False, order="given"
                 continue
             count_down(name, _mark_text(mark, mark_is_ours(mark, run_id, window_of.get(name, window_name))))
     for name, why in sorted(unreachable.items()):
+        if name in out_for_now:
+            continue  # the other run has it out (rebooting, likely): back when that run is through with it
         count_down(name, why)
     for cluster, down in sorted(out_of_service.items()):
         if cluster not in limits or not down:

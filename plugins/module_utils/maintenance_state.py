@@ -342,8 +342,11 @@ class ClusterState(StateStore):
         self._require_lock(run_id, token)
 
     def _require_lock(self, run_id: str, token: Optional[str] = None) -> None:
-        if token and _holder_of(self.runs().get(token)).get("run_id") == run_id:
+        runs = self.runs()
+        if token and _holder_of(runs.get(token)).get("run_id") == run_id:
             return
+        if not token and any(_holder_of(r).get("run_id") == run_id for r in runs.values()):
+            return  # a run id is registered once (a second run with it is refused)
         current = self.lock()
         other = _holder_of(current)
         if not current or other.get("run_id") != run_id or (token and other.get("token") != token):
@@ -462,24 +465,22 @@ class ClusterState(StateStore):
         """Close the window (the cluster is finished). Returns (changed, window), the window with
         ``left``: with ``members`` given, the window stays open while a member is neither
         recorded done in it nor in ``not_needed`` (nothing to patch), and ``left`` names them."""
-        current = self.window() or {}
-        if current.get("closed"):
-            # A run that shared the cluster finished it first and closed the window.
-            self._require_lock(run_id, token)
-            return False, dict(current, left=[])
-        left = [m for m in (members or ()) if m not in (current.get("hosts_done") or {}) and m not in set(not_needed)]
-        if left:
-            self._require_lock(run_id, token)
-            return False, dict(current, left=left)
-
-        def update(window: Record) -> Record:
-            window["closed"] = now()
-            window["closed_by"] = run_id
-            return window
-        changed, window = self._update_window(run_id, update, token)
-        if changed:
-            self._history({"event": "window_closed", "name": window["name"], "by": run_id})
-        return changed, dict(window, left=[])
+        self._require_lock(run_id, token)
+        with self._window_changing():
+            current = self.window() or {}
+            if current.get("closed"):
+                # A run that shared the cluster finished it first and closed the window.
+                return False, dict(current, left=[])
+            left = [m for m in (members or ()) if m not in (current.get("hosts_done") or {}) and m not in set(not_needed)]
+            if left:
+                return False, dict(current, left=left)
+            if not current:
+                raise StateError("cluster %s has no open maintenance window" % self.cluster)
+            window = dict(current, closed=now(), closed_by=run_id)
+            if not self.check_mode:
+                write_json_atomic(self._window_path(), window)
+        self._history({"event": "window_closed", "name": window["name"], "by": run_id})
+        return True, dict(window, left=[])
 
     # ----------------------------------------------------------------- marks
     @staticmethod

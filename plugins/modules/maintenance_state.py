@@ -78,8 +78,8 @@ options:
         hosts of the cluster hold a slot, are marked or are listed in O(unreachable); pool C(move) (one per
         cluster) for a drain or a canary. RV(admitted) says whether it holds the slot, RV(stopped) why the
         cluster stopped (a holder failed) and RV(waiting_for) what it still waits for. Runs sharing the lock share the
-        slots (a host another run holds a slot for or marked waits), and RV(done_elsewhere) says that another run
-        recorded O(host) done in the window meanwhile (it is not maintained again). Needs the lock.
+        slots; RV(elsewhere) says that another run holds a slot for O(host), marked it or recorded it done in the
+        window meanwhile (the host is left to that run, at once). Needs the lock.
       - C(release_slot) gives back O(host)'s slots of O(pool) (both pools when O(pool) is omitted).
       - C(stop_slot) flags O(host)'s host slot failed with O(reason) (its cluster stops, every waiting host is
         told) and gives back its move slot. RV(others_active) names the hosts of this run still holding a slot.
@@ -349,9 +349,9 @@ shared_with:
   returned: when O(state=lock) and O(shared=true)
   type: list
   elements: str
-done_elsewhere:
-  description: With O(state=take_slot), which run recorded the host done in the window meanwhile (not admitted).
-  returned: when O(state=take_slot) and another run maintained the host
+elsewhere:
+  description: With O(state=take_slot), which run maintains the host, or recorded it done in the window meanwhile (not admitted).
+  returned: when O(state=take_slot) and another run maintains the host or did
   type: str
 released:
   description: With O(state=release_slot), O(state=host_done) and O(state=reserve), the slot files given back.

@@ -418,16 +418,16 @@ def test_the_move_turn_asked_again_is_held(state):
 OTHER = "o" * 32
 
 
-def test_decide_a_host_another_run_holds_or_marked_waits_and_one_it_did_is_done():
+def test_decide_a_host_another_run_holds_marked_or_did_is_left_to_it():
     theirs = {"host-0.json": {"host": "a1", "pool": "host", "token": OTHER, "run_id": "run-2"}}
-    waiting = cs.decide("a1", "host", 2, theirs, [["a1"]], token=TOKEN)
-    assert waiting.action == "wait" and "in maintenance by run run-2" in waiting.reason
+    assert cs.decide("a1", "host", 2, theirs, [["a1"]], token=TOKEN) == cs.Decision(
+        "elsewhere", "in maintenance by run run-2")
     # Without tokens (one run), the host's slot is its own.
     assert cs.decide("a1", "host", 2, theirs, [["a1"]]).action == "holds"
     busy = cs.decide("a2", "host", 2, {}, [["a2"]], out_of_service=["a2"], token=TOKEN, busy={"a2": "run-2"})
-    assert busy.action == "wait" and "run-2" in busy.reason
+    assert busy == cs.Decision("elsewhere", "in maintenance by run run-2")
     done = cs.decide("a2", "host", 2, {}, [["a2"]], done={"a2": {"run_id": "run-2"}}, token=TOKEN)
-    assert done == cs.Decision("done", "recorded done in the window by run run-2")
+    assert done == cs.Decision("elsewhere", "recorded done in the window by run run-2")
 
 
 def test_two_runs_share_max_unavailable_and_a_host_is_maintained_once(state):
@@ -442,10 +442,13 @@ def test_two_runs_share_max_unavailable_and_a_host_is_maintained_once(state):
     # run-2's own order starts with a3, but the cluster's one place is taken by run-1.
     waiting = slots.take("a3", "host", 1, two, [["a3"], ["a1"]])
     assert not waiting["admitted"] and "a1 out of service" in waiting["waiting_for"]
-    # run-2 planned a1 too: it waits while run-1 maintains it, and does not do it again after.
-    assert "in maintenance by run run-1" in slots.take("a1", "host", 1, two, [["a1"]])["waiting_for"]
+    # run-2 planned a1 too: it leaves it to run-1 at once (no waiting on a host that may reboot),
+    # and does not do it again after.
+    began = time.monotonic()
+    assert slots.take("a1", "host", 1, two, [["a1"]], wait=5)["elsewhere"] == "in maintenance by run run-1"
+    assert time.monotonic() - began < 2
     state.host_done("run-1", "a1", token=TOKEN)
     slots.release("a1", TOKEN)
-    assert slots.take("a1", "host", 1, two, [["a1"]])["done_elsewhere"] == "recorded done in the window by run run-1"
+    assert slots.take("a1", "host", 1, two, [["a1"]])["elsewhere"] == "recorded done in the window by run run-1"
     assert slots.take("a3", "host", 1, two, [["a3"], ["a1"]])["admitted"]
     assert not slots.take("a2", "host", 1, one, [["a1"], ["a2"]])["admitted"]

@@ -515,6 +515,11 @@ def test_move_refusals_name_the_lock_holder_and_the_mark():
         "hv-2 was marked in maintenance since the plan (by ?: no reason given)")
     assert drain.move_refusal(move, _lock_state(marks={"hv-2": {"owner": {"run_id": "op"}, "reason": "RAM"}}),
                               "t-run") == "hv-2 was marked in maintenance since the plan (by op: RAM)"
+    # A run that shares the cluster's lock holds it while it is registered in runs.
+    shared = {"lock": None, "runs": {"t-run": {"holder": {"run_id": "run-1"}}, "t-2": {"holder": {"run_id": "run-2"}}}}
+    assert drain.move_refusal(move, shared, "t-run") is None
+    assert drain.move_refusal(move, dict(shared, runs={"t-2": {"holder": {"run_id": "run-2"}}}), "t-run") == (
+        "this run no longer holds the lock of the cluster (held by run run-2): no further guest moves")
 
 
 def _lock_state(holder=None, marks=None):

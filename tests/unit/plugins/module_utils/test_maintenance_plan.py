@@ -170,6 +170,10 @@ def test_a_host_another_live_run_has_out_takes_no_room_but_is_no_destination():
     assert plan["maintained"] == ["a2", "a3"] and "run-2" in plan["skipped"]["a1"]
     assert plan["slot_order"]["a"] == [["a2"], ["a3"]]
     assert plan["clusters"]["a"]["max_unavailable_now"] == 1 and plan["clusters"]["a"]["out_for_now"] == ["a1"]
+    # Rebooting under the other run, it does not answer: still out for now only.
+    silent = plan_maintenance([host("a1", mark=live, window="w"), host("a2", window="w")], "run-1", window_name="w",
+                              members={"a": ["a1", "a2"]}, unreachable={"a1": "libvirt does not answer"})
+    assert silent["maintained"] == ["a2"] and silent["clusters"]["a"]["max_unavailable_now"] == 1
     # a2's guest would fit only on the empty a1 (600 MiB hosts): a1 is out now, so the proof fails.
     assert not plan["ok"] and "g2" in " ".join(plan["capacity"]["problems"])
     gone = dict(live, owner_live=False)

@@ -656,3 +656,11 @@ def test_a_window_mutex_left_by_a_dead_writer_is_taken_away_once_stale(state, mo
     with open(mutex, "w") as torn:                         # unreadable: taken away at once
         torn.write("{")
     assert state.host_done("run-1", "h2")[0] and not os.path.exists(mutex)
+
+
+def test_a_shared_lock_is_required_by_run_id_when_no_token_is_given(state):
+    state.acquire_lock(shared_holder("run-1", "a" * 32), shared=True)
+    state.require_lock("run-1")
+    assert state.open_window("run-1")[1]["runs"] == ["run-1"]
+    with pytest.raises(store.StateError, match="does not hold the lock"):
+        state.require_lock("run-2")
