@@ -472,27 +472,27 @@ def test_ssh_lost_across_a_reboot_fails_that_cluster_only_and_a_rerun_resumes_al
     assert None not in lab.placement().values(), lab.placement()
     state = ms.ClusterState(lab.state_dir_of(cluster_a), cluster_a)
     assert lost in state.marks(), "a host that failed stays marked in maintenance"
-    assert state.lock() is None, "the failed run released its lock"
+    assert not state.live_tokens(), "the failed run released its lock"
 
     # SSH is back (the operator fixed the network): the re-run resumes where it stopped. While
-    # it holds the cluster's lock, a second run against the same cluster is refused, naming it.
+    # it holds the cluster's lock, a second launch of it (the same run id) is refused, naming it.
     lab.up()
     resume_dir, intruder_dir = tmp_path / "resume", tmp_path / "intruder"
     resume = subprocess.Popen(rolling_command(lab, resume_dir, [lost, other], rolling_maintenance_run_id="faults-resume"),
                               cwd=REPO, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and resume.poll() is None and not state.lock():
+        while time.time() < deadline and resume.poll() is None and not state.runs():
             time.sleep(0.2)
-        assert (state.lock() or {}).get("holder", {}).get("run_id") == "faults-resume", "the re-run took no lock"
+        assert [r["holder"]["run_id"] for r in state.runs().values()] == ["faults-resume"], "the re-run took no lock"
         intruder = run_rolling(lab, intruder_dir, [sorted(lab.clusters[cluster_a])[1]],
-                               rolling_maintenance_run_id="faults-intruder")
+                               rolling_maintenance_run_id="faults-resume")
         resumed_output, _unused = resume.communicate(timeout=900)
     finally:
         if resume.poll() is None:
             resume.kill()
     assert intruder.returncode != 0, output(intruder)
-    assert "cluster %s is locked by" % cluster_a in intruder.stdout and "faults-resume" in intruder.stdout, \
+    assert "cluster %s is locked by" % cluster_a in intruder.stdout and "same run id faults-resume" in intruder.stdout, \
         output(intruder)
     refused = reports(intruder_dir)[-1]
     assert events(refused, "run_end")[-1]["status"] == "refused" and events(refused, "host_start") == []
@@ -502,7 +502,7 @@ def test_ssh_lost_across_a_reboot_fails_that_cluster_only_and_a_rerun_resumes_al
     assert [e["host"] for e in events(report, "host_done")] == [lost], resumed_output[-3000:]
     skipped = {e["host"]: e["reason"] for e in events(report, "host_skipped")}
     assert "already done" in skipped.get(other, ""), skipped
-    assert state.marks() == {} and state.lock() is None
+    assert state.marks() == {} and not state.live_tokens()
     assert None not in lab.placement().values()
 
 
@@ -523,7 +523,7 @@ def test_cluster_that_cannot_absorb_a_host_is_refused_in_preflight_with_nothing_
     assert events(report, "migration") == [] and events(report, "host_start") == []
     assert lab.placement() == before and lab.boot_id(host) == boot_before
     state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
-    assert state.lock() is None and state.marks() == {}
+    assert not state.live_tokens() and state.marks() == {}
 
 
 def test_host_with_libvirt_down_is_refused_in_preflight_naming_it(lab_restored, tmp_path):
@@ -545,4 +545,4 @@ def test_host_with_libvirt_down_is_refused_in_preflight_naming_it(lab_restored, 
     assert "Nothing was changed" in message.group(0)
     assert lab.placement() == before
     state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
-    assert state.lock() is None and state.marks() == {}
+    assert not state.live_tokens() and state.marks() == {}

@@ -130,7 +130,7 @@ def test_workflow_runs_one_node_per_cluster_in_parallel_limited_to_its_cluster()
     assert job_template["allow_simultaneous"] is True and job_template["ask_limit_on_launch"] is True
     # A worker per maintained host (the preflight refuses fewer forks; AWX's default is 5).
     assert int(render({"forks": job_template["forks"]})["forks"]) >= 20
-    # Slices split hosts, not clusters: two slices on one cluster would refuse each other.
+    # A slice's inventory holds its own hosts only: it would not see the rest of its clusters.
     assert job_template["job_slice_count"] == 1
     survey = render(workflow["survey_spec"], awx_clusters=CLUSTERS)
     check_awx_survey(survey)
