@@ -89,6 +89,11 @@ def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(shared_state_r
     assert report["clusters"][fast_cluster]["max_in_maintenance"] == 1
 
 
+# The patch step a no-op: the hosts keep their pending updates for later tests (test_lab's
+# patch-and-reboot test expects the last host of the first cluster fresh).
+KEEP_PENDING_UPDATES = {"rolling_maintenance_patch_command": "true"}
+
+
 def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored, tmp_path):
     """Two operators at once on one cluster (max_unavailable 1): the first maintains h1 and h2,
     the second, started while h1 is out, h2 and h3. They share the cluster's lock and slots:
@@ -121,7 +126,7 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
     def first_run():
         outcome["first"] = run_maintenance(lab, tmp_path / "first", rolling_maintenance_hosts=[h1, h2],
                                            rolling_maintenance_force=True, rolling_maintenance_new_window=True,
-                                           rolling_maintenance_canary=False)
+                                           rolling_maintenance_canary=False, **KEEP_PENDING_UPDATES)
 
     runner = threading.Thread(target=first_run)
     try:
@@ -134,7 +139,7 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
         # The second asks for a new window too: while the first works in the cluster it joins its window.
         outcome["second"] = run_maintenance(lab, tmp_path / "second", rolling_maintenance_hosts=[h2, h3],
                                             rolling_maintenance_force=True, rolling_maintenance_new_window=True,
-                                            rolling_maintenance_canary=False)
+                                            rolling_maintenance_canary=False, **KEEP_PENDING_UPDATES)
         runner.join(900)
     finally:
         stop.set()
