@@ -181,8 +181,11 @@ def test_ansible_reaches_every_host_through_the_lab_inventory(lab):
 @pytest.mark.lab
 def test_live_migration_with_plain_libvirt_keeps_the_heartbeat(lab):
     cluster = sorted(lab.clusters)[0]
-    source, destination = sorted(lab.clusters[cluster])[:2]
-    guest = sorted(g for g, where in lab.placement().items() if where == source)[0]
+    # Wherever earlier tests left the guests: the first host of the cluster running one.
+    placement = lab.placement()
+    source = next(h for h in sorted(lab.clusters[cluster]) if h in placement.values())
+    destination = next(h for h in sorted(lab.clusters[cluster]) if h != source)
+    guest = sorted(g for g, where in placement.items() if where == source)[0]
     start = time.time()
     time.sleep(1.0)
     for src, dst in ((source, destination), (destination, source)):  # there and back: the lab as it was
