@@ -16,7 +16,7 @@ link (atomic, also on NFS) and removed when its holder is through:
   and records its reservation (``reservations``), or by a canary for its round trip, so two
   hosts out at once never plan onto the same free memory or pick the same canary.
 
-Runs that share the cluster's lock (``maintenance_state``: two operators, AWX job slices)
+Runs that share the cluster's lock (``maintenance_state``: two operators, two AWX jobs)
 share its slots: max_unavailable and the move turn hold across them. Each run keeps its own
 order (its rounds); a host another run holds a slot for (or marked), or recorded done in the
 window meanwhile, is left to it (``elsewhere``): never maintained twice, and not asked
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
-    StateError, StateStore, create_json_exclusive, iso, make_state_dirs, now, read_json, unlink_quietly, write_json_atomic)
+    StateError, StateStore, create_json_exclusive, iso, make_state_dirs, marks_of_runs, now, read_json, unlink_quietly,
+    write_json_atomic)
 
 SLOTS_DIR = "slots"
 POOLS = ("host", "move")
@@ -132,9 +133,7 @@ class ClusterSlots:
         window = self.store.window() or {}
         done = (window.get("hosts_done") or {}) if not window.get("closed") else {}
         marks = self.store.marks()
-        live = self.store.live_tokens() - {token}
-        busy = {name: (mark.get("owner") or {}).get("run_id") or "?" for name, mark in marks.items()
-                if (mark.get("owner") or {}).get("token") in live}
+        busy = marks_of_runs(marks, self.store.live_tokens() - {token})
         return decide(host, pool, limit, slots, rounds, done, set(marks) | set(unreachable), token, busy)
 
     def take(self, host: str, pool: str, limit: int, holder: Record, rounds: Sequence[Sequence[str]] = (),

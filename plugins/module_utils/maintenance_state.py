@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
-    LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, iso, link_exclusive, make_state_dirs,
-    new_token, now, read_bytes, read_json, unlink_quietly, write_json_atomic)
+    LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, holder_of, iso, link_exclusive,
+    make_state_dirs, marks_of_runs, new_token, now, read_bytes, read_json, unlink_quietly, write_json_atomic)
 
 # window.json is read, changed and rewritten under this mutex: runs sharing a cluster change it
 # side by side. Held for milliseconds; one older than this was left by a writer that died.
@@ -67,11 +67,6 @@ def default_holder(run_id: Optional[str], extra: Optional[Record] = None) -> Rec
     }
     holder.update({key: value for key, value in (extra or {}).items() if value not in (None, "")})
     return holder
-
-
-def _holder_of(record: Any) -> Record:
-    holder = (record or {}).get("holder") if isinstance(record, dict) else None
-    return holder if isinstance(holder, dict) else {}
 
 
 def _owner_of(mark: Any) -> Record:
@@ -112,9 +107,8 @@ class ClusterState(StateStore):
         must respect. A mark whose run still holds the lock says so (``owner_live``)."""
         base = super().snapshot()
         runs = self.runs()
-        live = self.live_tokens(base["lock"], runs)
-        marks = {host: dict(mark, owner_live=True) if _owner_of(mark).get("token") in live else mark
-                 for host, mark in base["marks"].items()}
+        live = marks_of_runs(base["marks"], self.live_tokens(base["lock"], runs))
+        marks = {host: dict(mark, owner_live=True) if host in live else mark for host, mark in base["marks"].items()}
         return dict(base, marks=marks, runs=runs, slots=ClusterSlots(self).read(),
                     reservations=ClusterReservations(self).read())
 
@@ -123,7 +117,7 @@ class ClusterState(StateStore):
         """The registered runs that exclude a lock for (token, run_id): every other one for an
         exclusive lock, another run with the same run id for a shared one."""
         return {other: record for other, record in sorted(runs.items())
-                if other != token and (not shared or _holder_of(record).get("run_id") == run_id)}
+                if other != token and (not shared or holder_of(record).get("run_id") == run_id)}
 
     def _tombstone(self, tag: str) -> str:
         return os.path.join(self.path, ".%s.%s-%s" % (LOCK_FILE, tag, uuid.uuid4().hex))
@@ -153,7 +147,7 @@ class ClusterState(StateStore):
             if keep_as is None:
                 unlink_quietly(tomb)
             return True, keep_as
-        holder = _holder_of(taken)
+        holder = holder_of(taken)
         if link_exclusive(tomb, self._lock_path()):
             unlink_quietly(tomb)
             raise LockHeld("cluster %s was locked by %s while this run was removing the lock it had read: that "
@@ -191,7 +185,7 @@ class ClusterState(StateStore):
         runs = self.runs()
         if shared and token in runs:
             return False, runs[token], None
-        if not shared and current and _holder_of(current).get("token") == token:
+        if not shared and current and holder_of(current).get("token") == token:
             return False, current, None
         others = self._conflicting_runs(runs, token, run_id, shared)
         if (current or corrupt or others) and not force:
@@ -209,10 +203,10 @@ class ClusterState(StateStore):
             broken = self._set_aside_corrupt(corrupt, run_id)
         elif current:
             self._take_lock_away(current, keep_as=None)
-            self._history({"event": "lock_broken", "by": run_id, "holder": _holder_of(current)})
+            self._history({"event": "lock_broken", "by": run_id, "holder": holder_of(current)})
         for other, record in others.items():
             unlink_quietly(self._run_path(other))
-            self._history({"event": "lock_broken", "by": run_id, "holder": _holder_of(record), "shared": True})
+            self._history({"event": "lock_broken", "by": run_id, "holder": holder_of(record), "shared": True})
         if shared:
             self._register(lock)
         else:
@@ -236,7 +230,7 @@ class ClusterState(StateStore):
         clash = exclusive or next(iter(self._conflicting_runs(self.runs(), holder["token"], holder.get("run_id"), True).values()), None)
         if clash:
             unlink_quietly(path)
-            other = _holder_of(clash)
+            other = holder_of(clash)
             raise LockHeld("cluster %s was just locked by %s" % (self.cluster, describe_holder(other)), other)
 
     def _lock_exclusively(self, lock: Record) -> None:
@@ -244,18 +238,18 @@ class ClusterState(StateStore):
         is given back."""
         if not create_json_exclusive(self._lock_path(), lock):
             # Somebody took it between our read and our link: report them, never overwrite.
-            other = _holder_of(self.lock())
+            other = holder_of(self.lock())
             raise LockHeld("cluster %s was just locked by %s" % (self.cluster, describe_holder(other)), other)
         others = self._conflicting_runs(self.runs(), lock["holder"]["token"], None, False)
         if others:
             self._take_lock_away(lock)
-            other = _holder_of(next(iter(others.values())))
+            other = holder_of(next(iter(others.values())))
             raise LockHeld("cluster %s was just joined by %s" % (self.cluster, describe_holder(other)), other)
 
     def _refusal(self, current: Record, holder: Record, shared: bool = False) -> LockHeld:
         """Why ``holder`` cannot take the lock ``current`` holds (another run's)."""
         run_id, token = holder.get("run_id"), holder.get("token") or ""
-        other = _holder_of(current)
+        other = holder_of(current)
         if other.get("run_id") == run_id:
             return LockHeld(
                 "cluster %s is locked by %s, another run with the same run id %s (this run is token %s): two runs "
@@ -278,7 +272,7 @@ class ClusterState(StateStore):
         return LockHeld(text % (self.cluster, describe_holder(other), self.cluster, self._lock_file_of(current)), other)
 
     def _lock_file_of(self, lock: Record) -> str:
-        token = _holder_of(lock).get("token")
+        token = holder_of(lock).get("token")
         return self._run_path(token) if lock.get("shared") and token else self._lock_path()
 
     def held_by_another(self, holder: Record, shared: bool = False) -> Optional[LockHeld]:
@@ -290,7 +284,7 @@ class ClusterState(StateStore):
         except CorruptState:
             return None
         token = holder.get("token")
-        if current and _holder_of(current).get("token") != token:
+        if current and holder_of(current).get("token") != token:
             return self._refusal(current, holder, shared)
         others = self._conflicting_runs(self.runs(), token, holder.get("run_id"), shared)
         return self._refusal(next(iter(others.values())), holder, shared) if others else None
@@ -304,14 +298,14 @@ class ClusterState(StateStore):
             if registered:
                 if not self.check_mode:
                     unlink_quietly(self._run_path(token))
-                    self._history({"event": "unlocked", "by": run_id, "holder": _holder_of(registered), "shared": True})
+                    self._history({"event": "unlocked", "by": run_id, "holder": holder_of(registered), "shared": True})
                 return True
         released = False
         if force:
             for other, record in self.runs().items():
                 if not self.check_mode:
                     unlink_quietly(self._run_path(other))
-                    self._history({"event": "unlocked", "by": run_id, "holder": _holder_of(record), "shared": True,
+                    self._history({"event": "unlocked", "by": run_id, "holder": holder_of(record), "shared": True,
                                    "forced": True})
                 released = True
         try:
@@ -324,7 +318,7 @@ class ClusterState(StateStore):
             return True
         if not current:
             return released
-        other = _holder_of(current)
+        other = holder_of(current)
         ours = other.get("token") == token if token else other.get("run_id") == run_id
         if not ours and not force:
             raise LockHeld("cluster %s is locked by %s, not by this run (run %s%s): not releasing it"
@@ -343,12 +337,12 @@ class ClusterState(StateStore):
 
     def _require_lock(self, run_id: str, token: Optional[str] = None) -> None:
         runs = self.runs()
-        if token and _holder_of(runs.get(token)).get("run_id") == run_id:
+        if token and holder_of(runs.get(token)).get("run_id") == run_id:
             return
-        if not token and any(_holder_of(r).get("run_id") == run_id for r in runs.values()):
+        if not token and any(holder_of(r).get("run_id") == run_id for r in runs.values()):
             return  # a run id is registered once (a second run with it is refused)
         current = self.lock()
-        other = _holder_of(current)
+        other = holder_of(current)
         if not current or other.get("run_id") != run_id or (token and other.get("token") != token):
             raise StateError("run %s%s does not hold the lock of cluster %s (held by: %s): it was released, or another "
                              "run holds it now; this run acts on the cluster no further"
@@ -405,7 +399,7 @@ class ClusterState(StateStore):
 
     def _open_window(self, run_id: str, name: Optional[str], new: bool, token: Optional[str]) -> Tuple[bool, Record]:
         current = self.window()
-        others = sorted(_holder_of(r).get("run_id") or "?" for t, r in self.runs().items() if t != token)
+        others = sorted(holder_of(r).get("run_id") or "?" for t, r in self.runs().items() if t != token)
         if current and not current.get("closed") and others and (new or (name and current.get("name") != name)):
             # Runs that share the cluster work in one window: a new one would hide the hosts
             # they recorded done (their turns) and is not opened while they hold the lock.

@@ -242,9 +242,22 @@ def create_json_exclusive(path: str, data: Any) -> bool:
         unlink_quietly(tmp)
 
 
-def _lock_holder(lock: Any) -> Dict[str, Any]:
-    holder = lock.get("holder") if isinstance(lock, dict) else None
+def holder_of(record: Any) -> Dict[str, Any]:
+    """The ``holder`` of a lock or a run's registration ({} when there is none)."""
+    holder = record.get("holder") if isinstance(record, dict) else None
     return holder if isinstance(holder, dict) else {}
+
+
+def marks_of_runs(marks: Dict[str, Dict[str, Any]], tokens: Any) -> Dict[str, str]:
+    """host -> run id of each mark made by one of the runs ``tokens`` (runs that hold the
+    cluster's lock now, whose marks no other run adopts or counts as its own)."""
+    tokens = set(tokens)
+    out = {}
+    for host, mark in marks.items():
+        owner = mark.get("owner") if isinstance(mark, dict) else None
+        if isinstance(owner, dict) and owner.get("token") in tokens:
+            out[host] = owner.get("run_id") or "?"
+    return out
 
 
 def unlink_quietly(path: str) -> None:
@@ -383,8 +396,8 @@ class StateStore:
             except CorruptState:
                 lock = None
         tokens = set(runs)
-        if _lock_holder(lock).get("token"):
-            tokens.add(_lock_holder(lock)["token"])
+        if holder_of(lock).get("token"):
+            tokens.add(holder_of(lock)["token"])
         return tokens
 
     def window(self) -> Optional[Dict[str, Any]]:

@@ -96,10 +96,10 @@ def test_describe_holder_word_for_word():
 
 
 def test_holder_of_a_record_is_its_holder_dict_or_nothing():
-    assert ms._holder_of({"holder": {"run_id": "r"}}) == {"run_id": "r"}
-    assert ms._holder_of({"holder": "r"}) == {}
-    assert ms._holder_of(["holder"]) == {}
-    assert ms._holder_of(None) == {}
+    assert ms.holder_of({"holder": {"run_id": "r"}}) == {"run_id": "r"}
+    assert ms.holder_of({"holder": "r"}) == {}
+    assert ms.holder_of(["holder"]) == {}
+    assert ms.holder_of(None) == {}
 
 
 # --------------------------------------------------------------------------- acquire
