@@ -89,6 +89,8 @@ def test_a_fast_cluster_does_not_wait_for_a_slow_reboot_elsewhere(shared_state_r
     assert report["clusters"][fast_cluster]["max_in_maintenance"] == 1
 
 
+MAX_HEARTBEAT_GAP_S = 3.0  # as in test_faults and test_safety: a live migration's pause, not a stop
+
 # The patch step a no-op: the hosts keep their pending updates for later tests (test_lab's
 # patch-and-reboot test expects the last host of the first cluster fresh).
 KEEP_PENDING_UPDATES = {"rolling_maintenance_patch_command": "true"}
@@ -99,12 +101,15 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
     the second, started while h1 is out, h2 and h3. They share the cluster's lock and slots:
     never two hosts out at once (the shared state sampled, and both runs' events), each host
     maintained and rebooted once (h2 by whichever run got its slot first; the other skips it),
-    one window holding all three, every guest accounted for by both runs' census."""
+    one window holding all three, every guest accounted for by both runs' census and its
+    heartbeat (no restart, no long gap)."""
     lab = shared_state_restored
     cluster = sorted(lab.clusters)[0]
     h1, h2, h3 = lab.clusters[cluster][:3]
     state = ms.ClusterState(lab.state_dir_of(cluster), cluster)
     boots = {h: lab.boot_id(h) for h in (h1, h2, h3)}
+    guests = sorted(g for g, where in lab.placement().items() if where in (h1, h2, h3))
+    began = time.time()
     samples = []
     stop = threading.Event()
 
@@ -171,6 +176,11 @@ def test_two_runs_on_one_cluster_never_take_two_hosts_out(shared_state_restored,
     window = state.window()
     assert set(window["hosts_done"]) >= {h1, h2, h3} and len(window["runs"]) >= 2, window
     assert not state.live_tokens() and state.marks() == {}
+    # Every guest of the cluster kept running through both runs' moves: no restart, no long gap.
+    ended = time.time()
+    for guest in guests:
+        beats = lab.heartbeat_report(guest, began, ended)
+        assert beats["restarts"] == 0 and beats["lost"] == 0 and beats["max_gap_s"] < MAX_HEARTBEAT_GAP_S, (guest, beats)
 
 
 # Slow enough that the second drain plans while the first still migrates (its two guests go one
