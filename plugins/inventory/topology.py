@@ -18,8 +18,9 @@ description:
     names that end up as the same group (for example C(eu-1) and C(eu_1)) are an error.
   - Every host gets C(ansible_host), C(virtfleet_region), C(virtfleet_zone), C(virtfleet_pod),
     C(virtfleet_cluster) (topology names, not sanitized), C(virtfleet_hypervisor),
-    C(virtfleet_storage) (C({name, type, path})), C(virtfleet_libvirt_uri) and
-    C(virtfleet_max_unavailable), plus the free variables of its level and every level above it
+    C(virtfleet_storage) (C({name, type, path})), C(virtfleet_libvirt_uri),
+    C(virtfleet_max_unavailable) and C(virtfleet_cluster_hosts) (the names of every host of its
+    cluster), plus the free variables of its level and every level above it
     (C(vars), nearest level wins). They are set as host variables, so they take precedence over
     C(group_vars/) files; override them with C(host_vars/) files or extra vars.
   - Bad input is refused with an error that names the file, the place in the tree
@@ -244,7 +245,7 @@ _TOPOLOGY_KEYS = ("regions", "vars")
 # `plugin:` line): this plugin takes it and says what is wrong, instead of leaving it to a
 # plugin that would read it as an empty inventory.
 _TOPOLOGY_FILE_NAMES = ("topology.yml", "topology.yaml")
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3  # 3: virtfleet_cluster_hosts
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

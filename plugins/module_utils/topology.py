@@ -47,6 +47,7 @@ DERIVED_VARIABLES = {
     "virtfleet_storage": "set `storage:` on the cluster",
     "virtfleet_libvirt_uri": "set `libvirt_uri:` on the host",
     "virtfleet_max_unavailable": "set `max_unavailable:` on the cluster",
+    "virtfleet_cluster_hosts": "it lists the cluster's `hosts:`",
 }
 
 _TOP_KEYS = ("plugin", "vars", "regions")

@@ -155,6 +155,9 @@ def build_layout(topology: Topology, sanitize: Callable[[str], str] = _identity,
                         virtfleet_hypervisor=trust(cluster.hypervisor),
                         virtfleet_storage={key: trust(value) for key, value in cluster.storage.items()},
                         virtfleet_max_unavailable=cluster.max_unavailable,
+                        # The whole membership, so that a run whose inventory holds only part of
+                        # the cluster (an AWX job slice) can tell and refuse.
+                        virtfleet_cluster_hosts=[trust(host.name) for host in cluster.hosts],
                     )
                     hosts = []
                     for host in cluster.hosts:

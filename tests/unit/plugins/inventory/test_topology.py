@@ -139,6 +139,7 @@ def test_host_variables_and_inheritance(write):
         "virtfleet_storage": {"name": "nfs1", "type": "shared", "path": "/srv/nfs1"},
         "virtfleet_libvirt_uri": "qemu+ssh://root@192.0.2.1/system",
         "virtfleet_max_unavailable": 2,
+        "virtfleet_cluster_hosts": ["hv-1", "hv-2"],
         "site": "lab", "rack": "r1",
     }
     assert inventory.hosts["hv-2"].vars["rack"] == "r2"

@@ -51,10 +51,12 @@ TOPOLOGY = {
 # The same hosts, groups and variables as a static YAML inventory.
 C1 = {**TREE_VARS, "rack": "r1", "os": "", "virtfleet_region": "eu", "virtfleet_zone": "eu-1", "virtfleet_pod": "p1",
       "virtfleet_cluster": "c1", "virtfleet_hypervisor": "kvm", "virtfleet_max_unavailable": 1,
-      "virtfleet_storage": {"name": "nfs1", "type": "shared", "path": "/srv/nfs1"}}
+      "virtfleet_storage": {"name": "nfs1", "type": "shared", "path": "/srv/nfs1"},
+      "virtfleet_cluster_hosts": ["hv-1.example.com", "hv-2"]}
 C2 = {**TREE_VARS, "virtfleet_region": "eu", "virtfleet_zone": "eu-1", "virtfleet_pod": "p1",
       "virtfleet_cluster": "c2", "virtfleet_hypervisor": "hyperv", "virtfleet_max_unavailable": 2,
-      "virtfleet_storage": {"name": "csv", "type": "local", "path": "D:\\vms"}}
+      "virtfleet_storage": {"name": "csv", "type": "local", "path": "D:\\vms"},
+      "virtfleet_cluster_hosts": ["hv-3"]}
 STATIC = {"all": {"children": {
     "region_eu": {"children": {"zone_eu_1": {"children": {"pod_p1": {"children": {
         "cluster_c1": {"hosts": {

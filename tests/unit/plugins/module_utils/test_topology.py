@@ -114,6 +114,7 @@ def test_every_host_gets_the_design_variables():
         "virtfleet_storage": {"name": "nfs1", "type": "shared", "path": "/srv/nfs1"},
         "virtfleet_libvirt_uri": "qemu+ssh://root@192.0.2.1/system",
         "virtfleet_max_unavailable": 2,
+        "virtfleet_cluster_hosts": ["hv-1", "hv-2", "hv-3"],
         "level": "cluster",
         "top_only": 1,
     }
