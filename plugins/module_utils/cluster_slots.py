@@ -62,6 +62,18 @@ def hosts_out_of_service(slots: Dict[str, Record], marked: Iterable[str] = (), u
     return holders | set(marked) | set(unreachable)
 
 
+def out_for_other_runs(marks: Mapping[str, Record], slots: Mapping[str, Record], live_tokens: Iterable[str],
+                       token: Optional[str]) -> Dict[str, str]:
+    """host -> run id of each host another run holding the cluster's lock has out now (its mark
+    or its host slot): that run may be draining or rebooting it, so this run leaves it alone."""
+    others = set(live_tokens) - {token}
+    out = marks_of_runs(dict(marks), others)
+    for record in slots.values():
+        if record.get("pool") == "host" and record.get("token") in others and record.get("host"):
+            out.setdefault(record["host"], record.get("run_id") or "?")
+    return out
+
+
 def decide(host: str, pool: str, limit: int, slots: Dict[str, Record], rounds: Sequence[Sequence[str]] = (),
            done: Union[Mapping[str, Record], Iterable[str]] = (), out_of_service: Iterable[str] = (),
            token: Optional[str] = None, busy: Optional[Mapping[str, str]] = None) -> Decision:
@@ -133,7 +145,7 @@ class ClusterSlots:
         window = self.store.window() or {}
         done = (window.get("hosts_done") or {}) if not window.get("closed") else {}
         marks = self.store.marks()
-        busy = marks_of_runs(marks, self.store.live_tokens() - {token})
+        busy = out_for_other_runs(marks, slots, self.store.live_tokens(), token)
         return decide(host, pool, limit, slots, rounds, done, set(marks) | set(unreachable), token, busy)
 
     def take(self, host: str, pool: str, limit: int, holder: Record, rounds: Sequence[Sequence[str]] = (),

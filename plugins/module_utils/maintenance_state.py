@@ -31,7 +31,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
@@ -82,6 +82,15 @@ def _since(raw: bytes) -> float:
         return 0.0
 
 
+def lock_holders(lock: Optional[Record], runs: Dict[str, Record]) -> List[Record]:
+    """Every run holding the cluster's lock now: the exclusive holder, then the runs sharing it
+    (in token order), each its ``holder`` with ``shared`` and ``description`` (who, where, since)
+    for a message."""
+    records = ([(lock, False)] if lock else []) + [(runs[token], True) for token in sorted(runs)]
+    return [dict(holder_of(record), shared=shared, description=describe_holder(holder_of(record)))
+            for record, shared in records]
+
+
 def describe_holder(holder: Any) -> str:
     holder = holder if isinstance(holder, dict) else {}
     text = "run %s" % holder.get("run_id", "?")
@@ -109,8 +118,8 @@ class ClusterState(StateStore):
         runs = self.runs()
         live = marks_of_runs(base["marks"], self.live_tokens(base["lock"], runs))
         marks = {host: dict(mark, owner_live=True) if host in live else mark for host, mark in base["marks"].items()}
-        return dict(base, marks=marks, runs=runs, slots=ClusterSlots(self).read(),
-                    reservations=ClusterReservations(self).read())
+        return dict(base, marks=marks, runs=runs, holders=lock_holders(base["lock"], runs),
+                    slots=ClusterSlots(self).read(), reservations=ClusterReservations(self).read())
 
     # ----------------------------------------------------------------- lock
     def _conflicting_runs(self, runs: Dict[str, Record], token: str, run_id: Optional[str], shared: bool) -> Dict[str, Record]:

@@ -292,8 +292,20 @@ state:
       description: The window (C(name), C(hosts_done), C(guest_origins), C(closed)) or null.
       type: dict
     marks:
-      description: Host name to mark (C(owner), C(window), C(phase), C(phases), C(reason)).
+      description: >-
+        Host name to mark (C(owner), C(window), C(phase), C(phases), C(reason)); C(owner_live) on a
+        mark whose run still holds the cluster's lock (no other run adopts it).
       type: dict
+    runs:
+      description: Token to registration (C(holder)) of each rolling maintenance run sharing the cluster's lock.
+      type: dict
+    holders:
+      description: >-
+        Every run holding the cluster's lock now, the exclusive holder first: its holder (C(run_id),
+        C(token), C(user), C(controller), C(pid), C(since)) with C(shared) and C(description) (who,
+        where, since: for a message).
+      type: list
+      elements: dict
     slots:
       description: Slot file name to its holder (C(host), C(pool), C(token), C(since); C(failed) when it failed).
       type: dict
@@ -308,6 +320,13 @@ lock_held:
   description: With O(state=verify_shared), O(run_id) and O(token) - another run holds the cluster's lock (RV(lock_message) says which, and what to do).
   returned: when another run holds the lock
   type: bool
+out_elsewhere:
+  description: >-
+    With O(state=verify_shared) and O(token), host name to run id of each host another run
+    holding the cluster's lock has out now (its mark or its host slot): that run may be draining
+    or rebooting it.
+  returned: when O(state=verify_shared) and O(token) is given
+  type: dict
 lock_message:
   description: Why this run could not take the lock now, naming the run that holds it.
   returned: when RV(lock_held)
@@ -374,7 +393,7 @@ import socket
 from typing import Any, Dict, Optional
 
 from ansible_collections.virtfleet.cluster.plugins.module_utils.ansible_module import run_module
-from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots
+from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots import ClusterSlots, out_for_other_runs
 from ansible_collections.virtfleet.cluster.plugins.module_utils.maintenance_state import ClusterState, default_holder
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.run_events import REPORT_OPTIONS
@@ -465,6 +484,8 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         refusal = state.held_by_another(holder, shared=params["shared"]) if holder and token else None
         if refusal:  # read only: whether this run could take the lock now
             result.update(lock_held=True, holder=refusal.result["holder"], lock_message=refusal.message)
+        if token:
+            result["out_elsewhere"] = out_for_other_runs(state.marks(), ClusterSlots(state).read(), state.live_tokens(), token)
     elif requested == "lock":
         changed, lock, broken = state.acquire_lock(holder, force=params["force"], shared=params["shared"])
         result["changed"] = changed

@@ -452,3 +452,40 @@ def test_two_runs_share_max_unavailable_and_a_host_is_maintained_once(state):
     assert slots.take("a1", "host", 1, two, [["a1"]])["elsewhere"] == "recorded done in the window by run run-1"
     assert slots.take("a3", "host", 1, two, [["a3"], ["a1"]])["admitted"]
     assert not slots.take("a2", "host", 1, one, [["a1"], ["a2"]])["admitted"]
+
+
+def test_out_for_other_runs_is_their_marks_and_host_slots_never_this_runs_or_a_dead_runs():
+    marks = {"a1": {"owner": {"run_id": "run-2", "token": OTHER}}, "a2": {"owner": {"run_id": "run-1", "token": TOKEN}},
+             "a3": {"owner": {"run_id": "gone", "token": "d" * 32}}, "a4": {"owner": {"run_id": "operator"}}}
+    slots = {"host-0.json": {"host": "a5", "pool": "host", "token": OTHER, "run_id": "run-2"},
+             "host-1.json": {"host": "a6", "pool": "host", "token": TOKEN, "run_id": "run-1"},
+             "move-0.json": {"host": "a7", "pool": "move", "token": OTHER, "run_id": "run-2"},
+             "host-2.json": {"host": "a8", "pool": "host", "token": "d" * 32, "run_id": "gone"}}
+    live = {TOKEN, OTHER}
+    assert cs.out_for_other_runs(marks, slots, live, TOKEN) == {"a1": "run-2", "a5": "run-2"}
+    assert cs.out_for_other_runs(marks, slots, live, OTHER) == {"a2": "run-1", "a6": "run-1"}
+
+
+def test_verify_shared_names_the_hosts_other_runs_have_out_and_the_holders(state, tmp_path):
+    """What the preflight reads per host: the hosts another run sharing the lock has out (so it
+    asks them nothing) and every holder of the lock, described for a message."""
+    state.release_lock("run-1", token=TOKEN)
+    state.acquire_lock(ms.default_holder("run-1", {"token": TOKEN, "controller": "ctl-1"}), shared=True)
+    state.acquire_lock(ms.default_holder("run-2", {"token": OTHER}), shared=True)
+    state.mark("run-1", "a1", holder(), token=TOKEN)
+    assert cs.ClusterSlots(state).take("a2", "host", 2, holder(), [["a1", "a2"]])["admitted"]
+    asked = {"path": str(tmp_path), "cluster": "lab-a", "state": "verify_shared",
+             "identity": state.identity()["id"], "run_id": "run-2", "token": OTHER}
+    code, result = run_state_module(asked)
+    assert code == 0 and result["out_elsewhere"] == {"a1": "run-1", "a2": "run-1"}
+    holders = result["state"]["holders"]
+    assert [(h["run_id"], h["shared"]) for h in holders] == [("run-2", True), ("run-1", True)]  # in token order
+    first = next(h for h in holders if h["run_id"] == "run-1")
+    assert first["description"].startswith("run run-1 (") and "ctl-1" in first["description"]
+    code, result = run_state_module(dict(asked, run_id="run-1", token=TOKEN))
+    assert result["out_elsewhere"] == {}                                   # its own mark and slot
+    # An exclusive holder comes first and is not shared.
+    state.release_lock("run-1", token=TOKEN)
+    state.release_lock("run-2", token=OTHER)
+    state.acquire_lock(ms.default_holder("rebalance-1", {"token": "r" * 32}))
+    assert [(h["run_id"], h["shared"]) for h in state.snapshot()["holders"]] == [("rebalance-1", False)]
