@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - virtfleet.cluster.attributes
   - virtfleet.cluster.attributes.actiongroup_libvirt
   - virtfleet.cluster.libvirt_connection
+  - virtfleet.cluster.autostart_check
 attributes:
   check_mode:
     support: full
@@ -41,30 +42,6 @@ options:
   host:
     description: Name of the host in messages (default the URI's host part).
     type: str
-  peers:
-    description:
-      - The other hosts of the cluster, asked (only when the host has inactive autostart
-        definitions) whether they run the guest of such a definition.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name:
-        description: Inventory name of the peer.
-        type: str
-        required: true
-      uri:
-        description: libvirt connection URI of the peer.
-        type: str
-        required: true
-  autostart_elsewhere:
-    description:
-      - What to do with inactive autostart definitions whose guest runs elsewhere, or may (a peer
-        could not be asked) - C(refuse) fails naming them; C(disable) turns their autostart off
-        (the definitions stay) and goes on.
-    type: str
-    choices: [refuse, disable]
-    default: refuse
 notes:
   - Credentials in URIs (O(uri) and O(peers[].uri)) are masked in the output, as in M(virtfleet.cluster.hypervisor_facts).
 seealso:

@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - virtfleet.cluster.attributes
   - virtfleet.cluster.attributes.actiongroup_libvirt
   - virtfleet.cluster.libvirt_connection
+  - virtfleet.cluster.autostart_check
 attributes:
   check_mode:
     support: full
@@ -48,30 +49,6 @@ options:
   host:
     description: Name of the host in messages (default the inventory name).
     type: str
-  peers:
-    description:
-      - The other hosts of the cluster, asked (only when the host has inactive autostart
-        definitions) whether they run the guest of such a definition.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name:
-        description: Inventory name of the peer.
-        type: str
-        required: true
-      uri:
-        description: libvirt connection URI of the peer.
-        type: str
-        required: true
-  autostart_elsewhere:
-    description:
-      - What to do with inactive autostart definitions whose guest runs elsewhere, or may (a peer
-        could not be asked) - C(refuse) fails naming them; C(disable) turns their autostart off
-        (the definitions stay) and goes on.
-    type: str
-    choices: [refuse, disable]
-    default: refuse
   reboot_command:
     description: As in M(ansible.builtin.reboot) - the command that reboots the host.
     type: str
