@@ -37,7 +37,7 @@ from ansible_collections.virtfleet.cluster.plugins.module_utils.cluster_slots im
 from ansible_collections.virtfleet.cluster.plugins.module_utils.reservations import ClusterReservations
 from ansible_collections.virtfleet.cluster.plugins.module_utils.state_store import (
     LOCK_FILE, CorruptState, LockHeld, StateError, StateStore, create_json_exclusive, holder_of, iso, link_exclusive,
-    make_state_dirs, marks_of_runs, new_token, now, read_bytes, read_json, unlink_quietly, write_json_atomic)
+    make_state_dirs, marks_of_runs, new_token, now, owner_of, read_bytes, read_json, unlink_quietly, write_json_atomic)
 
 # window.json is read, changed and rewritten under this mutex: runs sharing a cluster change it
 # side by side. Held for milliseconds; one older than this was left by a writer that died.
@@ -67,11 +67,6 @@ def default_holder(run_id: Optional[str], extra: Optional[Record] = None) -> Rec
     }
     holder.update({key: value for key, value in (extra or {}).items() if value not in (None, "")})
     return holder
-
-
-def _owner_of(mark: Any) -> Record:
-    owner = mark.get("owner") if isinstance(mark, dict) else None
-    return owner if isinstance(owner, dict) else {}
 
 
 def _since(raw: bytes) -> float:
@@ -498,7 +493,7 @@ class ClusterState(StateStore):
         """
         if not mark:
             return False
-        owner_token = _owner_of(mark).get("token")
+        owner_token = owner_of(mark).get("token")
         if token and owner_token and owner_token != token and owner_token in set(live_tokens):
             return False
         if mark.get("owner", {}).get("run_id") == run_id:

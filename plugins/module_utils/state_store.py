@@ -248,16 +248,18 @@ def holder_of(record: Any) -> Dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
+def owner_of(mark: Any) -> Dict[str, Any]:
+    """The ``owner`` of a mark ({} when there is none)."""
+    owner = mark.get("owner") if isinstance(mark, dict) else None
+    return owner if isinstance(owner, dict) else {}
+
+
 def marks_of_runs(marks: Dict[str, Dict[str, Any]], tokens: Any) -> Dict[str, str]:
     """host -> run id of each mark made by one of the runs ``tokens`` (runs that hold the
     cluster's lock now, whose marks no other run adopts or counts as its own)."""
     tokens = set(tokens)
-    out = {}
-    for host, mark in marks.items():
-        owner = mark.get("owner") if isinstance(mark, dict) else None
-        if isinstance(owner, dict) and owner.get("token") in tokens:
-            out[host] = owner.get("run_id") or "?"
-    return out
+    return {host: owner_of(mark).get("run_id") or "?" for host, mark in marks.items()
+            if owner_of(mark).get("token") in tokens}
 
 
 def unlink_quietly(path: str) -> None:

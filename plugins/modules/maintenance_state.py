@@ -485,7 +485,10 @@ def act(state: ClusterState, params: Dict[str, Any], requested: str, run_id: Opt
         if refusal:  # read only: whether this run could take the lock now
             result.update(lock_held=True, holder=refusal.result["holder"], lock_message=refusal.message)
         if token:
-            result["out_elsewhere"] = out_for_other_runs(state.marks(), ClusterSlots(state).read(), state.live_tokens(), token)
+            # From the state read back (read once here): the hosts other runs have out.
+            result["state"] = read = state.snapshot()
+            result["out_elsewhere"] = out_for_other_runs(read["marks"], read["slots"],
+                                                         state.live_tokens(read["lock"], read["runs"]), token)
     elif requested == "lock":
         changed, lock, broken = state.acquire_lock(holder, force=params["force"], shared=params["shared"])
         result["changed"] = changed
@@ -587,7 +590,8 @@ def work(params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
     holder = default_holder(run_id, extra) if run_id else None
     try:
         result = act(state, params, requested, run_id, holder)
-        result["state"] = state.snapshot()
+        if "state" not in result:  # verify_shared read it already
+            result["state"] = state.snapshot()
     except StateError as exc:
         exc.result.update(failure_fields(state, exc, requested))
         raise
