@@ -19,20 +19,11 @@ import os
 import subprocess
 import sys
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-VENV_BIN = os.path.dirname(sys.executable)
+from .test_role_guards import REPO, VENV_BIN, _env
+
 TOPOLOGY = os.path.join(REPO, "inventories", "lab", "topology.yml")
 REFUSAL = "of its hosts;"
 CHECK_TASK = "Refuse a cluster the inventory holds only part of"
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-    env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env.update(extra)
-    return env
 
 
 def _inventory_list():
